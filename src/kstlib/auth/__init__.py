@@ -1,0 +1,151 @@
+"""Public API of ``kstlib.auth``.
+
+Names are imported lazily (PEP 562): ``import kstlib.auth`` costs almost
+nothing, and ``from kstlib.auth import AuthSession`` loads only what the
+session needs. ``__all__`` lists the public names; nothing else is exported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "AbstractAuthProvider",
+    "AbstractTokenStorage",
+    "AuthError",
+    "AuthFlow",
+    "AuthProviderConfig",
+    "AuthSession",
+    "AuthorizationError",
+    "CallbackResult",
+    "CallbackServer",
+    "CallbackServerError",
+    "ConfigurationError",
+    "DiscoveryError",
+    "FileTokenStorage",
+    "MemoryTokenStorage",
+    "OAuth2Provider",
+    "OIDCProvider",
+    "PreflightReport",
+    "PreflightResult",
+    "PreflightStatus",
+    "ProviderAuth",
+    "SOPSTokenStorage",
+    "Token",
+    "TokenCheckReport",
+    "TokenChecker",
+    "TokenError",
+    "TokenExchangeError",
+    "TokenExpiredError",
+    "TokenRefreshError",
+    "TokenStorageError",
+    "TokenType",
+    "TokenValidationError",
+    "ValidationStep",
+    "build_provider_config",
+    "get_default_provider_name",
+    "get_provider",
+    "get_provider_config",
+    "get_token_storage",
+    "list_configured_providers",
+]
+
+_LOCATIONS: dict[str, str] = {
+    "AbstractAuthProvider": "kstlib.auth.providers.base",
+    "OAuth2Provider": "kstlib.auth.providers.oauth2",
+    "OIDCProvider": "kstlib.auth.providers.oidc",
+    "AbstractTokenStorage": "kstlib.auth.token",
+    "MemoryTokenStorage": "kstlib.auth.token",
+    "FileTokenStorage": "kstlib.auth.token",
+    "SOPSTokenStorage": "kstlib.auth.token",
+    "get_token_storage": "kstlib.auth.token",
+    "AuthSession": "kstlib.auth.session",
+    "ProviderAuth": "kstlib.auth.session",
+    "TokenChecker": "kstlib.auth.check",
+    "TokenCheckReport": "kstlib.auth.check",
+    "ValidationStep": "kstlib.auth.check",
+    "CallbackServer": "kstlib.auth.callback",
+    "CallbackResult": "kstlib.auth.callback",
+    "Token": "kstlib.auth.models",
+    "TokenType": "kstlib.auth.models",
+    "AuthFlow": "kstlib.auth.models",
+    "PreflightReport": "kstlib.auth.models",
+    "PreflightResult": "kstlib.auth.models",
+    "PreflightStatus": "kstlib.auth.models",
+    "AuthProviderConfig": "kstlib.auth.config",
+    "build_provider_config": "kstlib.auth.config",
+    "get_default_provider_name": "kstlib.auth.config",
+    "get_provider": "kstlib.auth.config",
+    "get_provider_config": "kstlib.auth.config",
+    "list_configured_providers": "kstlib.auth.config",
+    "AuthError": "kstlib.auth.errors",
+    "AuthorizationError": "kstlib.auth.errors",
+    "CallbackServerError": "kstlib.auth.errors",
+    "ConfigurationError": "kstlib.auth.errors",
+    "DiscoveryError": "kstlib.auth.errors",
+    "TokenError": "kstlib.auth.errors",
+    "TokenExchangeError": "kstlib.auth.errors",
+    "TokenExpiredError": "kstlib.auth.errors",
+    "TokenRefreshError": "kstlib.auth.errors",
+    "TokenStorageError": "kstlib.auth.errors",
+    "TokenValidationError": "kstlib.auth.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kstlib.auth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from kstlib.auth.callback import CallbackResult, CallbackServer
+    from kstlib.auth.check import TokenChecker, TokenCheckReport, ValidationStep
+    from kstlib.auth.config import (
+        AuthProviderConfig,
+        build_provider_config,
+        get_default_provider_name,
+        get_provider,
+        get_provider_config,
+        list_configured_providers,
+    )
+    from kstlib.auth.errors import (
+        AuthError,
+        AuthorizationError,
+        CallbackServerError,
+        ConfigurationError,
+        DiscoveryError,
+        TokenError,
+        TokenExchangeError,
+        TokenExpiredError,
+        TokenRefreshError,
+        TokenStorageError,
+        TokenValidationError,
+    )
+    from kstlib.auth.models import (
+        AuthFlow,
+        PreflightReport,
+        PreflightResult,
+        PreflightStatus,
+        Token,
+        TokenType,
+    )
+    from kstlib.auth.providers.base import AbstractAuthProvider
+    from kstlib.auth.providers.oauth2 import OAuth2Provider
+    from kstlib.auth.providers.oidc import OIDCProvider
+    from kstlib.auth.session import AuthSession, ProviderAuth
+    from kstlib.auth.token import (
+        AbstractTokenStorage,
+        FileTokenStorage,
+        MemoryTokenStorage,
+        SOPSTokenStorage,
+        get_token_storage,
+    )

@@ -1,0 +1,199 @@
+"""The ``AuthError`` tree.
+
+Every error carries a message a user can act on (what failed, for which
+provider/file/key, and what to do next) plus structured fields for code.
+No error ever holds a secret: messages are built by this library from
+non-secret facts, and ``details`` is passed through :func:`redact_mapping`
+before it is kept, so ``str()``/``repr()`` are always safe to print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kstlib.auth.redaction import redact_mapping
+
+__all__ = [
+    "AuthError",
+    "AuthorizationError",
+    "CallbackServerError",
+    "ConfigurationError",
+    "DiscoveryError",
+    "TokenError",
+    "TokenExchangeError",
+    "TokenExpiredError",
+    "TokenRefreshError",
+    "TokenStorageError",
+    "TokenValidationError",
+]
+
+
+class AuthError(Exception):
+    """Base class of every error raised by :mod:`kstlib.auth`.
+
+    Args:
+        message: What failed and what to do about it.
+        details: Structured, non-secret context (redacted again on the way in).
+    """
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = redact_mapping(dict(details or {}))
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigurationError(AuthError):
+    """The configuration is missing, malformed, or names something that cannot be resolved."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        provider: str | None = None,
+        key: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.file = file
+        self.provider = provider
+        self.key = key
+
+
+class DiscoveryError(AuthError):
+    """The discovery document (or JWKS) could not be fetched or is not trustworthy."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        issuer: str | None = None,
+        reason: str | None = None,
+        status_code: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.issuer = issuer
+        self.reason = reason or message
+        self.status_code = status_code
+
+
+class AuthorizationError(AuthError):
+    """The authorization step failed (error returned to the redirect URI, state mismatch...)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        error_code: str | None = None,
+        error_description: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason or message
+        self.error_code = error_code
+        self.error_description = error_description
+
+
+class CallbackServerError(AuthError):
+    """The loopback callback server could not start, timed out or received a bad request."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        port: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason or message
+        self.port = port
+
+
+class TokenError(AuthError):
+    """Base class of token errors."""
+
+
+class TokenExpiredError(TokenError):
+    """The token has expired and cannot be used (nor refreshed)."""
+
+
+class TokenRefreshError(TokenError):
+    """A refresh failed. ``retryable`` says whether trying again later may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        retryable: bool = False,
+        error_code: str | None = None,
+        status_code: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason or message
+        self.retryable = retryable
+        self.error_code = error_code
+        self.status_code = status_code
+
+
+class TokenExchangeError(TokenError):
+    """A token request (code exchange, grant) was refused or failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        error_code: str | None = None,
+        status_code: int | None = None,
+        retryable: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason or message
+        self.error_code = error_code
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class TokenValidationError(TokenError):
+    """A token (usually an ID token) failed validation; ``claim`` names the failing claim."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        claim: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason or message
+        self.claim = claim
+
+
+class TokenStorageError(TokenError):
+    """A token could not be saved, loaded or deleted; ``path`` names the file when there is one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        provider: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.path = path
+        self.provider = provider

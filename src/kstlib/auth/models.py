@@ -1,0 +1,391 @@
+"""Data models: :class:`Token`, :class:`TokenType`, :class:`AuthFlow` and the preflight report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from kstlib.auth.errors import TokenValidationError
+from kstlib.auth.redaction import fingerprint
+
+__all__ = [
+    "DEFAULT_REFRESH_SKEW",
+    "AuthFlow",
+    "PreflightReport",
+    "PreflightResult",
+    "PreflightStatus",
+    "Token",
+    "TokenType",
+]
+
+#: Seconds before expiry at which a token is refreshed proactively.
+DEFAULT_REFRESH_SKEW = 60.0
+#: A token of unknown lifetime is considered expired after this long.
+_UNKNOWN_LIFETIME = timedelta(hours=1)
+#: Longest ``expires_in`` accepted (ten years); beyond that the server is broken or hostile.
+_MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+#: Fields of a token response that the model keeps as attributes, not metadata.
+_RESPONSE_FIELDS = frozenset(
+    {"access_token", "token_type", "expires_in", "expires_at", "refresh_token", "scope", "id_token"}
+)
+
+
+class TokenType(str, Enum):
+    """Token types of RFC 6750 (Bearer), RFC 9449 (DPoP) and the MAC draft."""
+
+    BEARER = "Bearer"
+    MAC = "MAC"
+    DPOP = "DPoP"
+
+    @classmethod
+    def parse(cls, value: str) -> TokenType:
+        """Case-insensitive lookup (``bearer`` -> ``BEARER``); raises ValueError when unknown."""
+        for member in cls:
+            if member.value.lower() == value.strip().lower():
+                return member
+        raise ValueError(value)
+
+
+class AuthFlow(str, Enum):
+    """OAuth2 grants / flows a provider can use."""
+
+    AUTHORIZATION_CODE = "authorization_code"
+    AUTHORIZATION_CODE_PKCE = "authorization_code_pkce"
+    CLIENT_CREDENTIALS = "client_credentials"
+    DEVICE_CODE = "device_code"
+    REFRESH_TOKEN = "refresh_token"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parse_datetime(value: Any, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return _as_utc(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise TokenValidationError(
+                f"Token field '{name}' is not a usable timestamp", claim=name
+            ) from exc
+    if isinstance(value, str):
+        try:
+            return _as_utc(datetime.fromisoformat(value))
+        except ValueError as exc:
+            raise TokenValidationError(
+                f"Token field '{name}' is not an ISO 8601 date-time", claim=name
+            ) from exc
+    raise TokenValidationError(f"Token field '{name}' has an invalid type", claim=name)
+
+
+def _parse_expires_in(value: Any) -> float | None:
+    """Accept an int or a numeric string; refuse negatives, NaN, booleans and junk."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise TokenValidationError("Token response 'expires_in' is not a number", claim="expires_in")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError as exc:
+            raise TokenValidationError(
+                "Token response 'expires_in' is not a number", claim="expires_in"
+            ) from exc
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise TokenValidationError("Token response 'expires_in' is not a number", claim="expires_in")
+    if not math.isfinite(number) or number < 0 or number > _MAX_EXPIRES_IN:
+        raise TokenValidationError(
+            "Token response 'expires_in' is out of range (must be 0..10 years)", claim="expires_in"
+        )
+    return number
+
+
+def _parse_scope(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list | tuple) and all(isinstance(s, str) for s in value):
+        return [s for item in value for s in item.split()]
+    raise TokenValidationError("Token field 'scope' must be a string or a list of strings", claim="scope")
+
+
+def _optional_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TokenValidationError(f"Token field '{name}' must be a non-empty string", claim=name)
+    return value
+
+
+def _parse_token_type(value: Any) -> TokenType:
+    if value is None or value == "":
+        return TokenType.BEARER
+    if not isinstance(value, str):
+        raise TokenValidationError("Token field 'token_type' must be a string", claim="token_type")
+    try:
+        return TokenType.parse(value)
+    except ValueError as exc:
+        raise TokenValidationError(
+            "Token response has an unsupported 'token_type' (expected Bearer, DPoP or MAC)",
+            claim="token_type",
+        ) from exc
+
+
+@dataclass(repr=False)
+class Token:
+    """An OAuth2/OIDC token set.
+
+    Datetimes are timezone-aware UTC. ``repr()`` never shows a token value:
+    only a short fingerprint of the access token.
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> token = Token(
+        ...     access_token="eyJhbGc...",
+        ...     expires_at=datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc),
+        ...     refresh_token="dGhpcyBpcyBh...",
+        ...     scope=["openid", "profile"],
+        ... )
+        >>> token.is_expired
+        True
+        >>> token.is_refreshable
+        True
+    """
+
+    access_token: str
+    token_type: TokenType | str = TokenType.BEARER
+    expires_at: datetime | None = None
+    refresh_token: str | None = None
+    scope: list[str] = field(default_factory=list)
+    id_token: str | None = None
+    issued_at: datetime = field(default_factory=_utcnow)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.expires_at is not None:
+            self.expires_at = _as_utc(self.expires_at)
+        self.issued_at = _as_utc(self.issued_at)
+        if isinstance(self.token_type, str) and not isinstance(self.token_type, TokenType):
+            try:
+                self.token_type = TokenType.parse(self.token_type)
+            except ValueError:
+                pass
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def expires_in(self) -> int | None:
+        """Whole seconds until expiry (negative once expired), None when unknown."""
+        if self.expires_at is None:
+            return None
+        return math.floor((self.expires_at - _utcnow()).total_seconds())
+
+    @property
+    def is_expired(self) -> bool:
+        """True if expired, or if the lifetime is unknown and the token is over an hour old."""
+        now = _utcnow()
+        if self.expires_at is None:
+            return now - self.issued_at > _UNKNOWN_LIFETIME
+        return now >= self.expires_at
+
+    @property
+    def is_refreshable(self) -> bool:
+        """True when a refresh token is available."""
+        return bool(self.refresh_token)
+
+    @property
+    def should_refresh(self) -> bool:
+        """True if the token expires within 60 seconds or has already expired."""
+        return self.needs_refresh(DEFAULT_REFRESH_SKEW)
+
+    def needs_refresh(self, skew: float = DEFAULT_REFRESH_SKEW) -> bool:
+        """True if the token expires within ``skew`` seconds (or its lifetime is unknown and old)."""
+        if self.expires_at is None:
+            return self.is_expired
+        return _utcnow() + timedelta(seconds=skew) >= self.expires_at
+
+    @property
+    def refresh_expires_at(self) -> datetime | None:
+        """Expiry of the refresh token when the server said it (``refresh_expires_in``)."""
+        value = self.metadata.get("refresh_expires_at")
+        if isinstance(value, str):
+            try:
+                return _as_utc(datetime.fromisoformat(value))
+            except ValueError:
+                return None
+        return None
+
+    # -- (de)serialisation ---------------------------------------------------------------
+
+    @classmethod
+    def from_response(cls, data: dict[str, Any]) -> Token:
+        """Build a token from an OAuth2 token response (RFC 6749 5.1).
+
+        ``expires_in`` may be an int or a numeric string, ``scope`` a string or
+        a list; unknown fields are kept in ``metadata``; ``token_type``
+        defaults to Bearer. Raises :class:`TokenValidationError` naming the
+        field when the response is not a usable token response.
+
+        Example:
+            >>> response = {
+            ...     "access_token": "eyJhbGc...",
+            ...     "token_type": "Bearer",
+            ...     "expires_in": 3600,
+            ...     "refresh_token": "dGhpcyBpcyBh...",
+            ...     "scope": "openid profile",
+            ...     "id_token": "eyJhbGc...",
+            ... }
+            >>> token = Token.from_response(response)
+            >>> token.scope
+            ['openid', 'profile']
+        """
+        if not isinstance(data, dict):
+            raise TokenValidationError("Token response is not a JSON object", claim=None)
+        access_token = data.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise TokenValidationError(
+                "Token response has no 'access_token'", claim="access_token"
+            )
+        now = _utcnow()
+        expires_in = _parse_expires_in(data.get("expires_in"))
+        expires_at = now + timedelta(seconds=expires_in) if expires_in is not None else None
+        metadata = {k: v for k, v in data.items() if k not in _RESPONSE_FIELDS}
+        refresh_expires_in = metadata.get("refresh_expires_in")
+        if isinstance(refresh_expires_in, int | float) and not isinstance(refresh_expires_in, bool):
+            if 0 < refresh_expires_in <= _MAX_EXPIRES_IN:
+                metadata["refresh_expires_at"] = (
+                    now + timedelta(seconds=refresh_expires_in)
+                ).isoformat()
+        return cls(
+            access_token=access_token,
+            token_type=_parse_token_type(data.get("token_type")),
+            expires_at=expires_at,
+            refresh_token=_optional_str(data, "refresh_token"),
+            scope=_parse_scope(data.get("scope")),
+            id_token=_optional_str(data, "id_token"),
+            issued_at=now,
+            metadata=metadata,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise for storage (JSON-compatible; ``from_dict`` restores it exactly)."""
+        token_type = self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
+        return {
+            "access_token": self.access_token,
+            "token_type": token_type,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "refresh_token": self.refresh_token,
+            "scope": list(self.scope),
+            "id_token": self.id_token,
+            "issued_at": self.issued_at.isoformat(),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Token:
+        """Restore a token saved by :meth:`to_dict`; raises :class:`TokenValidationError` if malformed."""
+        if not isinstance(data, dict):
+            raise TokenValidationError("Stored token is not a JSON object")
+        access_token = data.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise TokenValidationError("Stored token has no 'access_token'", claim="access_token")
+        token_type_raw = data.get("token_type") or TokenType.BEARER.value
+        if not isinstance(token_type_raw, str):
+            raise TokenValidationError("Stored token 'token_type' is not a string", claim="token_type")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise TokenValidationError("Stored token 'metadata' is not an object", claim="metadata")
+        issued_at = _parse_datetime(data.get("issued_at"), "issued_at") or _utcnow()
+        return cls(
+            access_token=access_token,
+            token_type=token_type_raw,
+            expires_at=_parse_datetime(data.get("expires_at"), "expires_at"),
+            refresh_token=_optional_str(data, "refresh_token"),
+            scope=_parse_scope(data.get("scope")),
+            id_token=_optional_str(data, "id_token"),
+            issued_at=issued_at,
+            metadata=dict(metadata),
+        )
+
+    def __repr__(self) -> str:
+        token_type = self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
+        expires = self.expires_at.isoformat() if self.expires_at else None
+        return (
+            f"Token(access_token={fingerprint(self.access_token)}, token_type={token_type!r}, "
+            f"expires_at={expires!r}, refreshable={self.is_refreshable}, "
+            f"id_token={'present' if self.id_token else None}, scope={self.scope!r})"
+        )
+
+    __str__ = __repr__
+
+
+class PreflightStatus(str, Enum):
+    """Outcome of one preflight step."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    WARNING = "warning"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class PreflightResult:
+    """Result of one preflight step, with its duration."""
+
+    step: str
+    status: PreflightStatus
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "status": self.status.value,
+            "message": self.message,
+            "details": self.details,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+
+@dataclass
+class PreflightReport:
+    """All preflight steps run for one provider."""
+
+    provider_name: str
+    results: list[PreflightResult] = field(default_factory=list)
+    started_at: datetime = field(default_factory=_utcnow)
+    completed_at: datetime | None = None
+
+    @property
+    def success(self) -> bool:
+        """True when no step failed (warnings and skips are allowed)."""
+        return all(r.status is not PreflightStatus.FAILURE for r in self.results)
+
+    @property
+    def duration_ms(self) -> float:
+        return sum(r.duration_ms for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider_name": self.provider_name,
+            "success": self.success,
+            "started_at": self.started_at.isoformat(),
+            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "results": [r.to_dict() for r in self.results],
+        }

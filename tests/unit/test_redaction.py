@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from kstlib.auth.errors import AuthError, TokenRefreshError
+from kstlib.auth.redaction import (
+    REDACTED,
+    TRACE,
+    fingerprint,
+    get_logger,
+    redact_body,
+    redact_headers,
+    redact_mapping,
+    redact_text,
+    redact_url,
+)
+
+SECRET = "s3cr3t-VALUE-xyz"
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["code", "state", "code_verifier", "client_secret", "client_assertion", "device_code",
+     "access_token", "refresh_token", "id_token", "token", "nonce", "password", "subject_token"],
+)
+def test_url_query_and_fragment(key: str) -> None:
+    url = f"https://idp.example/cb?{key}={SECRET}&keep=yes#{key}={SECRET}"
+    out = redact_url(url)
+    assert SECRET not in out
+    assert "keep=yes" in out
+    assert out.count(REDACTED) == 2 or out.count("%5BREDACTED%5D") == 2
+
+
+def test_redaction_hides_length() -> None:
+    short = redact_url("https://x/cb?code=a")
+    long = redact_url("https://x/cb?code=" + "a" * 500)
+    assert short == long
+
+
+def test_form_and_json_bodies() -> None:
+    form = f"grant_type=refresh_token&refresh_token={SECRET}&client_id=app"
+    out = redact_body(form, "application/x-www-form-urlencoded")
+    assert SECRET not in out and "client_id=app" in out
+    body = json.dumps({"access_token": SECRET, "nested": {"id_token": JWT}, "list": [{"code": SECRET}], "ok": 1})
+    out = redact_body(body.encode(), "application/json")
+    assert SECRET not in out and JWT not in out and '"ok": 1' in out
+
+
+def test_headers() -> None:
+    out = redact_headers({"Authorization": f"Bearer {SECRET}", "Cookie": f"sid={SECRET}", "Accept": "x"})
+    assert SECRET not in json.dumps(out)
+    assert out["Authorization"] == f"Bearer {REDACTED}"
+    assert out["Accept"] == "x"
+
+
+def test_free_text() -> None:
+    text = f"failed with Bearer {SECRET} and token {JWT} and client_secret={SECRET} \"state\": \"{SECRET}\""
+    out = redact_text(text)
+    assert SECRET not in out and JWT not in out
+
+
+def test_extra_keys() -> None:
+    assert SECRET not in redact_url(f"https://x/?my_key={SECRET}", extra_keys=["my_key"])
+    assert SECRET not in redact_mapping({"my_key": SECRET}, extra_keys=["my_key"])["my_key"]
+
+
+def test_mapping_suffix_rules() -> None:
+    out = redact_mapping({"api_secret": SECRET, "custom_token": SECRET, "user": "alice"})
+    assert out == {"api_secret": REDACTED, "custom_token": REDACTED, "user": "alice"}
+
+
+def test_fingerprint_is_short_and_stable() -> None:
+    assert fingerprint(SECRET) == fingerprint(SECRET)
+    assert fingerprint(SECRET) != fingerprint(SECRET + "x")
+    assert SECRET not in fingerprint(SECRET) and len(fingerprint(SECRET)) == len("sha256:") + 8
+    assert fingerprint(None) == "none"
+
+
+def test_logger_redacts_messages_and_args(caplog: pytest.LogCaptureFixture) -> None:
+    log = get_logger("kstlib.test.redaction")
+    with caplog.at_level(TRACE, logger="kstlib"):
+        log.log(TRACE, "calling %s with body %s", f"https://x/cb?code={SECRET}", {"access_token": SECRET})
+        log.warning("Authorization: Bearer %s", SECRET)
+    assert caplog.records
+    assert SECRET not in caplog.text
+    assert logging.getLevelName(TRACE) == "TRACE"
+
+
+def test_errors_never_carry_secrets() -> None:
+    err = AuthError("boom", details={"refresh_token": SECRET, "url": f"https://x/?code={SECRET}"})
+    assert SECRET not in repr(err.details) and SECRET not in str(err) and SECRET not in repr(err)
+    refresh = TokenRefreshError("refresh failed", retryable=True)
+    assert refresh.retryable and refresh.reason == "refresh failed"
