@@ -1,0 +1,49 @@
+"""Shared fixtures. Servers are started once per session (fixture scope), never per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.idp_support import IdP, start_idp
+from tests.sops_support import AgeIdentity, ensure_venv_bin_on_path, make_age_identity
+
+ensure_venv_bin_on_path()
+
+
+@pytest.fixture(scope="session")
+def age_identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgeIdentity]:
+    """A real age key pair; SOPS_AGE_KEY_FILE points at it for the whole session."""
+    mp = pytest.MonkeyPatch()
+    ident = make_age_identity(tmp_path_factory.mktemp("age"))
+    mp.setenv("SOPS_AGE_KEY_FILE", str(ident.key_file))
+    yield ident
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the developer's real config or token files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path / "etc-xdg"))
+    monkeypatch.delenv("KSTLIB_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+# --- test OpenID Provider (panva/oidc-provider, see tests/idp_support.py) ---
+
+
+@pytest.fixture(scope="session")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    """A real oidc-provider on 127.0.0.1 (one per session / xdist worker), stopped at the end."""
+    server = start_idp(tmp_path_factory.mktemp("idp"))
+    try:
+        yield server
+    finally:
+        server.close()

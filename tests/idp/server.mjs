@@ -1,0 +1,678 @@
+// Test-only OpenID Provider for the kstlib.auth integration tests.
+//
+// NEVER deploy this: it accepts any login/password (devInteractions), ships
+// fixed client secrets and exposes unauthenticated /__test__/ endpoints.
+//
+// How it is started
+//   tests/idp_support.py (start_idp / the `idp` pytest fixture) runs `npm ci`
+//   when needed, then `node server.mjs` with these environment variables:
+//     IDP_PORT               port to listen on (127.0.0.1 only); 0 = pick a free
+//                            one (default 0). Also accepted as argv[2].
+//     IDP_READY_FILE         when set, JSON {"port", "issuer", "pid"} is written
+//                            there once the server is listening.
+//     IDP_STATE_FILE         when set, the adapter store, signing keys and cookie
+//                            keys are persisted there (JSON) and reloaded on
+//                            start, so a restart on the same port keeps grants,
+//                            sessions and refresh tokens.
+//     IDP_CLIENTS            JSON array of client metadata (defaults below).
+//     IDP_ACCESS_TOKEN_TTL   access token lifetime in seconds (default 3600);
+//                            changeable at runtime via POST /__test__/config.
+//     IDP_ID_TOKEN_TTL, IDP_REFRESH_TOKEN_TTL   likewise (3600, 14 days).
+//     IDP_STRICT_CLIENT_AUTH "0": accept client_secret_basic and _post
+//                            interchangeably (oidc-provider's own behaviour);
+//                            default strict: only the registered method.
+//     IDP_EXIT_ON_STDIN_EOF  "1": exit when stdin closes (parent process died).
+//   Standalone: `npm start` (or `IDP_PORT=9000 node server.mjs`).
+//
+// What it configures (panva/oidc-provider 9.x)
+//   issuer http://127.0.0.1:PORT (no trailing slash); clients kstlib-confidential
+//   (client_secret_basic), kstlib-confidential-post (client_secret_post),
+//   kstlib-public (auth method none, PKCE S256 required), kstlib-es256
+//   (client_secret_basic, ES256-signed ID tokens). All are application_type
+//   "native": oidc-provider then accepts a registered loopback http redirect
+//   URI (127.0.0.1 / localhost / [::1]) with ANY port (RFC 8252 section 7.3);
+//   the host name and path must still match exactly. Side effect of "native":
+//   oidc-provider asks for consent on EVERY authorization of a native client,
+//   so prompt=none always ends in error=interaction_required.
+//   client_secret_basic / client_secret_post are enforced strictly (only the
+//   registered one is accepted; oidc-provider alone accepts either).
+//   Refresh tokens are issued to every client allowed the refresh_token grant
+//   (not only with offline_access) and rotated on every use; presenting an
+//   already rotated refresh token revokes the whole grant. Revoking an access
+//   token revokes every token of its grant too (oidc-provider behaviour).
+//   Features:
+//   devInteractions, revocation, introspection, userinfo, rpInitiatedLogout.
+//   Signing keys: one RSA 2048 (RS256) and one P-256 (ES256) key, generated at
+//   startup; POST /__test__/rotate-keys swaps in freshly generated keys
+//   in-process (the old ones stay in the JWKS as verify-only keys unless
+//   {"keep_old": false}); the adapter store is shared, so grants, sessions and
+//   tokens survive a rotation.
+//
+// Test-only endpoints (exist only in this server)
+//   GET  /__test__/health                 {"ok": true, "issuer": ...}
+//   GET  /__test__/stats                  request counters (see countRequest)
+//   POST /__test__/stats/reset            zero the counters
+//   POST /__test__/rotate-keys            {"keep_old": true|false} -> key info
+//   GET  /__test__/keys                   {"active": [...kids], "retired": [...]}
+//   GET  /__test__/config, POST /__test__/config   settings (JSON): token
+//                                         TTLs, strict_client_auth
+//   GET  /__test__/clients                the configured client metadata
+//   ANY  /__test__/api/...                protected resource: needs a valid
+//        bearer access token of this IdP; 200 {"sub","client_id","scope",
+//        "method","path","query","body"} or 401 + WWW-Authenticate.
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const HOST = '127.0.0.1';
+const REQUESTED_PORT = Number.parseInt(process.env.IDP_PORT ?? process.argv[2] ?? '0', 10);
+const READY_FILE = process.env.IDP_READY_FILE || undefined;
+const STATE_FILE = process.env.IDP_STATE_FILE || undefined;
+
+if (!Number.isInteger(REQUESTED_PORT) || REQUESTED_PORT < 0 || REQUESTED_PORT > 65535) {
+  console.error(`invalid port ${process.env.IDP_PORT ?? process.argv[2]}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------- clients
+
+const DEFAULT_CLIENTS = [
+  {
+    client_id: 'kstlib-confidential',
+    client_secret: 'kstlib-confidential-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
+    client_id: 'kstlib-confidential-post',
+    client_secret: 'kstlib-confidential-post-secret',
+    token_endpoint_auth_method: 'client_secret_post',
+  },
+  {
+    client_id: 'kstlib-public',
+    token_endpoint_auth_method: 'none',
+  },
+  {
+    client_id: 'kstlib-es256',
+    client_secret: 'kstlib-es256-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    id_token_signed_response_alg: 'ES256',
+  },
+].map((client) => ({
+  application_type: 'native',
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1:8400/callback', 'http://localhost:8400/callback'],
+  post_logout_redirect_uris: ['http://127.0.0.1:8400/logged-out', 'http://localhost:8400/logged-out'],
+  ...client,
+}));
+
+const CLIENTS = process.env.IDP_CLIENTS ? JSON.parse(process.env.IDP_CLIENTS) : DEFAULT_CLIENTS;
+
+// --------------------------------------------------------------- settings
+
+function intFromEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number.parseInt(raw, 10);
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`${name} must be a positive integer, got ${raw}`);
+  }
+  return value;
+}
+
+const settings = {
+  access_token_ttl: intFromEnv('IDP_ACCESS_TOKEN_TTL', 3600),
+  id_token_ttl: intFromEnv('IDP_ID_TOKEN_TTL', 3600),
+  refresh_token_ttl: intFromEnv('IDP_REFRESH_TOKEN_TTL', 14 * 24 * 3600),
+  // oidc-provider itself accepts client_secret_basic and client_secret_post
+  // interchangeably for a client registered with either; strict mode refuses
+  // the method the client is not registered for (see strictClientAuth).
+  strict_client_auth: process.env.IDP_STRICT_CLIENT_AUTH !== '0',
+};
+
+// ---------------------------------------------------------- persisted state
+
+const state = {
+  generation: 0,
+  activeKeys: [], // private JWKs used for signing
+  retiredKeys: [], // private JWKs still published (verify only)
+  cookieKeys: [],
+  entries: new Map(), // "Model:id" -> { payload, exp (epoch ms) | null }
+};
+
+function loadState() {
+  if (!STATE_FILE || !fs.existsSync(STATE_FILE)) return false;
+  const saved = JSON.parse(fs.readFileSync(STATE_FILE, 'utf8'));
+  state.generation = saved.generation;
+  state.activeKeys = saved.activeKeys;
+  state.retiredKeys = saved.retiredKeys;
+  state.cookieKeys = saved.cookieKeys;
+  state.entries = new Map(saved.entries);
+  Object.assign(settings, saved.settings ?? {});
+  return true;
+}
+
+// Writes are coalesced (at most every 100 ms) and flushed synchronously when
+// the process exits, so a restart (SIGTERM / stdin EOF) never loses state.
+let saveTimer;
+
+function saveState() {
+  if (!STATE_FILE || saveTimer) return;
+  saveTimer = setTimeout(flushState, 100);
+}
+
+function flushState() {
+  if (saveTimer) clearTimeout(saveTimer);
+  saveTimer = undefined;
+  if (!STATE_FILE) return;
+  const now = Date.now();
+  for (const [key, entry] of state.entries) {
+    if (entry.exp !== null && entry.exp <= now) state.entries.delete(key);
+  }
+  const tmp = `${STATE_FILE}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify({
+    generation: state.generation,
+    activeKeys: state.activeKeys,
+    retiredKeys: state.retiredKeys,
+    cookieKeys: state.cookieKeys,
+    entries: [...state.entries],
+    settings,
+  }));
+  fs.renameSync(tmp, STATE_FILE);
+}
+
+// ------------------------------------------------------------------- keys
+
+function generateSigningKeys(generation) {
+  const tag = `${generation}-${crypto.randomBytes(4).toString('hex')}`;
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  return [
+    { ...rsa, kid: `rs256-${tag}`, alg: 'RS256', use: 'sig' },
+    { ...ec, kid: `es256-${tag}`, alg: 'ES256', use: 'sig' },
+  ];
+}
+
+function rotateKeys({ keepOld = true } = {}) {
+  state.generation += 1;
+  state.retiredKeys = keepOld ? [...state.activeKeys, ...state.retiredKeys] : [];
+  state.activeKeys = generateSigningKeys(state.generation);
+}
+
+function keyInfo() {
+  const describe = ({ kid, alg, kty }) => ({ kid, alg, kty });
+  return {
+    generation: state.generation,
+    active: state.activeKeys.map(describe),
+    retired: state.retiredKeys.map(describe),
+  };
+}
+
+// ---------------------------------------------------------------- adapter
+// Map-backed, shared by every Provider instance built by this process (so a
+// key rotation, which builds a new Provider, keeps all grants/sessions/tokens),
+// optionally persisted to IDP_STATE_FILE after each write.
+
+function liveEntry(key) {
+  const entry = state.entries.get(key);
+  if (!entry) return undefined;
+  if (entry.exp !== null && entry.exp <= Date.now()) {
+    state.entries.delete(key);
+    return undefined;
+  }
+  return entry;
+}
+
+class StoreAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    state.entries.set(this.key(id), {
+      payload: structuredClone(payload),
+      exp: typeof expiresIn === 'number' ? Date.now() + (expiresIn * 1000) : null,
+    });
+    saveState();
+  }
+
+  async find(id) {
+    const entry = liveEntry(this.key(id));
+    return entry ? structuredClone(entry.payload) : undefined;
+  }
+
+  #findBy(predicate) {
+    const prefix = `${this.model}:`;
+    for (const key of state.entries.keys()) {
+      if (key.startsWith(prefix)) {
+        const entry = liveEntry(key);
+        if (entry && predicate(entry.payload)) return structuredClone(entry.payload);
+      }
+    }
+    return undefined;
+  }
+
+  async findByUid(uid) {
+    return this.#findBy((payload) => payload.uid === uid);
+  }
+
+  async findByUserCode(userCode) {
+    return this.#findBy((payload) => payload.userCode === userCode);
+  }
+
+  async consume(id) {
+    const entry = liveEntry(this.key(id));
+    if (entry) {
+      entry.payload.consumed = Math.floor(Date.now() / 1000);
+      saveState();
+    }
+  }
+
+  async destroy(id) {
+    state.entries.delete(this.key(id));
+    saveState();
+  }
+
+  async revokeByGrantId(grantId) {
+    const prefix = `${this.model}:`;
+    for (const [key, entry] of state.entries) {
+      if (key.startsWith(prefix) && entry.payload.grantId === grantId) {
+        state.entries.delete(key);
+      }
+    }
+    saveState();
+  }
+}
+
+// --------------------------------------------------------------- accounts
+
+function findAccount(ctx, sub) {
+  return {
+    accountId: sub,
+    async claims() {
+      return {
+        sub,
+        name: `${sub.charAt(0).toUpperCase()}${sub.slice(1)} Test`,
+        preferred_username: sub,
+        email: `${sub}@example.test`,
+        email_verified: true,
+      };
+    },
+  };
+}
+
+// ------------------------------------------------------------------ stats
+
+const stats = new Map();
+
+function bump(key) {
+  stats.set(key, (stats.get(key) ?? 0) + 1);
+}
+
+// Counts one finished provider request: "<route>" and "<route>:<status>"
+// (route = oidc-provider route name: discovery, jwks, authorization, resume,
+// interaction, submit, token, userinfo, revocation, introspection,
+// end_session, ...; "unmatched" for unknown paths), and for the token
+// endpoint also "token:<grant_type>" and "token:<grant_type>:<status>".
+function countRequest(ctx, status) {
+  let route = ROUTE_BY_PATH.get(`${ctx.method} ${ctx.path}`) ?? 'unmatched';
+  let grantType = ctx.state.form?.get('grant_type') ?? undefined;
+  try {
+    if (ctx.oidc) {
+      route = ctx.oidc.route ?? route;
+      if (route === 'token') grantType = ctx.oidc.params?.grant_type ?? grantType;
+    }
+  } catch {
+    // ctx.oidc may throw before the route is resolved
+  }
+  bump(route);
+  bump(`${route}:${status}`);
+  if (route === 'token') {
+    const gt = grantType || 'unknown';
+    bump(`token:${gt}`);
+    bump(`token:${gt}:${status}`);
+  }
+}
+
+// ---------------------------------------------------- strict client auth
+
+// Requests rejected before reaching oidc-provider are still counted by route.
+const ROUTE_BY_PATH = new Map([
+  ['POST /token', 'token'],
+  ['POST /token/revocation', 'revocation'],
+  ['POST /token/introspection', 'introspection'],
+  ['POST /request', 'pushed_authorization_request'],
+]);
+
+function basicClientId(authorization) {
+  const match = /^Basic +(\S+)$/i.exec(authorization ?? '');
+  if (!match) return undefined;
+  const decoded = Buffer.from(match[1], 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon === -1) return undefined;
+  try {
+    return decodeURIComponent(decoded.slice(0, colon).replace(/\+/g, ' '));
+  } catch {
+    return undefined;
+  }
+}
+
+// Reads the form of a client-authenticated endpoint (handing the bytes to
+// oidc-provider through req.body, which it supports), remembers it in
+// ctx.state.form for the stats, and in strict mode answers invalid_client
+// when a client_secret_basic client posts its secret in the body or a
+// client_secret_post client uses HTTP Basic.
+async function strictClientAuth(ctx, next) {
+  if (!ROUTE_BY_PATH.has(`${ctx.method} ${ctx.path}`) || !ctx.is('application/x-www-form-urlencoded')) {
+    return next();
+  }
+  const raw = await readRawBody(ctx.req);
+  ctx.req.body = raw;
+  const form = new URLSearchParams(raw.toString('utf8'));
+  ctx.state.form = form;
+
+  if (settings.strict_client_auth) {
+    const fromBasic = basicClientId(ctx.get('authorization'));
+    const clientId = fromBasic ?? form.get('client_id');
+    const registered = CLIENTS.find((c) => c.client_id === clientId)?.token_endpoint_auth_method;
+    let used;
+    if (fromBasic !== undefined) used = 'client_secret_basic';
+    else if (form.has('client_secret')) used = 'client_secret_post';
+    const secretMethods = ['client_secret_basic', 'client_secret_post'];
+    if (used && secretMethods.includes(registered) && used !== registered) {
+      ctx.status = 401;
+      ctx.set('cache-control', 'no-store');
+      if (used === 'client_secret_basic') ctx.set('www-authenticate', 'Basic realm="kstlib-test-idp"');
+      ctx.body = {
+        error: 'invalid_client',
+        error_description: `client ${clientId} is registered for ${registered} but used ${used} (strict test IdP)`,
+      };
+      return undefined;
+    }
+  }
+  return next();
+}
+
+// --------------------------------------------------------------- provider
+
+let issuer;
+let current; // { provider, handler }
+
+function buildProvider() {
+  const keys = [
+    ...state.activeKeys,
+    ...state.retiredKeys.map((key) => ({ ...key, key_ops: ['verify'] })),
+  ];
+
+  const provider = new Provider(issuer, {
+    adapter: StoreAdapter,
+    clients: CLIENTS,
+    jwks: { keys },
+    cookies: { keys: state.cookieKeys },
+    findAccount,
+    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    responseTypes: ['code'],
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'preferred_username'],
+      email: ['email', 'email_verified'],
+    },
+    features: {
+      devInteractions: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+    },
+    // Default: only with offline_access (which oidc-provider drops unless
+    // prompt=consent). Here: every client allowed the refresh_token grant.
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: () => settings.access_token_ttl,
+      IdToken: () => settings.id_token_ttl,
+      RefreshToken: () => settings.refresh_token_ttl,
+      AuthorizationCode: 60,
+      Interaction: 3600,
+      Session: 14 * 24 * 3600,
+      Grant: 14 * 24 * 3600,
+    },
+    renderError: async (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = `<!DOCTYPE html><html><head><title>oops! something went wrong</title></head>`
+        + `<body><h1>oops! something went wrong</h1><pre id="error">${
+          Object.entries(out).map(([k, v]) => `${k}: ${String(v).replace(/[<>&"]/g, '')}`).join('\n')
+        }</pre></body></html>`;
+    },
+  });
+
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      countRequest(ctx, err?.status ?? err?.statusCode ?? 500);
+      throw err;
+    }
+    countRequest(ctx, ctx.status);
+  });
+  provider.use(strictClientAuth);
+
+  provider.on('server_error', (ctx, err) => {
+    console.error('server_error', err);
+  });
+
+  return { provider, handler: provider.callback() };
+}
+
+// -------------------------------------------------------- test endpoints
+
+const MAX_BODY = 1024 * 1024;
+
+async function readRawBody(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw Object.assign(new Error('body too large'), { status: 413 });
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function readBody(req) {
+  return (await readRawBody(req)).toString('utf8');
+}
+
+async function readJson(req) {
+  const raw = await readBody(req);
+  if (!raw.trim()) return {};
+  return JSON.parse(raw);
+}
+
+function send(res, status, body, headers = {}) {
+  const payload = body === undefined ? '' : JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(payload),
+    ...headers,
+  });
+  res.end(res.req.method === 'HEAD' ? undefined : payload);
+}
+
+async function protectedApi(req, res, url) {
+  const raw = await readBody(req);
+  const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(req.headers.authorization ?? '');
+  let token;
+  if (match) {
+    const { provider } = current;
+    token = await provider.AccessToken.find(match[1]);
+    if (token && (token.isExpired || !(await provider.Grant.find(token.grantId)))) {
+      token = undefined;
+    }
+  }
+
+  if (!token) {
+    bump('api');
+    bump('api:401');
+    const description = match ? 'the access token is invalid, expired or revoked' : 'no bearer access token';
+    send(res, 401, { error: 'invalid_token', error_description: description }, {
+      'www-authenticate': `Bearer realm="kstlib-test-api", error="invalid_token", error_description="${description}"`,
+    });
+    return;
+  }
+
+  let body = null;
+  if (raw !== '') {
+    try {
+      body = JSON.parse(raw);
+    } catch {
+      body = raw;
+    }
+  }
+
+  bump('api');
+  bump('api:200');
+  send(res, 200, {
+    sub: token.accountId,
+    client_id: token.clientId,
+    scope: token.scope ?? null,
+    method: req.method,
+    path: url.pathname,
+    query: Object.fromEntries(url.searchParams),
+    body,
+  });
+}
+
+async function testEndpoint(req, res, url) {
+  const route = `${req.method} ${url.pathname}`;
+  if (url.pathname === '/__test__/api' || url.pathname.startsWith('/__test__/api/')) {
+    await protectedApi(req, res, url);
+    return;
+  }
+  switch (route) {
+    case 'GET /__test__/health':
+      send(res, 200, { ok: true, issuer, pid: process.pid });
+      return;
+    case 'GET /__test__/stats':
+      send(res, 200, Object.fromEntries([...stats].sort()));
+      return;
+    case 'POST /__test__/stats/reset':
+      stats.clear();
+      send(res, 200, {});
+      return;
+    case 'GET /__test__/keys':
+      send(res, 200, keyInfo());
+      return;
+    case 'POST /__test__/rotate-keys': {
+      const { keep_old: keepOld = true } = await readJson(req);
+      rotateKeys({ keepOld: keepOld !== false });
+      current = buildProvider();
+      flushState();
+      console.log(`keys rotated: ${JSON.stringify(keyInfo())}`);
+      send(res, 200, keyInfo());
+      return;
+    }
+    case 'GET /__test__/config':
+      send(res, 200, settings);
+      return;
+    case 'POST /__test__/config': {
+      const update = await readJson(req);
+      for (const [name, value] of Object.entries(update)) {
+        if (!(name in settings)) {
+          send(res, 400, { error: `unknown setting ${name}` });
+          return;
+        }
+        if (typeof settings[name] === 'boolean' ? typeof value !== 'boolean' : !(Number.isInteger(value) && value >= 1)) {
+          send(res, 400, { error: `${name} must be a ${typeof settings[name] === 'boolean' ? 'boolean' : 'positive integer'}` });
+          return;
+        }
+      }
+      Object.assign(settings, update);
+      saveState();
+      send(res, 200, settings);
+      return;
+    }
+    case 'GET /__test__/clients':
+      send(res, 200, CLIENTS);
+      return;
+    default:
+      send(res, 404, { error: 'not_found', route });
+  }
+}
+
+// ----------------------------------------------------------------- server
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://placeholder');
+  if (url.pathname.startsWith('/__test__/')) {
+    testEndpoint(req, res, url).catch((err) => {
+      console.error('test endpoint error', err);
+      if (!res.headersSent) send(res, err.status ?? 500, { error: String(err.message ?? err) });
+      else res.destroy();
+    });
+    return;
+  }
+  if (!current) {
+    res.writeHead(503, { 'retry-after': '1' });
+    res.end();
+    return;
+  }
+  current.handler(req, res);
+});
+
+server.keepAliveTimeout = 5000;
+
+server.on('error', (err) => {
+  console.error(`server error: ${err.stack ?? err}`);
+  process.exit(1);
+});
+
+server.listen(REQUESTED_PORT, HOST, () => {
+  const { port } = server.address();
+  issuer = `http://${HOST}:${port}`;
+
+  if (!loadState()) {
+    state.cookieKeys = [crypto.randomBytes(32).toString('base64url')];
+    rotateKeys({ keepOld: false });
+  }
+  current = buildProvider();
+  flushState();
+
+  if (READY_FILE) {
+    const tmp = `${READY_FILE}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify({ port, issuer, pid: process.pid }));
+    fs.renameSync(tmp, READY_FILE);
+  }
+  console.log(`test IdP listening, issuer ${issuer}, keys ${JSON.stringify(keyInfo())}`);
+});
+
+let shuttingDown = false;
+
+function shutdown(signal) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  console.log(`received ${signal}, shutting down`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+
+process.on('exit', () => {
+  if (saveTimer) flushState();
+});
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+
+if (process.env.IDP_EXIT_ON_STDIN_EOF === '1') {
+  process.stdin.on('end', () => shutdown('stdin EOF'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
