@@ -1,0 +1,297 @@
+"""Finding, reading and merging ``kstlib.conf.yml``.
+
+The configuration is the deep merge of these files, lowest priority first:
+
+1. the defaults packaged with kstlib (``kstlib/kstlib.conf.yml``);
+2. the site config: ``kstlib/kstlib.conf.yml`` under each ``$XDG_CONFIG_DIRS`` entry
+   (``/etc/xdg/kstlib/kstlib.conf.yml`` by default), the first entry winning;
+3. ``$XDG_CONFIG_HOME/kstlib.conf.yml`` (``~/.config/kstlib.conf.yml``);
+4. ``~/kstlib.conf.yml``;
+5. ``./kstlib.conf.yml``.
+
+An explicit file (the ``path`` argument, else ``$KSTLIB_CONFIG``) replaces steps 2-5; the
+packaged defaults still lie below it. Files named ``*.sops.yml``/``*.sops.yaml`` are decrypted
+with the ``sops`` binary. Mappings merge key by key; any other value (list, scalar, null)
+replaces the lower one.
+
+Every load returns fresh objects: nothing read from a file is kept at module level, so a caller
+mutating its result never affects another load. ``yaml`` and ``platformdirs`` are imported
+only when a file is actually read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kstlib.auth.errors import ConfigurationError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "CONFIG_FILENAME",
+    "ConfigSource",
+    "KeyPath",
+    "LoadedConfig",
+    "config_search_path",
+    "load_config",
+    "packaged_defaults_path",
+    "user_config_home",
+]
+
+CONFIG_FILENAME = "kstlib.conf.yml"
+#: Environment variable naming an explicit configuration file.
+CONFIG_ENV_VAR = "KSTLIB_CONFIG"
+_SOPS_SUFFIXES = (".sops.yml", ".sops.yaml")
+
+#: A path of keys from the top of the configuration, e.g. ``("auth", "providers", "corp")``.
+KeyPath = tuple[Hashable, ...]
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where configuration values came from: a file, or a mapping passed in by code."""
+
+    label: str
+    path: Path | None = None
+
+    @classmethod
+    def file(cls, path: Path) -> ConfigSource:
+        """The source for a configuration file."""
+        return cls(str(path), path)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """Directory that relative paths in this source are relative to (None: the cwd)."""
+        return self.path.parent if self.path is not None else None
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LoadedConfig(Mapping[str, Any]):
+    """The merged configuration, a read-only mapping, with the provenance of every key.
+
+    ``data`` belongs to this object alone (it is never shared with another load), and
+    ``source_of`` tells which source last set a key, so errors can name the file.
+    Passing a ``LoadedConfig`` as the ``config=`` argument of the ``kstlib.auth`` helpers
+    keeps that provenance and avoids reading the files again.
+    """
+
+    data: dict[str, Any]
+    sources: tuple[ConfigSource, ...] = ()
+    origins: Mapping[KeyPath, ConfigSource] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(
+        cls, mapping: Mapping[Any, Any], *, label: str = "config mapping"
+    ) -> LoadedConfig:
+        """Wrap a configuration given by code; every key is attributed to ``label``."""
+        source = ConfigSource(label)
+        return cls(_plain_copy(mapping), (source,), {(): source})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        labels = ", ".join(source.label for source in self.sources)
+        return f"LoadedConfig(sources=[{labels}])"
+
+    def get_path(self, *keys: Hashable) -> Any:
+        """The raw value at ``keys`` (not copied), or None when any step is missing."""
+        node: Any = self.data
+        for key in keys:
+            if not isinstance(node, Mapping) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def source_of(self, *keys: Hashable) -> ConfigSource | None:
+        """The source that set ``keys``, or else the nearest enclosing key that has one."""
+        for end in range(len(keys), -1, -1):
+            source = self.origins.get(keys[:end])
+            if source is not None:
+                return source
+        return None
+
+
+def user_config_home() -> Path:
+    """``$XDG_CONFIG_HOME`` when it is an absolute path, else ``~/.config``."""
+    configured = os.environ.get("XDG_CONFIG_HOME", "")
+    if configured and Path(configured).is_absolute():
+        return Path(configured)
+    return Path.home() / ".config"
+
+
+def packaged_defaults_path() -> Path:
+    """The defaults file shipped inside the package."""
+    return Path(__file__).with_name(CONFIG_FILENAME)
+
+
+def _site_config_paths() -> list[Path]:
+    """Site config files, lowest priority first (the first ``$XDG_CONFIG_DIRS`` entry wins)."""
+    import platformdirs
+
+    dirs = platformdirs.site_config_dir("kstlib", multipath=True).split(os.pathsep)
+    return [Path(d) / CONFIG_FILENAME for d in reversed(dirs) if d]
+
+
+def config_search_path() -> list[Path]:
+    """Every file the search considers, lowest priority first (missing ones included)."""
+    return [
+        packaged_defaults_path(),
+        *_site_config_paths(),
+        user_config_home() / CONFIG_FILENAME,
+        Path.home() / CONFIG_FILENAME,
+        Path.cwd() / CONFIG_FILENAME,
+    ]
+
+
+def _explicit_file(path: str | os.PathLike[str] | None) -> Path | None:
+    """The explicit file from the argument or ``$KSTLIB_CONFIG``, None when neither is set."""
+    chosen = os.fspath(path) if path is not None else os.environ.get(CONFIG_ENV_VAR, "")
+    if not chosen:
+        if path is not None:
+            raise ConfigurationError("load_config(path=...) was given an empty path.")
+        return None
+    explicit = Path(chosen).expanduser().absolute()
+    if not explicit.is_file():
+        origin = "path argument" if path is not None else f"${CONFIG_ENV_VAR}"
+        raise ConfigurationError(
+            f"{explicit}: configuration file not found (named by {origin}).", file=str(explicit)
+        )
+    return explicit
+
+
+def _candidate_files(explicit: Path | None) -> list[Path]:
+    """Existing files to merge, lowest priority first, each file once."""
+    candidates = [packaged_defaults_path()]
+    candidates += [explicit] if explicit is not None else config_search_path()[1:]
+    seen: set[Path] = set()
+    files: list[Path] = []
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        key = candidate.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(candidate)
+    return files
+
+
+def load_config(*, path: str | os.PathLike[str] | None = None) -> LoadedConfig:
+    """Read and merge the configuration files.
+
+    Args:
+        path: An explicit file that replaces the search (``$KSTLIB_CONFIG`` when None).
+
+    Raises:
+        ConfigurationError: A file is unreadable, not valid YAML, not a mapping at the top,
+            cannot be decrypted, or the explicit file does not exist.
+    """
+    merged: dict[str, Any] = {}
+    origins: dict[KeyPath, ConfigSource] = {}
+    sources: list[ConfigSource] = []
+    for file in _candidate_files(_explicit_file(path)):
+        source = ConfigSource.file(file)
+        _merge_into(merged, _read_file(file), (), source, origins)
+        sources.append(source)
+    return LoadedConfig(merged, tuple(sources), origins)
+
+
+def _merge_into(
+    target: dict[Any, Any],
+    overlay: Mapping[Any, Any],
+    prefix: KeyPath,
+    source: ConfigSource,
+    origins: dict[KeyPath, ConfigSource],
+) -> None:
+    """Deep-merge ``overlay`` into ``target``, recording ``source`` for every key it sets."""
+    for key, value in overlay.items():
+        path = (*prefix, key)
+        origins[path] = source
+        if isinstance(value, Mapping):
+            current = target.get(key)
+            if not isinstance(current, dict):
+                current = target[key] = {}
+            _merge_into(current, value, path, source, origins)
+        else:
+            target[key] = value
+
+
+def _plain_copy(value: Any) -> Any:
+    """A deep copy made of dicts and lists, whatever mapping/sequence types came in."""
+    if isinstance(value, Mapping):
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_copy(item) for item in value]
+    return value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """Parse one configuration file (decrypting it first when it is a SOPS file)."""
+    text = _decrypt(path) if path.name.endswith(_SOPS_SUFFIXES) else _read_text(path)
+    data = _parse_yaml(text, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        line = _top_level_line(text)
+        raise ConfigurationError(
+            f"{path}:{line}: the top level must be a mapping of sections "
+            f"(like 'auth:'), not a {type(data).__name__}.",
+            file=str(path),
+        )
+    return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{path}: not UTF-8 text (byte {exc.start}).", file=str(path)
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigurationError(f"{path}: cannot read ({reason}).", file=str(path)) from None
+
+
+def _decrypt(path: Path) -> str:
+    from kstlib.secrets import sops_decrypt
+
+    return sops_decrypt(path, what="configuration file")
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` with errors naming the file and line, never quoting the content."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigurationError(f"{where}: invalid YAML: {problem}.", file=str(path)) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: a scalar YAML resolves to a date or number but cannot build (2024-13-45).
+        raise ConfigurationError(
+            f"{path}: invalid YAML ({type(exc).__name__}).", file=str(path)
+        ) from None
+
+
+def _top_level_line(text: str) -> int:
+    """1-based line where the top-level YAML node starts."""
+    import yaml
+
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    return node.start_mark.line + 1 if node is not None else 1

@@ -1,0 +1,307 @@
+"""Secret references in configuration values.
+
+A string value may name where its secret lives instead of holding it:
+
+- ``sops://path/file.yaml#dotted.key``: decrypted with the ``sops`` binary
+  (``sops --decrypt``), parsed as YAML/JSON, then walked key by key (a number
+  indexes a list);
+- ``env://VAR``: an environment variable;
+- ``file://path``: a file's content, minus one trailing newline.
+
+Relative paths are relative to the directory of the configuration file that holds the
+reference (the current directory when there is none). A reference that cannot be resolved
+raises :class:`~kstlib.auth.errors.ConfigurationError` naming the reference, the key, the
+file and why; it never resolves to None or to an empty string. The reference itself is not a
+secret and is quoted in errors; the value never is. Decrypted documents are kept only in a
+per-call cache (``SopsCache``), in memory, never on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from kstlib.auth.errors import ConfigurationError
+from kstlib.auth.redaction import redact_text
+
+__all__ = [
+    "SECRET_SCHEMES",
+    "SopsCache",
+    "is_secret_reference",
+    "resolve_secret",
+    "resolve_secrets",
+    "sops_decrypt",
+]
+
+SECRET_SCHEMES = ("sops", "env", "file")
+_REFERENCE_RE = re.compile(r"^(sops|env|file)://", re.IGNORECASE)
+#: Longest excerpt of sops' stderr quoted in an error.
+_STDERR_LIMIT = 300
+_SOPS_TIMEOUT = 60.0
+
+#: Decrypted SOPS documents by absolute path, shared by the references of one resolution.
+SopsCache = dict[Path, Any]
+
+
+class _SopsFailure(Exception):
+    """``sops`` could not decrypt a file; the message is safe to show."""
+
+
+def is_secret_reference(value: object) -> bool:
+    """True when ``value`` is a string starting with ``sops://``, ``env://`` or ``file://``."""
+    return isinstance(value, str) and _REFERENCE_RE.match(value) is not None
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """One reference being resolved, with everything an error message needs."""
+
+    text: str
+    target: str
+    what: str
+    base_dir: Path | None
+    source: str | None
+    provider: str | None
+
+    def fail(self, reason: str) -> NoReturn:
+        prefix = f"{self.source}: " if self.source else ""
+        raise ConfigurationError(
+            f"{prefix}{self.what}: cannot resolve secret reference {self.text!r}: {reason}.",
+            file=self.source,
+            provider=self.provider,
+            key=self.what,
+        )
+
+    def path(self, text: str) -> Path:
+        if not text:
+            self.fail("no file path after the scheme")
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else (self.base_dir or Path.cwd()) / path
+
+
+def resolve_secret(
+    value: str,
+    *,
+    base_dir: Path | None,
+    what: str,
+    source: str | None = None,
+    provider: str | None = None,
+    cache: SopsCache | None = None,
+) -> str:
+    """Return the secret that ``value`` refers to, or ``value`` itself when it is no reference.
+
+    Args:
+        value: A configuration string.
+        base_dir: Directory that relative paths are relative to (None: the current directory).
+        what: The key holding the value, for error messages (``auth.providers.x.client_secret``).
+        source: The configuration file holding the value, for error messages.
+        provider: The provider the value belongs to, for error messages.
+        cache: Decrypted SOPS documents shared between the references of one resolution.
+
+    Raises:
+        ConfigurationError: The reference cannot be resolved or resolves to an empty value.
+    """
+    match = _REFERENCE_RE.match(value)
+    if match is None:
+        return value
+    ref = _Reference(value, value[match.end() :], what, base_dir, source, provider)
+    scheme = match.group(1).lower()
+    if scheme == "env":
+        return _from_env(ref)
+    if scheme == "file":
+        return _from_file(ref)
+    return _from_sops(ref, {} if cache is None else cache)
+
+
+def resolve_secrets(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path | None,
+    what: str,
+    source: str | None = None,
+    provider: str | None = None,
+    cache: SopsCache | None = None,
+) -> dict[str, Any]:
+    """A copy of ``data`` with every reference in its strings (nested too) resolved.
+
+    ``what`` is the dotted key of ``data`` itself; nested keys are appended to it in errors.
+    """
+    shared: SopsCache = {} if cache is None else cache
+
+    def walk(value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return resolve_secret(
+                value,
+                base_dir=base_dir,
+                what=where,
+                source=source,
+                provider=provider,
+                cache=shared,
+            )
+        if isinstance(value, Mapping):
+            return {
+                key: walk(item, f"{where}.{key}" if where else str(key))
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [walk(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return value
+
+    resolved: dict[str, Any] = walk(data, what)
+    return resolved
+
+
+def _from_env(ref: _Reference) -> str:
+    name = ref.target
+    if not name:
+        ref.fail("no variable name after 'env://'")
+    value = os.environ.get(name)
+    if value is None:
+        ref.fail(f"environment variable {name} is not set")
+    if not value:
+        ref.fail(f"environment variable {name} is empty")
+    return value
+
+
+def _from_file(ref: _Reference) -> str:
+    path = ref.path(ref.target)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        ref.fail(f"file {path} not found")
+    except IsADirectoryError:
+        ref.fail(f"{path} is a directory, not a file")
+    except UnicodeDecodeError:
+        ref.fail(f"file {path} is not UTF-8 text")
+    except OSError as exc:
+        ref.fail(f"cannot read {path} ({exc.strerror or type(exc).__name__})")
+    value = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+    if not value:
+        ref.fail(f"file {path} is empty")
+    return value
+
+
+def _from_sops(ref: _Reference, cache: SopsCache) -> str:
+    file_part, hash_sign, key = ref.target.rpartition("#")
+    if not hash_sign or not key:
+        ref.fail("it names no key: expected sops://file.yaml#dotted.key")
+    path = ref.path(file_part).absolute()
+    if path not in cache:
+        cache[path] = _decrypt_document(ref, path)
+    return _leaf(ref, _walk(ref, cache[path], key, path))
+
+
+def _decrypt_document(ref: _Reference, path: Path) -> Any:
+    if not path.is_file():
+        ref.fail(f"file {path} not found")
+    try:
+        text = _run_sops(path)
+    except _SopsFailure as exc:
+        ref.fail(str(exc))
+    try:
+        document = json.loads(text) if path.suffix == ".json" else _safe_load(text)
+    except ValueError:
+        ref.fail(f"the decrypted content of {path} is not valid YAML/JSON")
+    if not isinstance(document, Mapping):
+        ref.fail(f"the decrypted content of {path} is not a mapping")
+    return document
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` raising ValueError (without quoting the content) on any failure."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(type(exc).__name__) from None
+
+
+def _walk(ref: _Reference, document: Any, key: str, path: Path) -> Any:
+    node = document
+    walked: list[str] = []
+    for part in key.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            under = f" under '{'.'.join(walked)}'" if walked else ""
+            ref.fail(f"key '{key}' not found in {path} (no '{part}'{under})")
+        walked.append(part)
+    return node
+
+
+def _leaf(ref: _Reference, value: Any) -> str:
+    """The walked value as a string; containers, booleans and empty values are refused."""
+    if isinstance(value, bool):
+        ref.fail("the key holds a boolean, not a secret")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, Mapping | list):
+        ref.fail(
+            f"the key holds a {'mapping' if isinstance(value, Mapping) else 'list'}, not a value"
+        )
+    if not isinstance(value, str) or not value:
+        ref.fail("the key holds an empty value")
+    return value
+
+
+def sops_decrypt(
+    path: Path, *, what: str, source: str | None = None, provider: str | None = None
+) -> str:
+    """Decrypt ``path`` with ``sops --decrypt`` and return the plaintext.
+
+    Raises:
+        ConfigurationError: ``sops`` is missing, fails (its stderr is redacted and
+            truncated in the message), or times out.
+    """
+    try:
+        return _run_sops(path)
+    except _SopsFailure as exc:
+        prefix = f"{source}: " if source else ""
+        raise ConfigurationError(
+            f"{prefix}cannot decrypt {what} {path}: {exc}.",
+            file=source or str(path),
+            provider=provider,
+        ) from None
+
+
+def _run_sops(path: Path) -> str:
+    binary = shutil.which("sops")
+    if binary is None:
+        raise _SopsFailure("the sops binary is not on PATH (install sops to read SOPS files)")
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [binary, "--decrypt", str(path.absolute())],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=_SOPS_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _SopsFailure(f"sops did not finish within {_SOPS_TIMEOUT:.0f} s") from None
+    except OSError as exc:
+        raise _SopsFailure(f"cannot run sops ({exc.strerror or type(exc).__name__})") from None
+    if result.returncode != 0:
+        raise _SopsFailure(
+            f"sops failed (exit {result.returncode}): {_stderr_excerpt(result.stderr)}"
+        )
+    try:
+        return result.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _SopsFailure("sops output is not UTF-8 text") from None
+
+
+def _stderr_excerpt(stderr: bytes) -> str:
+    """sops' stderr on one line, redacted and cut to a readable length."""
+    text = " ".join(stderr.decode("utf-8", errors="replace").split())
+    text = redact_text(text) or "no error message"
+    return text if len(text) <= _STDERR_LIMIT else text[: _STDERR_LIMIT - 1] + "…"
