@@ -53,7 +53,9 @@ def test_expires_in_int_or_numeric_string(expires_in: object) -> None:
     assert 3590 <= (token.expires_in or 0) <= 3600
 
 
-@pytest.mark.parametrize("bad", [-1, "-5", "soon", True, [1], {"a": 1}, float("nan"), float("inf"), 10**12])
+@pytest.mark.parametrize(
+    "bad", [-1, "-5", "soon", True, [1], {"a": 1}, float("nan"), float("inf"), 10**12]
+)
 def test_bad_expires_in_is_a_typed_error(bad: object) -> None:
     with pytest.raises(TokenValidationError) as err:
         Token.from_response({"access_token": "a", "expires_in": bad})
@@ -72,13 +74,21 @@ def test_scope_list_and_defaults_and_metadata() -> None:
 
 @pytest.mark.parametrize("tt", ["bearer", "BEARER", "DPoP", "dpop", "MAC"])
 def test_token_type_case_insensitive(tt: str) -> None:
-    assert isinstance(Token.from_response({"access_token": "a", "token_type": tt}).token_type, TokenType)
+    assert isinstance(
+        Token.from_response({"access_token": "a", "token_type": tt}).token_type, TokenType
+    )
 
 
 @pytest.mark.parametrize(
     "data",
-    [{}, {"access_token": ""}, {"access_token": 5}, {"access_token": "a", "token_type": "weird"},
-     {"access_token": "a", "refresh_token": 3}, {"access_token": "a", "scope": 7}],
+    [
+        {},
+        {"access_token": ""},
+        {"access_token": 5},
+        {"access_token": "a", "token_type": "weird"},
+        {"access_token": "a", "refresh_token": 3},
+        {"access_token": "a", "scope": 7},
+    ],
 )
 def test_unusable_responses(data: dict[str, object]) -> None:
     with pytest.raises(TokenValidationError):
@@ -87,8 +97,15 @@ def test_unusable_responses(data: dict[str, object]) -> None:
 
 def test_round_trip_is_exact_and_json_serialisable() -> None:
     token = Token.from_response(
-        {"access_token": "a", "expires_in": 60, "refresh_token": "r", "scope": "x y", "id_token": "i",
-         "refresh_expires_in": 1800, "extra": {"k": [1, 2]}}
+        {
+            "access_token": "a",
+            "expires_in": 60,
+            "refresh_token": "r",
+            "scope": "x y",
+            "id_token": "i",
+            "refresh_expires_in": 1800,
+            "extra": {"k": [1, 2]},
+        }
     )
     data = json.loads(json.dumps(token.to_dict()))
     again = Token.from_dict(data)
@@ -117,7 +134,9 @@ def test_needs_refresh_skew() -> None:
 
 
 def test_repr_shows_no_secret() -> None:
-    token = Token(access_token="ACCESS-SECRET-123", refresh_token="REFRESH-SECRET-456", id_token="ID-789")
+    token = Token(
+        access_token="ACCESS-SECRET-123", refresh_token="REFRESH-SECRET-456", id_token="ID-789"
+    )
     for text in (repr(token), str(token), f"{token}"):
         assert "ACCESS-SECRET-123" not in text
         assert "REFRESH-SECRET-456" not in text
@@ -127,11 +146,20 @@ def test_repr_shows_no_secret() -> None:
 
 def test_enums_and_preflight() -> None:
     assert {f.value for f in AuthFlow} == {
-        "authorization_code", "authorization_code_pkce", "client_credentials", "device_code", "refresh_token"
+        "authorization_code",
+        "authorization_code_pkce",
+        "client_credentials",
+        "device_code",
+        "refresh_token",
     }
     assert {s.value for s in PreflightStatus} == {"success", "failure", "warning", "skipped"}
-    report = PreflightReport("p", [PreflightResult("a", PreflightStatus.SUCCESS, "ok"),
-                                   PreflightResult("b", PreflightStatus.WARNING, "hm")])
+    report = PreflightReport(
+        "p",
+        [
+            PreflightResult("a", PreflightStatus.SUCCESS, "ok"),
+            PreflightResult("b", PreflightStatus.WARNING, "hm"),
+        ],
+    )
     assert report.success
     report.results.append(PreflightResult("c", PreflightStatus.FAILURE, "no", duration_ms=1.5))
     assert not report.success
@@ -140,12 +168,27 @@ def test_enums_and_preflight() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 token_like = st.dictionaries(
-    st.sampled_from(["access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token",
-                     "expires_at", "issued_at", "metadata", "refresh_expires_in", "other"]),
+    st.sampled_from(
+        [
+            "access_token",
+            "token_type",
+            "expires_in",
+            "refresh_token",
+            "scope",
+            "id_token",
+            "expires_at",
+            "issued_at",
+            "metadata",
+            "refresh_expires_in",
+            "other",
+        ]
+    ),
     json_values | st.text(max_size=30),
     max_size=9,
 )

@@ -24,8 +24,21 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
 @pytest.mark.parametrize(
     "key",
-    ["code", "state", "code_verifier", "client_secret", "client_assertion", "device_code",
-     "access_token", "refresh_token", "id_token", "token", "nonce", "password", "subject_token"],
+    [
+        "code",
+        "state",
+        "code_verifier",
+        "client_secret",
+        "client_assertion",
+        "device_code",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "nonce",
+        "password",
+        "subject_token",
+    ],
 )
 def test_url_query_and_fragment(key: str) -> None:
     url = f"https://idp.example/cb?{key}={SECRET}&keep=yes#{key}={SECRET}"
@@ -45,20 +58,27 @@ def test_form_and_json_bodies() -> None:
     form = f"grant_type=refresh_token&refresh_token={SECRET}&client_id=app"
     out = redact_body(form, "application/x-www-form-urlencoded")
     assert SECRET not in out and "client_id=app" in out
-    body = json.dumps({"access_token": SECRET, "nested": {"id_token": JWT}, "list": [{"code": SECRET}], "ok": 1})
+    body = json.dumps(
+        {"access_token": SECRET, "nested": {"id_token": JWT}, "list": [{"code": SECRET}], "ok": 1}
+    )
     out = redact_body(body.encode(), "application/json")
     assert SECRET not in out and JWT not in out and '"ok": 1' in out
 
 
 def test_headers() -> None:
-    out = redact_headers({"Authorization": f"Bearer {SECRET}", "Cookie": f"sid={SECRET}", "Accept": "x"})
+    out = redact_headers(
+        {"Authorization": f"Bearer {SECRET}", "Cookie": f"sid={SECRET}", "Accept": "x"}
+    )
     assert SECRET not in json.dumps(out)
     assert out["Authorization"] == f"Bearer {REDACTED}"
     assert out["Accept"] == "x"
 
 
 def test_free_text() -> None:
-    text = f"failed with Bearer {SECRET} and token {JWT} and client_secret={SECRET} \"state\": \"{SECRET}\""
+    text = (
+        f"failed with Bearer {SECRET} and token {JWT} and client_secret={SECRET} "
+        f'"state": "{SECRET}"'
+    )
     out = redact_text(text)
     assert SECRET not in out and JWT not in out
 
@@ -83,7 +103,12 @@ def test_fingerprint_is_short_and_stable() -> None:
 def test_logger_redacts_messages_and_args(caplog: pytest.LogCaptureFixture) -> None:
     log = get_logger("kstlib.test.redaction")
     with caplog.at_level(TRACE, logger="kstlib"):
-        log.log(TRACE, "calling %s with body %s", f"https://x/cb?code={SECRET}", {"access_token": SECRET})
+        log.log(
+            TRACE,
+            "calling %s with body %s",
+            f"https://x/cb?code={SECRET}",
+            {"access_token": SECRET},
+        )
         log.warning("Authorization: Bearer %s", SECRET)
     assert caplog.records
     assert SECRET not in caplog.text

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from kstlib.auth.errors import TokenValidationError
@@ -33,7 +34,7 @@ _RESPONSE_FIELDS = frozenset(
 )
 
 
-class TokenType(str, Enum):
+class TokenType(StrEnum):
     """Token types of RFC 6750 (Bearer), RFC 9449 (DPoP) and the MAC draft."""
 
     BEARER = "Bearer"
@@ -49,7 +50,7 @@ class TokenType(str, Enum):
         raise ValueError(value)
 
 
-class AuthFlow(str, Enum):
+class AuthFlow(StrEnum):
     """OAuth2 grants / flows a provider can use."""
 
     AUTHORIZATION_CODE = "authorization_code"
@@ -94,7 +95,9 @@ def _parse_expires_in(value: Any) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise TokenValidationError("Token response 'expires_in' is not a number", claim="expires_in")
+        raise TokenValidationError(
+            "Token response 'expires_in' is not a number", claim="expires_in"
+        )
     if isinstance(value, str):
         try:
             number = float(value.strip())
@@ -105,7 +108,9 @@ def _parse_expires_in(value: Any) -> float | None:
     elif isinstance(value, int | float):
         number = float(value)
     else:
-        raise TokenValidationError("Token response 'expires_in' is not a number", claim="expires_in")
+        raise TokenValidationError(
+            "Token response 'expires_in' is not a number", claim="expires_in"
+        )
     if not math.isfinite(number) or number < 0 or number > _MAX_EXPIRES_IN:
         raise TokenValidationError(
             "Token response 'expires_in' is out of range (must be 0..10 years)", claim="expires_in"
@@ -120,7 +125,9 @@ def _parse_scope(value: Any) -> list[str]:
         return value.split()
     if isinstance(value, list | tuple) and all(isinstance(s, str) for s in value):
         return [s for item in value for s in item.split()]
-    raise TokenValidationError("Token field 'scope' must be a string or a list of strings", claim="scope")
+    raise TokenValidationError(
+        "Token field 'scope' must be a string or a list of strings", claim="scope"
+    )
 
 
 def _optional_str(data: dict[str, Any], name: str) -> str | None:
@@ -181,10 +188,8 @@ class Token:
             self.expires_at = _as_utc(self.expires_at)
         self.issued_at = _as_utc(self.issued_at)
         if isinstance(self.token_type, str) and not isinstance(self.token_type, TokenType):
-            try:
+            with contextlib.suppress(ValueError):
                 self.token_type = TokenType.parse(self.token_type)
-            except ValueError:
-                pass
 
     # -- state ---------------------------------------------------------------------------
 
@@ -214,7 +219,7 @@ class Token:
         return self.needs_refresh(DEFAULT_REFRESH_SKEW)
 
     def needs_refresh(self, skew: float = DEFAULT_REFRESH_SKEW) -> bool:
-        """True if the token expires within ``skew`` seconds (or its lifetime is unknown and old)."""
+        """True if it expires within ``skew`` seconds (or its lifetime is unknown and old)."""
         if self.expires_at is None:
             return self.is_expired
         return _utcnow() + timedelta(seconds=skew) >= self.expires_at
@@ -258,19 +263,20 @@ class Token:
             raise TokenValidationError("Token response is not a JSON object", claim=None)
         access_token = data.get("access_token")
         if not isinstance(access_token, str) or not access_token:
-            raise TokenValidationError(
-                "Token response has no 'access_token'", claim="access_token"
-            )
+            raise TokenValidationError("Token response has no 'access_token'", claim="access_token")
         now = _utcnow()
         expires_in = _parse_expires_in(data.get("expires_in"))
         expires_at = now + timedelta(seconds=expires_in) if expires_in is not None else None
         metadata = {k: v for k, v in data.items() if k not in _RESPONSE_FIELDS}
         refresh_expires_in = metadata.get("refresh_expires_in")
-        if isinstance(refresh_expires_in, int | float) and not isinstance(refresh_expires_in, bool):
-            if 0 < refresh_expires_in <= _MAX_EXPIRES_IN:
-                metadata["refresh_expires_at"] = (
-                    now + timedelta(seconds=refresh_expires_in)
-                ).isoformat()
+        if (
+            isinstance(refresh_expires_in, int | float)
+            and not isinstance(refresh_expires_in, bool)
+            and 0 < refresh_expires_in <= _MAX_EXPIRES_IN
+        ):
+            metadata["refresh_expires_at"] = (
+                now + timedelta(seconds=refresh_expires_in)
+            ).isoformat()
         return cls(
             access_token=access_token,
             token_type=_parse_token_type(data.get("token_type")),
@@ -284,7 +290,9 @@ class Token:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise for storage (JSON-compatible; ``from_dict`` restores it exactly)."""
-        token_type = self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
+        token_type = (
+            self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
+        )
         return {
             "access_token": self.access_token,
             "token_type": token_type,
@@ -298,7 +306,7 @@ class Token:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Token:
-        """Restore a token saved by :meth:`to_dict`; raises :class:`TokenValidationError` if malformed."""
+        """Restore a token saved by :meth:`to_dict` (:class:`TokenValidationError` if malformed)."""
         if not isinstance(data, dict):
             raise TokenValidationError("Stored token is not a JSON object")
         access_token = data.get("access_token")
@@ -306,7 +314,9 @@ class Token:
             raise TokenValidationError("Stored token has no 'access_token'", claim="access_token")
         token_type_raw = data.get("token_type") or TokenType.BEARER.value
         if not isinstance(token_type_raw, str):
-            raise TokenValidationError("Stored token 'token_type' is not a string", claim="token_type")
+            raise TokenValidationError(
+                "Stored token 'token_type' is not a string", claim="token_type"
+            )
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise TokenValidationError("Stored token 'metadata' is not an object", claim="metadata")
@@ -323,7 +333,9 @@ class Token:
         )
 
     def __repr__(self) -> str:
-        token_type = self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
+        token_type = (
+            self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
+        )
         expires = self.expires_at.isoformat() if self.expires_at else None
         return (
             f"Token(access_token={fingerprint(self.access_token)}, token_type={token_type!r}, "
@@ -334,7 +346,7 @@ class Token:
     __str__ = __repr__
 
 
-class PreflightStatus(str, Enum):
+class PreflightStatus(StrEnum):
     """Outcome of one preflight step."""
 
     SUCCESS = "success"
