@@ -505,11 +505,13 @@ class IdP:
         id_token_ttl: int | None = None,
         refresh_token_ttl: int | None = None,
         strict_client_auth: bool | None = None,
+        token_delay_ms: int | None = None,
     ) -> dict[str, Any]:
         """Change settings at runtime: token lifetimes in seconds (for tokens issued
         from now on) and ``strict_client_auth`` (default True: a client must use
         exactly its registered client_secret_basic/_post method; False restores
-        oidc-provider's leniency, which accepts either). The session-scoped
+        oidc-provider's leniency, which accepts either); ``token_delay_ms`` makes
+        the token endpoint answer that much later (a slow IdP). The session-scoped
         fixture is shared: restore what you change (try/finally)."""
         update = {
             k: v
@@ -518,6 +520,7 @@ class IdP:
                 "id_token_ttl": id_token_ttl,
                 "refresh_token_ttl": refresh_token_ttl,
                 "strict_client_auth": strict_client_auth,
+                "token_delay_ms": token_delay_ms,
             }.items()
             if v is not None
         }

@@ -131,6 +131,8 @@ const settings = {
   // interchangeably for a client registered with either; strict mode refuses
   // the method the client is not registered for (see strictClientAuth).
   strict_client_auth: process.env.IDP_STRICT_CLIENT_AUTH !== '0',
+  // milliseconds the token endpoint waits before answering (a slow IdP)
+  token_delay_ms: 0,
 };
 
 // ---------------------------------------------------------- persisted state
@@ -463,6 +465,12 @@ function buildProvider() {
     countRequest(ctx, ctx.status);
   });
   provider.use(strictClientAuth);
+  provider.use(async (ctx, next) => {
+    if (settings.token_delay_ms > 0 && ctx.method === 'POST' && ctx.path === '/token') {
+      await new Promise((resolve) => { setTimeout(resolve, settings.token_delay_ms); });
+    }
+    return next();
+  });
 
   provider.on('server_error', (ctx, err) => {
     console.error('server_error', err);
@@ -590,7 +598,8 @@ async function testEndpoint(req, res, url) {
           send(res, 400, { error: `unknown setting ${name}` });
           return;
         }
-        if (typeof settings[name] === 'boolean' ? typeof value !== 'boolean' : !(Number.isInteger(value) && value >= 1)) {
+        const minimum = name === 'token_delay_ms' ? 0 : 1;
+        if (typeof settings[name] === 'boolean' ? typeof value !== 'boolean' : !(Number.isInteger(value) && value >= minimum)) {
           send(res, 400, { error: `${name} must be a ${typeof settings[name] === 'boolean' ? 'boolean' : 'positive integer'}` });
           return;
         }
