@@ -101,9 +101,12 @@ TOKEN_ENDPOINT_AUTH_METHODS: Final = (
     "client_secret_jwt",
 )
 #: Signature algorithms an ID token may be checked against ("none" is never one of them).
+#: ID token algorithms a provider may be restricted to: asymmetric only (HS* would
+#: need the client secret as a verification key). Mirrors kstlib.auth.jose's
+#: allow-list without importing it (a test keeps them equal).
 JWS_ALGORITHMS: Final = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512", "EdDSA", "Ed25519", "HS256", "HS384", "HS512",
+    "ES256", "ES384", "ES512", "EdDSA", "Ed25519",
 )  # fmt: skip
 DEFAULT_REDIRECT_URI: Final = "http://127.0.0.1:8400/callback"
 #: Scopes of a provider built from the configuration file when it sets none.

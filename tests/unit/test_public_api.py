@@ -1,0 +1,159 @@
+"""The reference's import paths, names, argument names and defaults are a contract."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+# (module, name) for every name the reference page documents, at its documented path.
+DOCUMENTED = [
+    ("kstlib.auth", "OIDCProvider"),
+    ("kstlib.auth", "OAuth2Provider"),
+    ("kstlib.auth", "AuthSession"),
+    ("kstlib.auth", "get_provider"),
+    ("kstlib.auth.providers", "OIDCProvider"),
+    ("kstlib.auth.providers", "OAuth2Provider"),
+    ("kstlib.auth.providers", "AuthProviderConfig"),
+    ("kstlib.auth.providers.base", "AbstractAuthProvider"),
+    ("kstlib.auth.token", "SOPSTokenStorage"),
+    ("kstlib.auth.token", "FileTokenStorage"),
+    ("kstlib.auth.token", "MemoryTokenStorage"),
+    ("kstlib.auth.token", "AbstractTokenStorage"),
+    ("kstlib.auth.check", "TokenChecker"),
+    ("kstlib.auth.check", "TokenCheckReport"),
+    ("kstlib.auth.check", "ValidationStep"),
+    ("kstlib.auth.models", "Token"),
+    ("kstlib.auth.config", "get_provider_config"),
+    ("kstlib.auth.config", "list_configured_providers"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), DOCUMENTED)
+def test_documented_names_import(module: str, name: str) -> None:
+    assert getattr(importlib.import_module(module), name) is not None
+
+
+def test_kstlib_auth_all_resolves() -> None:
+    import kstlib.auth
+
+    for name in kstlib.auth.__all__:
+        assert getattr(kstlib.auth, name) is not None, name
+    with pytest.raises(AttributeError):
+        kstlib.auth.no_such_name  # noqa: B018
+
+
+def params(obj: object) -> list[tuple[str, object, str]]:
+    sig = inspect.signature(obj)  # type: ignore[arg-type]
+    return [(p.name, p.default, p.kind.name) for p in sig.parameters.values() if p.name != "self"]
+
+
+E = inspect.Parameter.empty
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (
+            "kstlib.auth.OIDCProvider.__init__",
+            [("name", E), ("config", E), ("token_storage", E), ("http_client", None)],
+        ),
+        (
+            "kstlib.auth.OAuth2Provider.__init__",
+            [("name", E), ("config", E), ("token_storage", E), ("http_client", None)],
+        ),
+        (
+            "kstlib.auth.OIDCProvider.from_config",
+            [("provider_name", E), ("config", None), ("http_client", None)],
+        ),
+        ("kstlib.auth.OIDCProvider.discover", [("force", False)]),
+        ("kstlib.auth.OIDCProvider.get_authorization_url", [("state", None)]),
+        (
+            "kstlib.auth.OIDCProvider.exchange_code",
+            [("code", E), ("state", E), ("code_verifier", None)],
+        ),
+        ("kstlib.auth.OIDCProvider.refresh", [("token", None)]),
+        ("kstlib.auth.OIDCProvider.revoke", [("token", None)]),
+        ("kstlib.auth.OIDCProvider.get_userinfo", [("token", None)]),
+        ("kstlib.auth.OIDCProvider.get_token", [("auto_refresh", True)]),
+        ("kstlib.auth.OIDCProvider.save_token", [("token", E)]),
+        (
+            "kstlib.auth.AuthSession.__init__",
+            [
+                ("provider", E),
+                ("timeout", 30.0),
+                ("auto_refresh", True),
+                ("retry_on_401", True),
+                ("ssl_verify", None),
+                ("ssl_ca_bundle", None),
+            ],
+        ),
+        (
+            "kstlib.auth.token.SOPSTokenStorage.__init__",
+            [("directory", E), ("sops_binary", "sops"), ("age_recipients", None)],
+        ),
+        ("kstlib.auth.token.FileTokenStorage.__init__", [("directory", None)]),
+        (
+            "kstlib.auth.check.TokenChecker.__init__",
+            [("http_client", E), ("expected_issuer", None), ("expected_audience", None)],
+        ),
+        ("kstlib.auth.check.TokenChecker.check", [("token_str", E), ("token_type", "id_token")]),
+        ("kstlib.auth.check.ValidationStep.__init__", [("name", E), ("passed", E), ("message", E)]),
+        ("kstlib.auth.config.get_provider_config", [("provider_name", E), ("config", None)]),
+    ],
+)
+def test_signatures_match_the_reference(path: str, expected: list[tuple[str, object]]) -> None:
+    module, _, attr = path.rpartition(".")
+    owner_path, _, cls_name = module.rpartition(".")
+    try:
+        owner = getattr(importlib.import_module(owner_path), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        owner = importlib.import_module(module)
+    obj = getattr(owner, attr)
+    got = params(obj)
+    # the documented parameters come first, in order, with their defaults (extras may follow)
+    assert [(n, d) for n, d, _ in got[: len(expected)]] == expected
+
+
+def test_token_check_report_fields_and_defaults() -> None:
+    from kstlib.auth.check import TokenCheckReport
+
+    report = TokenCheckReport()
+    assert report.token_type == "id_token" and report.valid is False and report.steps == []
+    for name in ("header", "payload", "discovery_data", "jwks_data", "x509_info"):
+        assert getattr(report, name) == {}
+    for name in (
+        "signature_algorithm",
+        "key_id",
+        "discovery_url",
+        "jwks_uri",
+        "public_key_pem",
+        "key_fingerprint",
+        "key_type",
+        "key_size_bits",
+        "issuer_match",
+        "audience_match",
+        "error",
+    ):
+        assert getattr(report, name) is None
+
+
+def test_import_is_cheap() -> None:
+    """import kstlib.auth loads neither httpx nor cryptography (they load on first use)."""
+    heavy = "('httpx', 'cryptography', 'yaml', 'typer', 'rich')"
+    code = f"import sys, kstlib.auth; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_config_algorithms_mirror_the_jose_allow_list() -> None:
+    from kstlib.auth.config import JWS_ALGORITHMS
+    from kstlib.auth.jose import ALLOWED_ALGORITHMS, SUPPORTED_ALGORITHMS
+
+    assert set(ALLOWED_ALGORITHMS) <= set(JWS_ALGORITHMS) <= set(SUPPORTED_ALGORITHMS)
+    assert not any(a.startswith("HS") or a == "none" for a in JWS_ALGORITHMS)
