@@ -1,0 +1,320 @@
+"""AuthSession / ProviderAuth against the real IdP and its protected test API.
+
+The IdP counts requests per grant type, so "exactly one refresh" is measured
+where it matters: at the identity provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kstlib.auth import AuthSession, ProviderAuth
+from kstlib.auth.errors import TokenExpiredError, TokenRefreshError
+from kstlib.auth.models import Token
+from kstlib.auth.providers.oidc import OIDCProvider
+from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
+from tests.flows import login, make_oidc
+from tests.idp_support import CONFIDENTIAL, IdP
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stale(token: Token) -> Token:
+    """The same token, but expiring within the refresh skew (still valid at the IdP)."""
+    return replace(token, expires_at=datetime.now(UTC) + timedelta(seconds=5))
+
+
+@pytest.fixture
+def provider(idp: IdP) -> OIDCProvider:
+    p = make_oidc(idp, CONFIDENTIAL, storage=MemoryTokenStorage())
+    login(p)
+    return p
+
+
+def refreshes(idp: IdP) -> int:
+    return idp.stats().get("token:refresh_token", 0)
+
+
+def test_sync_methods_inject_the_token(idp: IdP, provider: OIDCProvider) -> None:
+    with AuthSession(provider) as session:
+        for method in ("get", "post", "put", "patch", "delete", "options"):
+            response = getattr(session, method)(idp.api_url(f"m/{method}"))
+            assert response.status_code == 200, method
+            body = response.json()
+            assert body["method"] == method.upper() and body["sub"] == "alice"
+        assert session.head(idp.api_url("h")).status_code == 200
+        assert session.request("GET", idp.api_url("r")).json()["path"].endswith("/r")
+    assert session._client is None  # closed by the context manager
+
+
+def test_async_methods_inject_the_token(idp: IdP, provider: OIDCProvider) -> None:
+    async def main() -> None:
+        async with AuthSession(provider) as session:
+            for method in ("get", "post", "put", "patch", "delete", "options"):
+                response = await getattr(session, "a" + method)(idp.api_url(f"m/{method}"))
+                assert response.status_code == 200 and response.json()["method"] == method.upper()
+            assert (await session.ahead(idp.api_url("h"))).status_code == 200
+            assert (await session.arequest("GET", idp.api_url("r"))).status_code == 200
+
+    asyncio.run(main())
+
+
+def test_bring_your_own_client(idp: IdP, provider: OIDCProvider) -> None:
+    with httpx.Client(auth=ProviderAuth(provider)) as client:
+        assert client.get(idp.api_url("own")).json()["sub"] == "alice"
+
+
+def test_200_concurrent_async_requests_one_refresh(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(stale(token))
+    idp.reset_stats()
+
+    async def main() -> list[int]:
+        async with AuthSession(provider) as session:
+            responses = await asyncio.gather(
+                *(session.aget(idp.api_url(f"c/{i}")) for i in range(200))
+            )
+            return [r.status_code for r in responses]
+
+    assert asyncio.run(main()) == [200] * 200
+    assert refreshes(idp) == 1
+    # the stored refresh token is the rotated one, and it works
+    assert provider.token_storage.load("test") != token
+    provider.refresh()
+
+
+def test_16_threads_one_refresh(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(stale(token))
+    idp.reset_stats()
+    session = AuthSession(provider)
+    barrier = threading.Barrier(16)
+    codes: list[int] = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        codes.append(session.get(idp.api_url(f"t/{i}")).status_code)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    session.close()
+    assert codes == [200] * 16
+    assert refreshes(idp) == 1
+    provider.refresh()  # the stored, rotated refresh token works
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from kstlib.auth import AuthSession, OIDCProvider
+    from kstlib.auth.discovery import MetadataCache
+    from kstlib.auth.config import AuthProviderConfig
+    from kstlib.auth.token import FileTokenStorage
+
+    issuer, directory, go, api, secret = sys.argv[1:6]
+    cfg = AuthProviderConfig(client_id="kstlib-confidential", client_secret=secret, issuer=issuer,
+                             scopes=["openid", "profile", "email", "offline_access"],
+                             token_endpoint_auth_method="client_secret_basic")
+    storage = FileTokenStorage(directory)
+    provider = OIDCProvider("shared", cfg, storage, metadata_cache=MetadataCache())
+    provider.discover()  # warm up before the start line
+    session = AuthSession(provider)
+    print("ready", flush=True)
+    while not Path(go).exists():
+        time.sleep(0.001)
+    codes = [session.get(api).status_code for _ in range(3)]
+    print(codes, flush=True)
+    """
+)
+
+
+def test_4_processes_sharing_a_file_storage_one_refresh(idp: IdP, tmp_path: Path) -> None:
+    storage = FileTokenStorage(tmp_path / "tokens")
+    provider = make_oidc(idp, CONFIDENTIAL, name="shared", storage=storage)
+    token = login(provider)
+    storage.save("shared", stale(token))
+    go = tmp_path / "go"
+    idp.reset_stats()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _CHILD,
+                idp.issuer,
+                str(storage.directory),
+                str(go),
+                idp.api_url("p"),
+                CONFIDENTIAL.client_secret or "",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for (out, err), p in zip(outputs, procs, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == "[200, 200, 200]"
+    assert refreshes(idp) == 1
+    provider.refresh()  # the rotated refresh token in the shared file works
+
+
+def test_401_refresh_and_replay_once(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(replace(token, access_token="revoked-or-unknown-access-token"))
+    idp.reset_stats()
+    with AuthSession(provider) as session:
+        response = session.post(idp.api_url("x"), json={"a": 1})
+    assert response.status_code == 200 and response.json()["body"] == {"a": 1}
+    stats = idp.stats()
+    assert stats["api:401"] == 1 and stats["api:200"] == 1 and refreshes(idp) == 1
+
+
+def test_401_async_refresh_and_replay(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(replace(token, access_token="unknown-access-token"))
+    idp.reset_stats()
+
+    async def main() -> int:
+        async with AuthSession(provider) as session:
+            return (await session.aget(idp.api_url("x"))).status_code
+
+    assert asyncio.run(main()) == 200
+    assert refreshes(idp) == 1
+
+
+def test_401_with_a_streamed_body_is_not_replayed(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(replace(token, access_token="unknown-access-token"))
+    idp.reset_stats()
+
+    def body() -> object:
+        yield b"chunk"
+
+    with AuthSession(provider) as session:
+        response = session.post(idp.api_url("s"), content=body())
+    assert response.status_code == 401
+    assert refreshes(idp) == 0
+
+
+def test_retry_on_401_disabled(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(replace(token, access_token="unknown-access-token"))
+    with AuthSession(provider, retry_on_401=False) as session:
+        assert session.get(idp.api_url("x")).status_code == 401
+
+
+def test_auto_refresh_disabled_uses_the_stale_token(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(stale(token))
+    idp.reset_stats()
+    with AuthSession(provider, auto_refresh=False) as session:
+        assert session.get(idp.api_url("x")).status_code == 200
+    assert refreshes(idp) == 0
+
+
+def test_not_logged_in_and_expired_without_refresh_token(idp: IdP) -> None:
+    provider = make_oidc(idp, CONFIDENTIAL)
+    with (
+        AuthSession(provider) as session,
+        pytest.raises(TokenExpiredError, match="kstlib auth login test"),
+    ):
+        session.get(idp.api_url("x"))
+    expired = Token(access_token="a", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    provider.save_token(expired)
+    with (
+        AuthSession(provider) as session,
+        pytest.raises(TokenExpiredError, match="kstlib auth login test"),
+    ):
+        session.get(idp.api_url("x"))
+
+
+def test_failed_refresh_reaches_caller_and_keeps_stored_token(
+    idp: IdP, provider: OIDCProvider
+) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    dead = replace(
+        token,
+        refresh_token="not-a-valid-refresh-token",
+        expires_at=datetime.now(UTC) - timedelta(seconds=1),
+    )
+    provider.save_token(dead)
+    with AuthSession(provider) as session, pytest.raises(TokenRefreshError) as err:
+        session.get(idp.api_url("x"))
+    assert err.value.retryable is False and "kstlib auth login test" in str(err.value)
+    assert provider.token_storage.load("test") == dead
+
+
+def test_slow_idp_does_not_stall_other_tasks(idp: IdP, provider: OIDCProvider) -> None:
+    token = provider.token_storage.load("test")
+    assert token is not None
+    provider.save_token(stale(token))
+    idp.configure(token_delay_ms=1000)
+    try:
+
+        async def main() -> tuple[int, int]:
+            ticks = 0
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(ticker())
+            started = time.monotonic()
+            async with AuthSession(provider) as session:
+                status = (await session.aget(idp.api_url("slow"))).status_code
+            elapsed = time.monotonic() - started
+            done.set()
+            await task
+            assert elapsed >= 1.0  # the refresh really waited for the slow IdP
+            return status, ticks
+
+        status, ticks = asyncio.run(main())
+    finally:
+        idp.configure(token_delay_ms=0)
+    assert status == 200
+    assert ticks >= 50  # the loop kept running (100 possible in 1 s)
+
+
+def test_async_client_survives_a_new_event_loop(idp: IdP, provider: OIDCProvider) -> None:
+    session = AuthSession(provider)
+
+    async def one() -> int:
+        return (await session.aget(idp.api_url("loop"))).status_code
+
+    assert asyncio.run(one()) == 200
+    assert asyncio.run(one()) == 200
+    asyncio.run(session.aclose())
