@@ -1,0 +1,160 @@
+"""The ``kstlib`` Typer application: global options, logging, and the ``auth`` group.
+
+``-v``/``-vv``/``-vvv`` (on ``kstlib`` and/or ``kstlib auth``; they add up)
+raise the ``kstlib`` loggers from WARNING to INFO, DEBUG and TRACE (5). Log
+records go to stderr through a handler carrying
+:class:`~kstlib.auth.redaction.RedactingFilter`, so they are always redacted.
+
+Exit codes: 0 success, 1 authentication failure (any
+:class:`~kstlib.auth.errors.AuthError` but a configuration error), 2 usage
+or configuration error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Final, TextIO
+
+import typer
+
+from kstlib.auth.redaction import TRACE, RedactingFilter
+from kstlib.cli import auth as auth_commands
+from kstlib.cli.auth import EXIT_AUTH, EXIT_USAGE
+from kstlib.cli.check import register as register_check
+from kstlib.cli.output import error_line, one_line
+
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CLIState",
+    "app",
+    "auth_app",
+    "configure_logging",
+    "reset_logging",
+    "run",
+]
+
+EXIT_OK: Final = 0
+
+#: Log level for each count of ``-v``.
+_LEVELS: Final = (logging.WARNING, logging.INFO, logging.DEBUG, TRACE)
+_LOG_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
+
+app = typer.Typer(
+    name="kstlib",
+    help="kstlib: config-driven OAuth2 / OpenID Connect from the terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+auth_app = typer.Typer(
+    help="Log in to identity providers and use their tokens.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="More log output on stderr: -v info, -vv debug, -vvv HTTP traces (always redacted).",
+    ),
+]
+
+
+@dataclass
+class CLIState:
+    """Options shared by every command of one invocation."""
+
+    verbosity: int = 0
+
+
+class _CLILogHandler(logging.StreamHandler[TextIO]):
+    """The stderr handler installed by the command line (replaced on each invocation)."""
+
+
+def reset_logging() -> None:
+    """Remove the command line's log handler and level from the ``kstlib`` logger."""
+    logger = logging.getLogger("kstlib")
+    for handler in [h for h in logger.handlers if isinstance(h, _CLILogHandler)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Send ``kstlib`` log records at the level for ``verbosity`` to stderr, redacted."""
+    reset_logging()
+    logger = logging.getLogger("kstlib")
+    handler = _CLILogHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(_LEVELS[max(0, min(verbosity, len(_LEVELS) - 1))])
+
+
+@app.callback()
+def _root(ctx: typer.Context, verbose: VerboseOption = 0) -> None:
+    """kstlib: config-driven OAuth2 / OpenID Connect from the terminal."""
+    ctx.obj = CLIState(verbosity=verbose)
+    configure_logging(verbose)
+
+
+@auth_app.callback()
+def _auth(ctx: typer.Context, verbose: VerboseOption = 0) -> None:
+    """Log in to identity providers and use their tokens."""
+    state = ctx.find_object(CLIState) or CLIState()
+    state.verbosity += verbose
+    ctx.obj = state
+    configure_logging(state.verbosity)
+
+
+auth_commands.register(auth_app)
+register_check(auth_app)
+app.add_typer(auth_app, name="auth")
+
+
+def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning (a configuration notice) as one ``warning:`` line on stderr."""
+    print(f"warning: {one_line(str(message))}", file=sys.stderr)
+
+
+def run(args: Sequence[str]) -> int:
+    """Run the application on ``args``; return the exit status (usage errors on one line)."""
+    shown_before, warnings.showwarning = warnings.showwarning, _show_warning
+    try:
+        result = app(args=list(args), prog_name="kstlib", standalone_mode=False)
+    except typer.Abort:
+        error_line("aborted")
+        return EXIT_AUTH
+    except typer.TyperException as exc:
+        return _usage_error(exc)
+    finally:
+        warnings.showwarning = shown_before
+        reset_logging()
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """Report a usage error as one line (a bare command group shows its help instead)."""
+    message = exc.format_message().strip()
+    if "\n" in message:  # a bare command group: the message is its help
+        typer.echo(message, err=True)
+    elif message:  # (an empty one: Typer printed the help already)
+        ctx = getattr(exc, "ctx", None)
+        path = getattr(ctx, "command_path", None)
+        error_line(f"{message} (see '{path} --help')" if path else message)
+    return int(getattr(exc, "exit_code", EXIT_USAGE))

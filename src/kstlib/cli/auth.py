@@ -1,0 +1,768 @@
+"""The ``kstlib auth`` commands: login, logout, status, token, whoami, providers, preflight.
+
+Every command resolves its provider the same way (the argument, else
+``auth.default_provider``, else the only configured provider, else an error
+listing the configured names), reads the configuration files once, and maps
+errors onto exit codes: 1 for an authentication failure, 2 for a usage or
+configuration error, each reported as one ``error:`` line on stderr (with a
+traceback only under ``-v``). Only ``token`` ever prints a token.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sys
+import traceback
+import webbrowser
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, ParamSpec
+from urllib.parse import urlencode, urlsplit
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from kstlib.auth.errors import (
+    AuthError,
+    AuthorizationError,
+    ConfigurationError,
+    TokenExpiredError,
+    TokenStorageError,
+)
+from kstlib.auth.redaction import redact_text
+from kstlib.cli._fast import decode_jwt_unverified, format_token
+from kstlib.cli.output import (
+    echo_json,
+    err_console,
+    error_line,
+    facts_table,
+    format_when,
+    mask_secrets,
+    out_console,
+    status_text,
+)
+
+if TYPE_CHECKING:
+    from kstlib.auth.callback import CallbackResult, CallbackServer
+    from kstlib.auth.config import CallbackServerSettings
+    from kstlib.auth.models import PreflightReport, Token
+    from kstlib.auth.providers.oauth2 import OAuth2Provider
+    from kstlib.config import LoadedConfig
+
+__all__ = ["EXIT_AUTH", "EXIT_INTERRUPTED", "EXIT_USAGE", "TokenFormat", "register"]
+
+_P = ParamSpec("_P")
+
+#: Exit status of an authentication failure (any AuthError but a ConfigurationError).
+EXIT_AUTH: Final = 1
+#: Exit status of a usage or configuration error.
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+ProviderArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Provider name (default: auth.default_provider, or the only configured one).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class TokenFormat(StrEnum):
+    """Output formats of ``kstlib auth token``."""
+
+    RAW = "raw"
+    HEADER = "header"
+    JSON = "json"
+    ENV = "env"
+    KUBECTL = "kubectl"
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _verbose() -> bool:
+    """True under ``-v`` (the command line set the ``kstlib`` loggers below WARNING)."""
+    return logging.getLogger("kstlib").getEffectiveLevel() < logging.WARNING
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    """Report ``exc`` on one line (traceback first under ``-v``) and exit with ``code``."""
+    if _verbose():
+        trace = "".join(traceback.format_exception(exc))
+        print(redact_text(trace), file=sys.stderr, end="")
+    unexpected = not isinstance(exc, AuthError)
+    message = f"unexpected {type(exc).__name__}: {exc}" if unexpected else str(exc)
+    error_line(redact_text(message))
+    raise typer.Exit(code)
+
+
+def _handled(command: Callable[_P, None]) -> Callable[_P, None]:
+    """Run ``command``, turning errors into one ``error:`` line and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except ConfigurationError as exc:
+            _fail(exc, EXIT_USAGE)
+        except KeyboardInterrupt:
+            error_line("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:  # AuthError and anything unexpected: exit 1, one line
+            _fail(exc, EXIT_AUTH)
+
+    return wrapper
+
+
+def _load() -> LoadedConfig:
+    from kstlib.config import load_config
+
+    return load_config()
+
+
+def _resolve(provider: str | None, loaded: LoadedConfig) -> str:
+    from kstlib.auth.config import resolve_provider_name
+
+    return resolve_provider_name(provider, config=loaded)
+
+
+def _provider(name: str, loaded: LoadedConfig, **overrides: Any) -> OAuth2Provider:
+    """Build the configured provider (every configured type is an :class:`OAuth2Provider`)."""
+    from kstlib.auth.config import get_provider
+    from kstlib.auth.providers.oauth2 import OAuth2Provider
+
+    provider = get_provider(name, config=loaded, **overrides)
+    if not isinstance(provider, OAuth2Provider):
+        raise ConfigurationError(
+            f"Provider '{name}' is a {type(provider).__name__}, which the command line "
+            "does not support",
+            provider=name,
+        )
+    return provider
+
+
+def _subject(token: Token) -> str | None:
+    """The ``sub`` of the stored ID token (verified before it was stored; decoded only)."""
+    decoded = decode_jwt_unverified(token.id_token) if token.id_token else None
+    sub = decoded[1].get("sub") if decoded else None
+    return sub if isinstance(sub, str) else None
+
+
+def _not_logged_in(name: str) -> TokenExpiredError:
+    return TokenExpiredError(
+        f"Not logged in to '{name}' (no token, or an expired one that cannot be refreshed); "
+        f"run `kstlib auth login {name}`"
+    )
+
+
+class _Notice:
+    """Progress messages on stderr, silenced by ``--quiet``."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, message: str, *, style: str | None = None) -> None:
+        if not self.quiet:
+            err_console().print(Text(message, style=style or ""))
+
+
+# --------------------------------------------------------------------------- login
+
+
+def _stored_valid_token(name: str, loaded: LoadedConfig) -> Token | None:
+    """The stored token when its access token has not expired (an unusable file: None)."""
+    from kstlib.auth.config import get_token_storage_for_provider
+
+    try:
+        token = get_token_storage_for_provider(name, config=loaded).load(name)
+    except TokenStorageError as exc:
+        logging.getLogger("kstlib.cli").warning("%s", exc)
+        return None
+    return token if token is not None and not token.is_expired else None
+
+
+def _loopback_redirect_uri(name: str, loaded: LoadedConfig, cb: CallbackServerSettings) -> str:
+    """The provider's ``redirect_uri`` if set, else one built from ``auth.callback_server``."""
+    from kstlib.auth.config import get_provider_config
+
+    configured = (get_provider_config(name, config=loaded) or {}).get("redirect_uri")
+    if isinstance(configured, str) and configured:
+        return configured
+    host = f"[{cb.host}]" if ":" in cb.host else cb.host
+    return f"http://{host}:{cb.port}/callback"
+
+
+def _send_user_to(url: str, *, no_browser: bool, notice: _Notice) -> None:
+    """Open ``url`` in the browser, or print it alone on stdout when asked or when that fails.
+
+    The URL (it holds the state) is printed only when the user needs it.
+    """
+    if not no_browser and webbrowser.open(url):
+        notice("Opened your browser to log in (if it did not open, use --no-browser).")
+        return
+    notice("Open this URL in a browser to log in:")
+    typer.echo(url)
+
+
+def _wait_for_redirect(server: CallbackServer, timeout: float, notice: _Notice) -> CallbackResult:
+    """Wait for the browser's redirect, with a spinner showing the time left."""
+    if notice.quiet:
+        return server.wait_for_callback(timeout)
+    with err_console().status("Waiting for the login in the browser…") as spinner:
+        return server.wait_for_callback(
+            timeout,
+            on_tick=lambda left: spinner.update(
+                f"Waiting for the login in the browser… {math.ceil(left)} s left (Ctrl-C to cancel)"
+            ),
+        )
+
+
+def _loopback_login(
+    name: str, loaded: LoadedConfig, timeout: float | None, *, no_browser: bool, notice: _Notice
+) -> Token:
+    """Authorization code + PKCE through the loopback callback server (RFC 8252)."""
+    from kstlib.auth.callback import CallbackServer
+    from kstlib.auth.config import get_auth_settings
+    from kstlib.auth.pkce import new_state
+
+    cb = get_auth_settings(config=loaded).callback_server
+    state = new_state()
+    redirect_uri = _loopback_redirect_uri(name, loaded, cb)
+    server = CallbackServer.from_redirect_uri(
+        redirect_uri, port_range=cb.port_range, expected_state=state
+    )
+    with server, _provider(name, loaded, redirect_uri=server.redirect_uri) as provider:
+        url, _ = provider.get_authorization_url(state=state)
+        _send_user_to(url, no_browser=no_browser, notice=notice)
+        result = _wait_for_redirect(server, timeout or cb.timeout, notice)
+        return _exchange(provider, result, server.redirect_uri, state)
+
+
+def _exchange(
+    provider: OAuth2Provider, result: CallbackResult, redirect_uri: str, state: str
+) -> Token:
+    """Exchange the code of a redirect, handing the provider the redirect itself.
+
+    In that form the provider checks everything the redirect carries: the
+    error, the state, and the ``iss`` of RFC 9207, which must be present
+    when the server advertises ``authorization_response_iss_parameter_supported``.
+    """
+    result.raise_for_error()
+    return provider.exchange_code(f"{redirect_uri}?{urlencode(result.raw_params)}", state)
+
+
+def _read_pasted(redirect_uri: str) -> str:
+    err_console().print(
+        Text(
+            f"After the login, your browser goes to {redirect_uri}?code=…: paste that whole "
+            "address (or just the code) here and press Enter:"
+        )
+    )
+    text = sys.stdin.readline().strip()
+    if not text:
+        raise AuthorizationError("Nothing was pasted; login cancelled", reason="no input")
+    return text
+
+
+def _manual_login(name: str, loaded: LoadedConfig, *, no_browser: bool) -> Token:
+    """Authorization code + PKCE where the user pastes the redirect URL (or the code)."""
+    from kstlib.auth.callback import parse_pasted_redirect
+    from kstlib.auth.pkce import new_state
+
+    with _provider(name, loaded) as provider:
+        state = new_state()
+        url, _ = provider.get_authorization_url(state=state)
+        _send_user_to(url, no_browser=no_browser, notice=_Notice(quiet=False))
+        result = parse_pasted_redirect(_read_pasted(provider.config.redirect_uri))
+        if result.raw_params.keys() == {"code"}:  # a bare code: nothing else to check
+            return provider.exchange_code(result.raise_for_error(), state)
+        return _exchange(provider, result, provider.config.redirect_uri, state)
+
+
+def _expiry_phrase(token: Token) -> str:
+    if token.expires_at is None:
+        return "expiry unknown"
+    return f"expires {format_when(token.expires_at)}"
+
+
+@_handled
+def login(
+    provider: ProviderArg = None,
+    *,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the login URL instead of opening it.")
+    ] = False,
+    manual: Annotated[
+        bool,
+        typer.Option(
+            "--manual",
+            help="Paste the redirect address (or the code) instead of running a loopback server.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            max=600,
+            help="Seconds to wait for the browser (default: auth.callback_server.timeout).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Log in again even with a valid token.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only print errors (and the URL if needed).")
+    ] = False,
+) -> None:
+    """Log in (authorization code + PKCE) and store the tokens."""
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    notice = _Notice(quiet)
+    current = None if force else _stored_valid_token(name, loaded)
+    if current is not None:
+        notice(
+            f"Already logged in to {name} ({_expiry_phrase(current)}); use --force to log in again."
+        )
+        return
+    if manual:
+        token = _manual_login(name, loaded, no_browser=no_browser)
+    else:
+        token = _loopback_login(name, loaded, timeout, no_browser=no_browser, notice=notice)
+    subject = _subject(token)
+    who = f" as {subject}" if subject else ""
+    notice(f"Logged in to {name}{who}; access token {_expiry_phrase(token)}.", style="green")
+
+
+# --------------------------------------------------------------------------- logout
+
+
+def _end_session_url(provider: OAuth2Provider) -> str | None:
+    """The RP-initiated logout URL (no id_token_hint: the URL is printed), or None."""
+    try:
+        endpoint = provider.endpoint("end_session_endpoint")
+    except AuthError as exc:
+        logging.getLogger("kstlib.cli").info("No logout URL: %s", exc)
+        return None
+    if not endpoint:
+        return None
+    params = {"client_id": provider.config.client_id}
+    if provider.config.post_logout_redirect_uri:
+        params["post_logout_redirect_uri"] = provider.config.post_logout_redirect_uri
+    separator = "&" if urlsplit(endpoint).query else "?"
+    return f"{endpoint}{separator}{urlencode(params)}"
+
+
+def _revoke(provider: OAuth2Provider, token: Token | None) -> tuple[bool | None, AuthError | None]:
+    """``(revoked, error)``: True/False as :meth:`revoke` says, None when there was no token."""
+    if token is None:
+        return None, None
+    try:
+        return provider.revoke(token), None
+    except AuthError as exc:
+        return None, exc
+
+
+@_handled
+def logout(
+    provider: ProviderArg = None,
+    *,
+    revoke: Annotated[
+        bool,
+        typer.Option(
+            "--revoke/--no-revoke", help="Revoke the tokens at the identity provider first."
+        ),
+    ] = True,
+    open_browser: Annotated[
+        bool,
+        typer.Option("--open", help="Open the identity provider's logout page in the browser."),
+    ] = False,
+) -> None:
+    """Revoke the tokens, remove them from storage, and show the provider's logout URL."""
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    console = err_console()
+    with _provider(name, loaded) as prov:
+        try:
+            token = prov.token_storage.load(name)
+        except TokenStorageError as exc:
+            console.print(Text(f"warning: {exc}", style="yellow"))
+            token = None
+        revoked, failure = _revoke(prov, token) if revoke else (None, None)
+        removed = prov.token_storage.delete(name)
+        logout_url = _end_session_url(prov)
+        storage = prov.token_storage.describe()
+    if revoked:
+        console.print(f"Revoked the tokens of {name} at the identity provider.")
+    elif revoked is False:
+        console.print(
+            Text(
+                f"{name} has no revocation endpoint: the tokens stay valid until they expire.",
+                style="yellow",
+            )
+        )
+    if removed:
+        console.print(Text(f"Removed the stored token of {name} ({storage})."))
+    else:
+        console.print(f"No token was stored for {name}.")
+    if logout_url:
+        if open_browser and webbrowser.open(logout_url):
+            console.print("Opened the identity provider's logout page.")
+        else:
+            console.print("To end your session at the identity provider too, open:")
+            typer.echo(logout_url)
+    if failure is not None:
+        raise AuthError(f"{failure} (the local token was removed anyway)")
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat() if when is not None else None
+
+
+def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
+    """What ``status --json`` says about one provider (no network, no secret)."""
+    from kstlib.auth.config import get_token_storage_for_provider
+
+    entry: dict[str, Any] = {
+        "provider": name,
+        "authenticated": False,
+        "subject": None,
+        "scopes": [],
+        "token_type": None,
+        "expires_at": None,
+        "expires_in": None,
+        "expiring_soon": False,
+        "refreshable": False,
+        "refresh_expires_at": None,
+        "storage": None,
+        "error": None,
+    }
+    try:
+        storage = get_token_storage_for_provider(name, config=loaded)
+        entry["storage"] = storage.describe()
+        token = storage.load(name)
+    except AuthError as exc:
+        entry["error"] = str(exc)
+        return entry
+    if token is None:
+        return entry
+    expires_in = token.expires_in
+    entry.update(
+        authenticated=not token.is_expired,
+        subject=_subject(token),
+        scopes=list(token.scope),
+        token_type=str(getattr(token.token_type, "value", token.token_type)),
+        expires_at=_iso(token.expires_at),
+        expires_in=expires_in,
+        expiring_soon=expires_in is not None and 0 <= expires_in < soon,
+        refreshable=token.is_refreshable,
+        refresh_expires_at=_iso(token.refresh_expires_at),
+    )
+    return entry
+
+
+def _access_cell(entry: dict[str, Any]) -> Text:
+    if entry["error"]:
+        return Text(f"error: {entry['error']}", style="red")
+    if entry["token_type"] is None:
+        return Text("not logged in", style="dim")
+    if entry["expires_at"] is None:
+        return Text("valid, expiry unknown" if entry["authenticated"] else "expired", style="")
+    when = format_when(datetime.fromisoformat(entry["expires_at"]))
+    if not entry["authenticated"]:
+        return Text(f"expired {when}", style="red")
+    if entry["expiring_soon"]:
+        return Text(f"expiring soon: {when}", style="yellow")
+    return Text(f"valid, expires {when}", style="green")
+
+
+def _refresh_cell(entry: dict[str, Any]) -> Text:
+    if not entry["refreshable"]:
+        return Text("none" if entry["token_type"] else "-", style="dim")
+    if entry["refresh_expires_at"]:
+        return Text(
+            f"present, expires {format_when(datetime.fromisoformat(entry['refresh_expires_at']))}"
+        )
+    return Text("present")
+
+
+def _status_table(entries: list[dict[str, Any]]) -> Table:
+    table = Table(title="Authentication status", title_justify="left")
+    for column in ("Provider", "Subject", "Scopes", "Access token", "Refresh token", "Storage"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            Text(entry["provider"], style="bold"),
+            Text(entry["subject"] or "-"),
+            Text(" ".join(entry["scopes"]) or "-"),
+            _access_cell(entry),
+            _refresh_cell(entry),
+            Text(entry["storage"] or "-"),
+        )
+    return table
+
+
+@_handled
+def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None:
+    """Show who is logged in where, and when the tokens expire (all providers by default).
+
+    ``--json`` prints a JSON list with one object per provider: ``provider``,
+    ``authenticated``, ``subject``, ``scopes``, ``token_type``, ``expires_at``,
+    ``expires_in``, ``expiring_soon``, ``refreshable``, ``refresh_expires_at``,
+    ``storage``, ``error``. Exit 1 when a provider's token could not be read.
+    """
+    from kstlib.auth.config import get_auth_settings, list_configured_providers
+
+    loaded = _load()
+    names = (
+        [_resolve(provider, loaded)]
+        if provider is not None
+        else list_configured_providers(config=loaded)
+    )
+    soon = get_auth_settings(config=loaded).status.expiring_soon_threshold
+    entries = [_status_entry(name, loaded, soon) for name in names]
+    if as_json:
+        echo_json(entries)
+    elif not entries:
+        err_console().print("No provider is configured (auth.providers).")
+    else:
+        out_console().print(_status_table(entries))
+    if any(entry["error"] for entry in entries):
+        raise typer.Exit(EXIT_AUTH)
+
+
+# --------------------------------------------------------------------------- token
+
+
+def _output_format(chosen: TokenFormat | None, header: bool, as_json: bool) -> str:
+    """The one output format asked for by ``--format``, ``--header`` and ``--json``."""
+    asked = {f for f, on in (("header", header), ("json", as_json)) if on}
+    if chosen is not None:
+        asked.add(chosen.value)
+    if len(asked) > 1:
+        raise typer.BadParameter(
+            f"choose one output format, not {' and '.join(sorted(asked))}",
+            param_hint="'--format' / '--header' / '--json'",
+        )
+    return asked.pop() if asked else "raw"
+
+
+def _current_token(provider: OAuth2Provider, *, force: bool) -> Token:
+    """The access token to print: refreshed first when forced or (nearly) expired."""
+    if force:
+        stored = provider.token_storage.load(provider.name)
+        if stored is None:
+            raise _not_logged_in(provider.name)
+        return provider.refresh_if_stale(stored, force=True)
+    token = provider.get_token()
+    if token is None or token.is_expired:
+        raise _not_logged_in(provider.name)
+    return token
+
+
+def _print_decoded(name: str, token: Token) -> None:
+    decoded = decode_jwt_unverified(token.access_token)
+    if decoded is None:
+        err_console().print(f"The access token of {name} is opaque (not a JWT): nothing to decode.")
+        return
+    header, payload = decoded
+    echo_json({"header": header, "payload": payload})
+
+
+@_handled
+def token(
+    provider: ProviderArg = None,
+    *,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Refresh the token first.")] = False,
+    decode: Annotated[
+        bool,
+        typer.Option("--decode", help="Show the header and claims of a JWT access token."),
+    ] = False,
+    as_json: JsonOption = False,
+    header: Annotated[
+        bool, typer.Option("--header", help="Print 'Authorization: Bearer <token>'.")
+    ] = False,
+    output_format: Annotated[
+        TokenFormat | None,
+        typer.Option(
+            "--format",
+            help="raw (default), header, json, env (export lines), or kubectl "
+            "(client.authentication.k8s.io/v1 ExecCredential).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the access token (refreshed first when needed)."""
+    chosen = _output_format(output_format, header, as_json)
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    with _provider(name, loaded) as prov:
+        current = _current_token(prov, force=refresh)
+    if decode:
+        _print_decoded(name, current)
+    else:
+        typer.echo(format_token(current, chosen))
+
+
+# --------------------------------------------------------------------------- whoami
+
+
+@_handled
+def whoami(
+    provider: ProviderArg = None,
+    *,
+    as_json: JsonOption = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Same as --json.")] = False,
+) -> None:
+    """Show the user's claims from the provider's UserInfo endpoint."""
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    with _provider(name, loaded) as prov:
+        if prov.get_token() is None:
+            raise _not_logged_in(name)
+        info = prov.get_userinfo()
+    if as_json or raw:
+        echo_json(info)
+    else:
+        out_console().print(facts_table(sorted(info.items()), title=f"{name}: UserInfo"))
+
+
+# --------------------------------------------------------------------------- providers
+
+
+def _provider_row(name: str, loaded: LoadedConfig, default: str | None) -> dict[str, Any]:
+    """Facts about one configured provider; ``error`` set when it cannot be built."""
+    from kstlib.auth.config import get_provider_type
+
+    row: dict[str, Any] = {"name": name, "default": name == default, "error": None}
+    try:
+        row["type"] = get_provider_type(name, config=loaded)
+        with _provider(name, loaded) as prov:
+            row["issuer"] = prov.config.issuer or prov.config.authorize_url
+            row["discovery"] = getattr(prov, "discovery_mode", "none")
+            row["storage"] = prov.token_storage.describe()
+            row["settings"] = mask_secrets(prov.config.to_safe_dict())
+    except AuthError as exc:
+        row["error"] = str(exc)
+    return row
+
+
+def _providers_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Configured providers", title_justify="left")
+    for column in ("Provider", "Type", "Issuer", "Discovery", "Storage"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        label = Text(row["name"] + (" (default)" if row["default"] else ""), style="bold")
+        if row["error"]:
+            table.add_row(label, Text(f"invalid: {row['error']}", style="red"), "", "", "")
+            continue
+        table.add_row(
+            label,
+            Text(str(row["type"])),
+            Text(str(row["issuer"] or "-")),
+            Text(str(row["discovery"])),
+            Text(str(row["storage"])),
+        )
+    return table
+
+
+@_handled
+def providers(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every setting (secrets masked).")
+    ] = False,
+) -> None:
+    """List the configured providers (exit 2 when one of them is invalid)."""
+    from kstlib.auth.config import get_default_provider_name, list_configured_providers
+
+    loaded = _load()
+    names = list_configured_providers(config=loaded)
+    if not names:
+        err_console().print("No provider is configured (auth.providers).")
+        return
+    default = get_default_provider_name(config=loaded)
+    rows = [_provider_row(name, loaded, default) for name in names]
+    console = out_console()
+    console.print(_providers_table(rows))
+    if verbose:
+        for row in rows:
+            if not row["error"]:
+                settings = {"type": row["type"], "storage": row["storage"], **row["settings"]}
+                console.print(facts_table(settings.items(), title=f"\n{row['name']}"))
+    if any(row["error"] for row in rows):
+        raise typer.Exit(EXIT_USAGE)
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _preflight_table(report: PreflightReport) -> Table:
+    table = Table(title=f"Preflight of {report.provider_name}", title_justify="left")
+    table.add_column("Step", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Message", overflow="fold")
+    table.add_column("Duration", justify="right", no_wrap=True)
+    for result in report.results:
+        table.add_row(
+            Text(result.step),
+            status_text(result.status.value),
+            Text(result.message),
+            Text(f"{result.duration_ms:.0f} ms"),
+        )
+    return table
+
+
+def _verdict(report: PreflightReport) -> Text:
+    failed = [r.step for r in report.results if r.status.value == "failure"]
+    total = f"{len(report.results)} steps, {report.duration_ms:.0f} ms"
+    if failed:
+        return Text(f"✗ {report.provider_name}: {', '.join(failed)} failed ({total})", style="red")
+    return Text(f"✓ {report.provider_name} is ready ({total})", style="green")
+
+
+@_handled
+def preflight(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None:
+    """Check configuration, discovery, keys and endpoints (exit 1 when a step fails)."""
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    with _provider(name, loaded) as prov:
+        report = prov.preflight()
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        console = out_console()
+        console.print(_preflight_table(report))
+        console.print(_verdict(report))
+    if not report.success:
+        raise typer.Exit(EXIT_AUTH)
+
+
+# --------------------------------------------------------------------------- registration
+
+_COMMANDS: Final[tuple[tuple[str, Callable[..., None]], ...]] = (
+    ("login", login),
+    ("logout", logout),
+    ("status", status),
+    ("token", token),
+    ("whoami", whoami),
+    ("providers", providers),
+    ("preflight", preflight),
+)
+
+
+def register(auth_app: typer.Typer) -> None:
+    """Add the auth commands to the ``kstlib auth`` Typer app."""
+    for name, command in _COMMANDS:
+        auth_app.command(name)(command)

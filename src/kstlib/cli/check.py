@@ -1,0 +1,367 @@
+"""``kstlib auth check``: prove a JWT with the issuer's keys and show the proof chain.
+
+Exit codes: 0 the token is valid, 1 it is invalid, 2 the check could not run
+(usage, configuration, no stored token). The raw token and its signature are
+never printed; claims are, with secret-like values (``nonce``...) redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import typer
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from kstlib.auth.redaction import REDACTED, is_sensitive_key
+
+if TYPE_CHECKING:
+    from kstlib.auth.check import TokenCheckReport
+
+__all__ = ["check_command", "register", "render_report", "report_as_json"]
+
+EXIT_VALID: Final = 0
+EXIT_INVALID: Final = 1
+EXIT_ERROR: Final = 2
+_TIME_CLAIMS: Final = ("exp", "iat", "nbf", "auth_time", "updated_at")
+_STEP_TITLES: Final = {
+    "decode_structure": "Decode structure",
+    "discover_issuer": "Discover issuer",
+    "fetch_jwks": "Fetch JWKS",
+    "extract_public_key": "Extract public key",
+    "verify_signature": "Verify signature",
+    "validate_claims": "Validate claims",
+}
+
+
+class _UsageError(Exception):
+    """The check cannot run; the message tells the user what to do."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What to check and against what."""
+
+    token: str
+    token_type: str
+    expected_issuer: str | None
+    expected_audience: str | None
+    #: Keyword arguments of ``build_http_client`` (TLS, headers, timeout).
+    http: dict[str, Any]
+    audience_note: str | None = None
+
+
+def register(auth_app: typer.Typer) -> None:
+    """Add the ``check`` command to the ``kstlib auth`` Typer app."""
+    auth_app.command(
+        "check",
+        help="Verify a JWT cryptographically: issuer, keys, signature and claims.",
+    )(check_command)
+
+
+def check_command(
+    provider: Annotated[
+        str | None,
+        typer.Argument(help="Provider whose issuer/client id pin the check (and whose token)."),
+    ] = None,
+    *,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", "-t", help="The JWT to check; '-' reads it from stdin."),
+    ] = None,
+    access_token: Annotated[
+        bool, typer.Option("--access-token", help="Check the access token, not the ID token.")
+    ] = False,
+    expected_issuer: Annotated[
+        str | None, typer.Option("--expected-issuer", help="Issuer the token must come from.")
+    ] = None,
+    expected_audience: Annotated[
+        str | None, typer.Option("--expected-audience", help="Audience the token must name.")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show header, payload, discovery, PEM.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify a JWT cryptographically: issuer, keys, signature and claims."""
+    console = Console(highlight=False)
+    try:
+        target = _resolve_target(provider, token, access_token, expected_issuer, expected_audience)
+    except _UsageError as exc:
+        Console(stderr=True, highlight=False).print(Text(f"Error: {exc}", style="red"))
+        raise typer.Exit(EXIT_ERROR) from None
+    from kstlib.auth.check import TokenChecker
+    from kstlib.auth.http import build_http_client
+
+    with build_http_client(**target.http) as client:
+        checker = TokenChecker(
+            client,
+            expected_issuer=target.expected_issuer,
+            expected_audience=target.expected_audience,
+        )
+        report = checker.check(target.token, token_type=target.token_type)
+    if as_json:
+        typer.echo(json.dumps(report_as_json(report), indent=2, sort_keys=True))
+    else:
+        console.print(render_report(report, verbose=verbose, note=target.audience_note))
+    raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _resolve_target(
+    provider: str | None,
+    token: str | None,
+    access_token: bool,
+    expected_issuer: str | None,
+    expected_audience: str | None,
+) -> _Target:
+    token_type = "access_token" if access_token else "id_token"
+    if provider == "-" and token is None:  # `kstlib auth check -`
+        provider, token = None, "-"
+    if token == "-":
+        token = _read_stdin()
+    if provider is None and token is not None:
+        return _Target(token, token_type, expected_issuer, expected_audience, _default_http())
+    return _provider_target(provider, token, token_type, expected_issuer, expected_audience)
+
+
+def _read_stdin() -> str:
+    text = sys.stdin.read().strip()
+    if not text:
+        raise _UsageError("no token on stdin")
+    return text
+
+
+def _provider_target(
+    provider: str | None,
+    token: str | None,
+    token_type: str,
+    expected_issuer: str | None,
+    expected_audience: str | None,
+) -> _Target:
+    from kstlib.auth import config as auth_config
+    from kstlib.auth.errors import AuthError
+
+    try:
+        name = auth_config.resolve_provider_name(provider)
+        cfg = auth_config.build_provider_config(name)
+        if token is None:
+            token = _stored_token(name, token_type)
+    except AuthError as exc:
+        raise _UsageError(str(exc)) from None
+    note = None
+    if expected_audience is None and token_type == "id_token":
+        expected_audience = cfg.client_id
+    elif expected_audience is None:
+        note = "access token audience not checked (it names the API, not the client)"
+    http = {
+        "headers": cfg.headers,
+        "ssl_verify": cfg.ssl_verify,
+        "ssl_ca_bundle": cfg.ssl_ca_bundle,
+        "timeout": cfg.timeout,
+    }
+    return _Target(token, token_type, expected_issuer or cfg.issuer, expected_audience, http, note)
+
+
+def _stored_token(provider: str, token_type: str) -> str:
+    from kstlib.auth import config as auth_config
+
+    stored = auth_config.get_token_storage_for_provider(provider).load(provider)
+    if stored is None:
+        raise _UsageError(
+            f"no token stored for provider {provider!r}: run `kstlib auth login {provider}` "
+            "or pass --token"
+        )
+    value = stored.id_token if token_type == "id_token" else stored.access_token
+    if not value:
+        raise _UsageError(
+            f"the stored token of {provider!r} has no ID token; use --access-token to check "
+            "the access token"
+        )
+    return value
+
+
+def _default_http() -> dict[str, Any]:
+    """HTTP settings without a provider: the global ``ssl:`` section."""
+    from kstlib.auth import config as auth_config
+    from kstlib.auth.errors import AuthError
+
+    try:
+        ssl = auth_config.get_ssl_settings()
+    except AuthError as exc:
+        raise _UsageError(str(exc)) from None
+    return {"ssl_verify": ssl.verify, "ssl_ca_bundle": ssl.ca_bundle}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _redacted_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    return {k: REDACTED if is_sensitive_key(k) and v is not None else v for k, v in claims.items()}
+
+
+def report_as_json(report: TokenCheckReport) -> dict[str, Any]:
+    """``report.to_dict()`` with secret-like claim values redacted."""
+    data = report.to_dict()
+    data["payload"] = _redacted_claims(data["payload"])
+    return data
+
+
+def render_report(
+    report: TokenCheckReport, *, verbose: bool = False, note: str | None = None
+) -> Group:
+    """The Rich rendering of a report: verdict, steps, key, certificate, claims."""
+    parts: list[Any] = [_verdict_panel(report, note), _steps_table(report)]
+    if report.key_fingerprint:
+        parts.append(_key_panel(report))
+    if report.x509_info:
+        parts.append(_x509_panel(report.x509_info))
+    if report.payload:
+        parts.append(_claims_table(report.payload))
+    if verbose:
+        parts.extend(_verbose_parts(report))
+    return Group(*parts)
+
+
+def _verdict_panel(report: TokenCheckReport, note: str | None) -> Panel:
+    kind = "ID token" if report.token_type == "id_token" else "access token"
+    if report.valid:
+        text = Text(f"VALID {kind}", style="bold green")
+        text.append(f"\nsigned with {report.signature_algorithm}", style="green")
+    else:
+        failed = report.failed_step
+        where = _STEP_TITLES.get(failed.name, failed.name) if failed else "check"
+        text = Text(f"INVALID {kind}", style="bold red")
+        text.append(f"\n{where} failed: {report.error}", style="red")
+    if _issuer_unpinned(report):
+        text.append("\nissuer not pinned: pass --expected-issuer (or a provider)", style="yellow")
+    if note:
+        text.append(f"\n{note}", style="yellow")
+    return Panel(text, title="Token check", border_style="green" if report.valid else "red")
+
+
+def _issuer_unpinned(report: TokenCheckReport) -> bool:
+    return any(
+        step.name == "discover_issuer" and step.details.get("issuer_pinned") is False
+        for step in report.steps
+    )
+
+
+def _steps_table(report: TokenCheckReport) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(width=2)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    done = {step.name for step in report.steps}
+    for step in report.steps:
+        mark = Text("✓", style="green") if step.passed else Text("✗", style="red")
+        table.add_row(mark, _STEP_TITLES.get(step.name, step.name), Text(step.message))
+    for name, title in _STEP_TITLES.items():
+        if name not in done:
+            table.add_row(
+                Text("·", style="dim"), Text(title, style="dim"), Text("not run", style="dim")
+            )
+    return table
+
+
+def _key_panel(report: TokenCheckReport) -> Panel:
+    table = _facts_table(
+        [
+            ("type", f"{report.key_type} ({report.key_size_bits} bits)"),
+            ("kid", str(report.key_id) if report.key_id is not None else "(none)"),
+            ("algorithm", str(report.signature_algorithm)),
+            ("SHA-256", str(report.key_fingerprint)),
+            ("JWKS", str(report.jwks_uri)),
+        ]
+    )
+    return Panel(table, title="Public key", border_style="cyan")
+
+
+def _x509_panel(info: dict[str, Any]) -> Panel:
+    if "error" in info:
+        return Panel(Text(str(info["error"]), style="yellow"), title="X.509 (x5c)")
+    rows = [
+        ("subject", str(info.get("subject"))),
+        ("issuer", str(info.get("issuer"))),
+        ("serial", str(info.get("serial"))),
+        ("valid", f"{info.get('not_before')} → {info.get('not_after')}"),
+        ("currently valid", "yes" if info.get("currently_valid") else "no"),
+        ("matches JWK key", "yes" if info.get("matches_jwk") else "NO"),
+    ]
+    table = _facts_table(rows)
+    return Panel(table, title="X.509 certificate (x5c, chain not validated)", border_style="cyan")
+
+
+def _facts_table(rows: list[tuple[str, str]]) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, Text(value))
+    return table
+
+
+def _claims_table(payload: dict[str, Any]) -> Table:
+    table = Table(title="Claims", title_justify="left", show_lines=False)
+    table.add_column("claim", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    now = time.time()
+    for name, value in _redacted_claims(payload).items():
+        table.add_row(name, Text(_claim_text(name, value, now)))
+    return table
+
+
+def _claim_text(name: str, value: Any, now: float) -> str:
+    if name in _TIME_CLAIMS and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value} ({describe_time(value, now, expiry=name == 'exp')})"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def describe_time(timestamp: float, now: float, *, expiry: bool = False) -> str:
+    """``2025-01-01 12:00:00 UTC, expires in 1h 2m`` style text for a NumericDate."""
+    from kstlib.auth.check import format_duration
+
+    try:
+        when = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "not a valid time"
+    delta = timestamp - now
+    if expiry:
+        relative = (
+            f"expires in {format_duration(delta)}"
+            if delta >= 0
+            else f"expired {format_duration(-delta)} ago"
+        )
+    else:
+        relative = (
+            f"in {format_duration(delta)}" if delta >= 0 else f"{format_duration(-delta)} ago"
+        )
+    return f"{when}, {relative}"
+
+
+def _verbose_parts(report: TokenCheckReport) -> list[Any]:
+    parts: list[Any] = []
+    sections = (
+        ("Header", report.header),
+        ("Payload", _redacted_claims(report.payload)),
+        (f"Discovery document ({report.discovery_url})", report.discovery_data),
+    )
+    for title, data in sections:
+        if data:
+            text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+            parts.append(Panel(Syntax(text, "json", word_wrap=True), title=title))
+    if report.public_key_pem:
+        parts.append(Panel(Text(report.public_key_pem.strip()), title="Public key (PEM)"))
+    return parts
