@@ -630,12 +630,25 @@ def test_storage_per_provider_override_and_sops_recipients(recorder: StorageReco
     get_token_storage_for_provider("enc", config=config)
     get_token_storage_for_provider("mem", config=config)
     assert recorder.calls == [
-        ("sops", {"directory": Path("/var/tokens"), "age_recipients": ["age1xyz"]}),
+        (
+            "sops",
+            {
+                "directory": Path("/var/tokens"),
+                "age_recipients": ["age1xyz"],
+                "sops_binary": "sops",
+            },
+        ),
         ("memory", {}),
     ]
 
 
-def test_storage_pass_through_backend_options(recorder: StorageRecorder) -> None:
+def test_storage_pass_through_backend_options(
+    recorder: StorageRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options of a backend registered by a plugin (here a stand-in "redis") pass through."""
+    from kstlib.auth.token import factory
+
+    monkeypatch.setitem(factory._REGISTRY, "redis", factory._REGISTRY["memory"])
     config = {
         "auth": {
             "token_storage": "redis",
@@ -652,7 +665,7 @@ def test_invalid_provider_token_storage() -> None:
     with pytest.raises(ConfigurationError) as err:
         get_token_storage_for_provider("corp")
     assert err.value.key == "auth.providers.corp.token_storage" and err.value.file == str(path)
-    assert "memory, file, sops" in str(err.value)
+    assert "file, memory, sops" in str(err.value)
 
 
 def test_real_token_storage_is_built() -> None:

@@ -155,5 +155,22 @@ def test_config_algorithms_mirror_the_jose_allow_list() -> None:
     from kstlib.auth.config import JWS_ALGORITHMS
     from kstlib.auth.jose import ALLOWED_ALGORITHMS, SUPPORTED_ALGORITHMS
 
-    assert set(ALLOWED_ALGORITHMS) <= set(JWS_ALGORITHMS) <= set(SUPPORTED_ALGORITHMS)
+    assert set(JWS_ALGORITHMS) == set(ALLOWED_ALGORITHMS) <= set(SUPPORTED_ALGORITHMS)
     assert not any(a.startswith("HS") or a == "none" for a in JWS_ALGORITHMS)
+
+
+def test_config_auth_methods_are_the_implemented_ones() -> None:
+    from kstlib.auth.clientauth import CLIENT_AUTH_METHODS
+    from kstlib.auth.config import TOKEN_ENDPOINT_AUTH_METHODS
+
+    assert set(TOKEN_ENDPOINT_AUTH_METHODS) == set(CLIENT_AUTH_METHODS)
+
+
+def test_config_storage_types_follow_the_registry() -> None:
+    from kstlib.auth.config import TOKEN_STORAGE_TYPES, get_auth_settings
+    from kstlib.auth.errors import ConfigurationError
+    from kstlib.auth.token import registered_token_storages
+
+    assert set(TOKEN_STORAGE_TYPES) == set(registered_token_storages())
+    with pytest.raises(ConfigurationError, match="redis"):
+        get_auth_settings(config={"auth": {"token_storage": "redis"}})

@@ -92,28 +92,27 @@ PROVIDER_TYPES: Final[Mapping[str, ProviderType]] = {
     "oauth2": "oauth2",
     "oauth": "oauth2",
 }
-TOKEN_STORAGE_TYPES: Final = ("memory", "file", "sops", "redis", "keyring")
-TOKEN_ENDPOINT_AUTH_METHODS: Final = (
-    "client_secret_basic",
-    "client_secret_post",
-    "none",
-    "private_key_jwt",
-    "client_secret_jwt",
-)
+#: Storage backends this release ships; others can be added with
+#: ``kstlib.auth.token.register_token_storage`` before the config is read.
+TOKEN_STORAGE_TYPES: Final = ("memory", "file", "sops")
+#: Client authentication methods implemented by ``kstlib.auth.clientauth`` (a test keeps
+#: them equal); private_key_jwt and client_secret_jwt come with RFC 7523 support.
+TOKEN_ENDPOINT_AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")
 #: Signature algorithms an ID token may be checked against ("none" is never one of them).
 #: ID token algorithms a provider may be restricted to: asymmetric only (HS* would
-#: need the client secret as a verification key). Mirrors kstlib.auth.jose's
-#: allow-list without importing it (a test keeps them equal).
+#: need the client secret as a verification key). Equal to kstlib.auth.jose's
+#: ALLOWED_ALGORITHMS, written out to keep cryptography out of config imports
+#: (a test keeps them equal).
 JWS_ALGORITHMS: Final = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512", "EdDSA", "Ed25519",
+    "ES256", "ES384", "ES512", "EdDSA",
 )  # fmt: skip
 DEFAULT_REDIRECT_URI: Final = "http://127.0.0.1:8400/callback"
 #: Scopes of a provider built from the configuration file when it sets none.
 DEFAULT_CONFIG_SCOPES: Final = ("openid", "profile", "email")
 
 _MAX_CALLBACK_TIMEOUT = 600
-_SECRET_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
+_SECRET_METHODS = frozenset({"client_secret_basic", "client_secret_post"})
 #: Authorization request parameters kstlib sets itself; ``extra.authorize_params`` cannot.
 _RESERVED_AUTHORIZE_PARAMS = frozenset(
     {
@@ -592,9 +591,12 @@ class SopsStorageSettings:
 
     directory: Path = field(default_factory=_default_token_directory)
     age_recipients: tuple[str, ...] = ()
+    #: Name (looked up on PATH) or path of the sops executable.
+    sops_binary: str = "sops"
 
     def __post_init__(self) -> None:
         _set(self, "directory", _directory("directory", self.directory))
+        _set(self, "sops_binary", _text("sops_binary", self.sops_binary))
         recipients = self.age_recipients
         if isinstance(recipients, str):
             recipients = recipients.replace(",", " ").split()
@@ -634,11 +636,12 @@ class AuthSettings:
 
 
 def _storage_type(name: str, value: object) -> str:
+    from kstlib.auth.token import registered_token_storages
+
     kind = _text(name, value).strip().lower()
-    if kind not in TOKEN_STORAGE_TYPES:
-        raise _FieldError(
-            name, f"unknown token storage {value!r}; valid: {', '.join(TOKEN_STORAGE_TYPES)}"
-        )
+    valid = registered_token_storages()
+    if kind not in valid:
+        raise _FieldError(name, f"unknown token storage {value!r}; valid: {', '.join(valid)}")
     return kind
 
 
@@ -757,14 +760,14 @@ def _parse_callback_server(section: _Section) -> CallbackServerSettings:
 
 
 def _parse_storage(section: _Section) -> StorageSettings:
-    section.warn_unknown(TOKEN_STORAGE_TYPES)
+    section.warn_unknown((*TOKEN_STORAGE_TYPES, *_PASS_THROUGH_BACKENDS))
     section.child("memory").warn_unknown(())
     file_section, sops_section = section.child("file"), section.child("sops")
     file_section.warn_unknown(("directory",))
-    sops_section.warn_unknown(("directory", "age_recipients"))
+    sops_section.warn_unknown(("directory", "age_recipients", "sops_binary"))
     sops_values = {
         **sops_section.paths(("directory",)),
-        **sops_section.present(("age_recipients",)),
+        **sops_section.present(("age_recipients", "sops_binary")),
     }
     backends = {
         name: dict(section.child(name).data)
@@ -1112,7 +1115,10 @@ def _open_storage(storage_type: str, storage: StorageSettings) -> AbstractTokenS
     if storage_type == "sops":
         recipients = list(storage.sops.age_recipients) or None
         return get_token_storage(
-            "sops", directory=storage.sops.directory, age_recipients=recipients
+            "sops",
+            directory=storage.sops.directory,
+            age_recipients=recipients,
+            sops_binary=storage.sops.sops_binary,
         )
     return get_token_storage(storage_type, **dict(storage.backends.get(storage_type, {})))
 

@@ -13,7 +13,12 @@ directory is first needed.
 from __future__ import annotations
 
 from kstlib.auth.token.base import AbstractTokenStorage
-from kstlib.auth.token.factory import StorageFactory, get_token_storage, register_token_storage
+from kstlib.auth.token.factory import (
+    StorageFactory,
+    get_token_storage,
+    register_token_storage,
+    registered_token_storages,
+)
 from kstlib.auth.token.file import FileTokenStorage, default_token_directory
 from kstlib.auth.token.lock import DEFAULT_LOCK_TIMEOUT, StorageLock
 from kstlib.auth.token.memory import MemoryTokenStorage
@@ -30,4 +35,5 @@ __all__ = [
     "default_token_directory",
     "get_token_storage",
     "register_token_storage",
+    "registered_token_storages",
 ]

@@ -12,7 +12,12 @@ from kstlib.auth.token.file import FileTokenStorage, default_token_directory
 from kstlib.auth.token.memory import MemoryTokenStorage
 from kstlib.auth.token.sops import SOPSTokenStorage
 
-__all__ = ["StorageFactory", "get_token_storage", "register_token_storage"]
+__all__ = [
+    "StorageFactory",
+    "get_token_storage",
+    "register_token_storage",
+    "registered_token_storages",
+]
 
 #: Builds a storage from ``directory`` (None for the default) and backend options.
 StorageFactory = Callable[..., AbstractTokenStorage]
@@ -36,6 +41,11 @@ def _sops(*, directory: Path | str | None = None, **kwargs: Any) -> AbstractToke
 
 
 _REGISTRY: dict[str, StorageFactory] = {"memory": _memory, "file": _file, "sops": _sops}
+
+
+def registered_token_storages() -> tuple[str, ...]:
+    """Names of the storage backends available now (shipped and registered), sorted."""
+    return tuple(sorted(_REGISTRY))
 
 
 def register_token_storage(name: str, factory: StorageFactory, *, replace: bool = False) -> None:
