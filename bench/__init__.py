@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of kstlib.auth against its peers (``python -m bench``)."""

@@ -1,0 +1,143 @@
+"""``kstlib auth token`` with a valid cached token (file storage), as a shell prompt runs it.
+
+This project: a throw-away ``kstlib.conf.yml`` named by ``KSTLIB_CONFIG``,
+the token saved by ``FileTokenStorage``. kstlib 3.8.2: its configuration is
+found in the working directory (it has no ``KSTLIB_CONFIG``), its token file
+is written by its own ``FileTokenStorage`` (``<dir>/<name>.token.json``).
+The issuer is a closed port: a command that touched the network would fail.
+Baseline: ``python -c "import httpx"``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.common import OLD_NAME, Comparison, Context, Goal, alternate, time_subprocess
+
+GOAL_RATIO = 2.0
+HTTPX = 'python -c "import httpx"'
+MINE = "kstlib auth token"
+OLD = f"{OLD_NAME}: kstlib auth token"
+PROVIDER = "corp"
+ISSUER = "http://127.0.0.1:9/realms/bench"  # port 9 (discard): nothing answers there
+RAW = {
+    "access_token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl",
+    "token_type": "Bearer",
+    "expires_in": 3600,
+    "refresh_token": "refresh-token-value",
+    "scope": "openid profile",
+}
+
+
+def _config(directory: Path, tokens: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "kstlib.conf.yml"
+    path.write_text(
+        f"""auth:
+  default_provider: {PROVIDER}
+  token_storage: file
+  storage:
+    file:
+      directory: {tokens}
+  providers:
+    {PROVIDER}:
+      type: oidc
+      issuer: {ISSUER}
+      client_id: bench-cli
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _kstlib_command(python: Path) -> list[str]:
+    script = python.parent / "kstlib"
+    if script.exists():
+        return [str(script)]
+    return [str(python), "-c", "from kstlib.cli import main; main()"]
+
+
+def _check_output(argv: Sequence[str], env: dict[str, str], cwd: Path, who: str) -> None:
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or proc.stdout.strip() != RAW["access_token"]:
+        raise RuntimeError(
+            f"{who} did not print the cached token (exit {proc.returncode}): "
+            f"{proc.stdout[-300:]!r} {proc.stderr[-500:]!r}"
+        )
+
+
+def _home_env(home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("KSTLIB_CONFIG", None)
+    return env
+
+
+def run(ctx: Context) -> list[Comparison]:
+    from kstlib.auth.models import Token
+    from kstlib.auth.token import FileTokenStorage
+
+    base = ctx.tmp / "cli"
+    mine_dir = base / "new"
+    tokens = mine_dir / "tokens"
+    config = _config(mine_dir, tokens)
+    FileTokenStorage(tokens).save(PROVIDER, Token.from_response(dict(RAW)))
+    mine_env = _home_env(base / "home-new")
+    mine_env["KSTLIB_CONFIG"] = str(config)
+    mine_argv = [*_kstlib_command(Path(sys.executable)), "auth", "token"]
+    _check_output(mine_argv, mine_env, mine_dir, "kstlib auth token")
+
+    def timed(argv: Sequence[str], env: dict[str, str], cwd: Path) -> Callable[[], float]:
+        return lambda: time_subprocess(argv, env=env, cwd=cwd) * 1e3
+
+    httpx_env = _home_env(base / "home-httpx")
+    contenders = {
+        HTTPX: timed([sys.executable, "-c", "import httpx"], httpx_env, base),
+        MINE: timed(mine_argv, mine_env, mine_dir),
+    }
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    peer = ctx.peer()
+    old = ctx.old_python()
+    if peer is not None and old is not None:
+        old_dir = base / "old"
+        old_tokens = old_dir / "tokens"
+        _config(old_dir, old_tokens)
+        peer.call("cli_token_file", dir=str(old_tokens), name=PROVIDER, raw=RAW)
+        old_env = _home_env(base / "home-old")
+        old_argv = [*_kstlib_command(old), "auth", "token"]
+        try:
+            _check_output(old_argv, old_env, old_dir, OLD)
+            contenders[OLD] = timed(old_argv, old_env, old_dir)
+            notes.append(
+                f"{OLD_NAME} reads ./kstlib.conf.yml (run in the config's directory) and "
+                "<dir>/corp.token.json written by its own FileTokenStorage"
+            )
+        except RuntimeError as exc:
+            skipped[OLD] = f"its command could not be made to print the token: {exc}"
+    else:
+        skipped[OLD] = ctx.old_reason()
+    series = alternate(contenders, rounds=ctx.rounds, warmup=1)
+    comp = Comparison(
+        title="kstlib auth token, valid cached token in file storage (wall time)",
+        unit="ms",
+        baseline=HTTPX,
+        series=series,
+        skipped=skipped,
+        notes=notes,
+        section="2. CLI",
+    )
+    ratio = comp.ratio(MINE)[0]
+    comp.goals.append(
+        Goal(
+            f'kstlib auth token <= {GOAL_RATIO}x python -c "import httpx" (measured {ratio:.2f}x)',
+            ratio <= GOAL_RATIO,
+            "issue 7",
+        )
+    )
+    return [comp]
