@@ -413,7 +413,6 @@ RETRY_STORM = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=RETRY_STORM)
 @pytest.mark.parametrize("outage", ["down_503", "hanging"])
 def test_outage_burst_sends_at_most_one_refresh_attempt(hostile: HostileIdP, outage: str) -> None:
     """8 concurrent requests with a still-valid but stale token while the IdP is out."""
@@ -435,14 +434,6 @@ def test_outage_burst_sends_at_most_one_refresh_attempt(hostile: HostileIdP, out
     assert elapsed < 1.5, elapsed  # not 8 x 0.3 s of serialized timeouts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src/kstlib/auth/providers/oidc.py OIDCProvider._verify_id_token calls verify_jwt "
-        "without retry=self._retry (nor tracer=self.tracer): JWKS fetches made while "
-        "validating an ID token use the cache's default 2 retries, not max_retries"
-    ),
-)
 def test_jwks_fetch_during_login_follows_max_retries(hostile: HostileIdP) -> None:
     hostile.scenario = Scenario.JWKS_503
     provider = make_provider(hostile, max_retries=0)

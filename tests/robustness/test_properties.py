@@ -134,14 +134,6 @@ def test_token_from_response_nasty_fields_only_typed_errors(response: dict[str, 
             assert secret not in shown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src/kstlib/auth/models.py Token.from_response accepts access tokens outside VSCHAR "
-        "(RFC 6749 A.12): they cannot be sent in an Authorization header, and a lone surrogate "
-        "makes repr(token) raise UnicodeEncodeError (redaction.fingerprint)"
-    ),
-)
 @settings(max_examples=50, deadline=None)
 @example(access_token="\ud800")
 @example(access_token="t\u00f6ken")
@@ -160,7 +152,6 @@ HUGE_INT_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=HUGE_INT_BUG)
 @settings(max_examples=50, deadline=None)
 @example(expires_in=10**400)
 @example(expires_in=-(10**400))
@@ -219,15 +210,6 @@ def test_token_from_dict_nasty_fields_only_typed_errors(data: dict[str, Any]) ->
     assert token.is_expired in (True, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src/kstlib/auth/models.py _parse_datetime (via Token.from_dict): an ISO date near "
-        "datetime's limits with an offset, e.g. '9999-12-31T23:59:59-05:00', raises "
-        "OverflowError from astimezone(UTC) instead of TokenValidationError (a tampered "
-        "token file then crashes storage.load with an untyped error)"
-    ),
-)
 @settings(max_examples=100, deadline=None)
 @example(when="9999-12-31T23:59:59-05:00")
 @example(when="0001-01-01T00:00:00+05:00")
@@ -610,15 +592,6 @@ def test_redact_headers_hides_credential_headers(name: str, secret: str, scheme:
 SUFFIX_KEYS = ["db_password", "my_secret", "upstream_token", "api_client_secret"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src/kstlib/auth/redaction.py redact_text only knows the listed SENSITIVE_KEYS "
-        "(with a word boundary before them): values of keys that is_sensitive_key() treats as "
-        "secret by suffix (*_secret, *_token, *password), e.g. 'db_password=...' or "
-        "'upstream_token=...', are left in free text (log messages, error descriptions)"
-    ),
-)
 @settings(max_examples=50, deadline=None)
 @example(key="db_password", secret="hunter2hunter2")
 @given(key=st.sampled_from(SUFFIX_KEYS), secret=secret_values)

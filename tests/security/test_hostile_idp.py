@@ -280,13 +280,6 @@ def test_hostile_token_response_is_refused(
     assert stored(provider) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src/kstlib/auth/models.py _parse_expires_in: float(10**400) raises OverflowError, "
-        "which escapes exchange_code untyped instead of a TokenExchangeError"
-    ),
-)
 def test_huge_integer_expires_in_is_refused(provider: OIDCProvider, hostile: HostileIdP) -> None:
     hostile.scenario = Scenario.TOKEN_HUGE_INT_EXPIRES_IN
     with pytest.raises(TokenExchangeError) as err:
@@ -302,16 +295,6 @@ UNUSABLE_ACCESS_TOKENS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src/kstlib/auth/models.py Token.from_response accepts any non-empty access_token, "
-        "not only VSCHAR (RFC 6749 A.12, %x20-7E): a CR/LF token is stored, then every "
-        "AuthSession request raises httpx.LocalProtocolError; a non-ASCII token is stored and "
-        "sent mis-encoded (401, then a useless refresh per request); a lone surrogate crashes "
-        "the exchange with UnicodeEncodeError (jose.at_hash) and repr(token) (fingerprint)"
-    ),
-)
 @pytest.mark.parametrize("kind", sorted(UNUSABLE_ACCESS_TOKENS))
 def test_access_token_that_cannot_be_sent_is_refused(
     provider: OIDCProvider, hostile: HostileIdP, kind: str

@@ -250,8 +250,8 @@ def _describe_non_json(body: bytes, content_type: str) -> str:
 def _decode_json(body: bytes, response: httpx.Response) -> Any:
     content_type = response.headers.get("content-type", "")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return _strict_json(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise HTTPFailure(
             f"{response.request.url.host} answered HTTP {response.status_code} with "
             f"{_describe_non_json(body, content_type)} where JSON was expected",
@@ -295,22 +295,15 @@ def request_json(
     while True:
         started = time.perf_counter()
         try:
-            request = client.build_request(method, url, data=data, headers=headers)
-            response = client.send(request, auth=auth, stream=True)
-        except httpx.TransportError as exc:
-            failure = HTTPFailure(_transport_reason(exc, url), retryable=True)
+            response, body = _send_and_read(
+                client, method, url, data=data, headers=headers, auth=auth, max_bytes=max_bytes
+            )
+        except httpx.TransportError as exc:  # connect, timeout, or reset mid-response
             if attempt < retry.max_retries:
                 sleep(retry.delay(attempt, None))
                 attempt += 1
                 continue
-            raise failure from None
-        try:
-            try:
-                body = _read_limited(response, max_bytes)
-            except httpx.TransportError as exc:
-                raise HTTPFailure(_transport_reason(exc, url), retryable=True) from None
-        finally:
-            response.close()
+            raise HTTPFailure(_transport_reason(exc, url), retryable=True) from None
         if tracer is not None:
             tracer.on_response(response, body)
         status = response.status_code
@@ -345,10 +338,37 @@ def request_json(
         )
 
 
+def _send_and_read(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    data: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    auth: httpx.Auth | tuple[str, str] | None,
+    max_bytes: int,
+) -> tuple[httpx.Response, bytes]:
+    request = client.build_request(method, url, data=data, headers=headers)
+    response = client.send(request, auth=auth, stream=True)
+    try:
+        return response, _read_limited(response, max_bytes)
+    finally:
+        response.close()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"JSON constant {name} is not allowed")
+
+
+def _strict_json(body: bytes) -> Any:
+    """``json.loads`` refusing NaN/Infinity, which are not JSON (RFC 8259)."""
+    return json.loads(body, parse_constant=_refuse_constant)
+
+
 def _try_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return _strict_json(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 

@@ -69,24 +69,21 @@ def _as_utc(value: datetime) -> datetime:
 
 
 def _parse_datetime(value: Any, name: str) -> datetime | None:
+    """A UTC datetime from a datetime, a POSIX timestamp or an ISO 8601 string."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return _as_utc(value)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        try:
+    try:
+        if isinstance(value, datetime):
+            return _as_utc(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise TokenValidationError(
-                f"Token field '{name}' is not a usable timestamp", claim=name
-            ) from exc
-    if isinstance(value, str):
-        try:
+        if isinstance(value, str):
             return _as_utc(datetime.fromisoformat(value))
-        except ValueError as exc:
-            raise TokenValidationError(
-                f"Token field '{name}' is not an ISO 8601 date-time", claim=name
-            ) from exc
+    except (OverflowError, OSError, ValueError):
+        # Out of datetime's range (year 9999 with a negative offset, 1e300...) or not a date.
+        raise TokenValidationError(
+            f"Token field '{name}' is not a usable date-time", claim=name
+        ) from None
     raise TokenValidationError(f"Token field '{name}' has an invalid type", claim=name)
 
 
@@ -98,7 +95,9 @@ def _parse_expires_in(value: Any) -> float | None:
         raise TokenValidationError(
             "Token response 'expires_in' is not a number", claim="expires_in"
         )
-    if isinstance(value, str):
+    if isinstance(value, int) and abs(value) > _MAX_EXPIRES_IN:
+        number = math.inf  # also keeps huge JSON integers (10**400) away from float()
+    elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError as exc:
@@ -130,13 +129,31 @@ def _parse_scope(value: Any) -> list[str]:
     )
 
 
+def _check_token_chars(value: str, name: str) -> str:
+    """RFC 6749 A.12/A.17: token values are 1*VSCHAR (%x20-7E), so they fit in a header."""
+    if not (value.isascii() and value.isprintable()):
+        raise TokenValidationError(
+            f"Token field '{name}' contains characters outside visible ASCII (RFC 6749 "
+            "VSCHAR); it could not be sent in a header",
+            claim=name,
+        )
+    return value
+
+
+def _required_token_str(data: dict[str, Any], name: str, what: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise TokenValidationError(f"{what} has no '{name}'", claim=name)
+    return _check_token_chars(value, name)
+
+
 def _optional_str(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
         raise TokenValidationError(f"Token field '{name}' must be a non-empty string", claim=name)
-    return value
+    return _check_token_chars(value, name)
 
 
 def _parse_token_type(value: Any) -> TokenType:
@@ -228,12 +245,12 @@ class Token:
     def refresh_expires_at(self) -> datetime | None:
         """Expiry of the refresh token when the server said it (``refresh_expires_in``)."""
         value = self.metadata.get("refresh_expires_at")
-        if isinstance(value, str):
-            try:
-                return _as_utc(datetime.fromisoformat(value))
-            except ValueError:
-                return None
-        return None
+        if not isinstance(value, str):
+            return None
+        try:
+            return _parse_datetime(value, "refresh_expires_at")
+        except TokenValidationError:
+            return None
 
     # -- (de)serialisation ---------------------------------------------------------------
 
@@ -261,9 +278,7 @@ class Token:
         """
         if not isinstance(data, dict):
             raise TokenValidationError("Token response is not a JSON object", claim=None)
-        access_token = data.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise TokenValidationError("Token response has no 'access_token'", claim="access_token")
+        access_token = _required_token_str(data, "access_token", "Token response")
         now = _utcnow()
         expires_in = _parse_expires_in(data.get("expires_in"))
         expires_at = now + timedelta(seconds=expires_in) if expires_in is not None else None
@@ -309,9 +324,7 @@ class Token:
         """Restore a token saved by :meth:`to_dict` (:class:`TokenValidationError` if malformed)."""
         if not isinstance(data, dict):
             raise TokenValidationError("Stored token is not a JSON object")
-        access_token = data.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise TokenValidationError("Stored token has no 'access_token'", claim="access_token")
+        access_token = _required_token_str(data, "access_token", "Stored token")
         token_type_raw = data.get("token_type") or TokenType.BEARER.value
         if not isinstance(token_type_raw, str):
             raise TokenValidationError(

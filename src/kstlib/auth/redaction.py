@@ -87,7 +87,9 @@ _SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+[A-Za-z0-9._~+/=-]+", re.I
 # key=value or "key": "value" pairs for sensitive keys, in free text.
 _KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
 _KV_RE = re.compile(
-    r"(?P<key>\b(?:" + _KEY_ALTERNATION + r"))(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
+    r"(?P<key>\b(?:"
+    + _KEY_ALTERNATION
+    + r"|[\w-]*(?:[_-]secret|[_-]token|password)))(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
     re.IGNORECASE,
 )
 
@@ -99,7 +101,7 @@ def is_sensitive_key(key: str, extra: Iterable[str] = ()) -> bool:
         return True
     if any(lowered == e.lower() for e in extra):
         return True
-    return lowered.endswith(("_secret", "_token", "password"))
+    return lowered.replace("-", "_").endswith(("_secret", "_token", "password"))
 
 
 def fingerprint(secret: str | bytes | None) -> str:
@@ -110,7 +112,7 @@ def fingerprint(secret: str | bytes | None) -> str:
     """
     if not secret:
         return "none"
-    data = secret.encode() if isinstance(secret, str) else secret
+    data = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
     return "sha256:" + hashlib.sha256(data).hexdigest()[:8]
 
 
@@ -137,7 +139,7 @@ def redact_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> di
     items = headers.items() if isinstance(headers, Mapping) else headers
     out: dict[str, str] = {}
     for key, value in items:
-        if key.lower() in SENSITIVE_HEADERS:
+        if is_sensitive_key(key):
             scheme = value.split(" ", 1)[0] if " " in value else ""
             out[key] = f"{scheme} {REDACTED}".strip()
         else:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import types
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 from kstlib.auth.errors import TokenRefreshError
-from kstlib.auth.redaction import get_logger
+from kstlib.auth.redaction import fingerprint, get_logger
 
 if TYPE_CHECKING:
     from kstlib.auth.config import AuthProviderConfig
@@ -37,6 +39,27 @@ _log = get_logger("kstlib.auth.providers")
 
 #: Longest wait for another thread/process to finish its refresh.
 REFRESH_LOCK_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class _RefreshFailure:
+    """The last failed refresh: for which refresh token (a fingerprint), why, and when."""
+
+    refresh_token: str
+    error: TokenRefreshError
+    at: float
+
+    def applies_to(self, token: Token, arrived_at: float) -> bool:
+        """Whether a caller that asked at ``arrived_at`` gets this failure instead of a retry.
+
+        A retryable failure (outage) goes to the callers that were already queued
+        behind it, so an outage never becomes a storm, while a caller arriving later
+        tries again (the first call after the IdP returns works). A non-retryable one
+        (``invalid_grant``) stands until the stored refresh token changes.
+        """
+        if fingerprint(token.refresh_token) != self.refresh_token:
+            return False
+        return not self.error.retryable or self.at >= arrived_at
 
 
 class AbstractAuthProvider(ABC):
@@ -63,6 +86,7 @@ class AbstractAuthProvider(ABC):
             weakref.WeakKeyDictionary()
         )
         self._async_locks_guard = threading.Lock()
+        self._last_failure: _RefreshFailure | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, storage={self.token_storage.describe()})"
@@ -162,7 +186,9 @@ class AbstractAuthProvider(ABC):
             )
         return token
 
-    def _decide(self, current: Token | None, seen: Token | None, force: bool) -> Token | None:
+    def _decide(
+        self, current: Token | None, seen: Token | None, force: bool, arrived_at: float
+    ) -> Token | None:
         """Under the lock: ``current`` when no refresh is needed (any more), else None."""
         if current is None:
             return None
@@ -170,7 +196,30 @@ class AbstractAuthProvider(ABC):
             return current  # someone else refreshed while we waited for the lock
         if not force and not self._is_stale(current):
             return current
+        failure = self._last_failure
+        if failure is not None and failure.applies_to(current, arrived_at):
+            # The refresh this caller queued behind has just failed: share its outcome.
+            error = failure.error
+            raise TokenRefreshError(
+                error.message,
+                reason=error.reason,
+                retryable=error.retryable,
+                error_code=error.error_code,
+                status_code=error.status_code,
+            )
         return None
+
+    def _refresh_recording(self, token: Token) -> Token:
+        """:meth:`_refresh_and_store`, remembering a failure for the callers queued behind."""
+        try:
+            refreshed = self._refresh_and_store(token)
+        except TokenRefreshError as error:
+            self._last_failure = _RefreshFailure(
+                fingerprint(token.refresh_token), error, time.monotonic()
+            )
+            raise
+        self._last_failure = None
+        return refreshed
 
     def refresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
         """Single-flight refresh for sync callers.
@@ -180,12 +229,13 @@ class AbstractAuthProvider(ABC):
         this one waited for the lock, the replacement is returned and no
         request is sent.
         """
+        arrived_at = time.monotonic()
         with self.refresh_guard():
             current = self.token_storage.load(self.name)
-            fresh = self._decide(current, seen, force)
+            fresh = self._decide(current, seen, force, arrived_at)
             if fresh is not None or current is None:
                 return self._checked(fresh)
-            return self._refresh_and_store(current)
+            return self._refresh_recording(current)
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -203,12 +253,13 @@ class AbstractAuthProvider(ABC):
         cross-process lock; the refresh's HTTP call and storage I/O run in a
         worker thread.
         """
+        arrived_at = time.monotonic()
         async with (
             self._async_lock(),
             self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT),
         ):
             current = await self.token_storage.aload(self.name)
-            fresh = self._decide(current, seen, force)
+            fresh = self._decide(current, seen, force, arrived_at)
             if fresh is not None or current is None:
                 return self._checked(fresh)
             return await asyncio.to_thread(self._refresh_holding_lock, current)
@@ -222,7 +273,7 @@ class AbstractAuthProvider(ABC):
         """
         self._guard_state.depth = 1
         try:
-            return self._refresh_and_store(token)
+            return self._refresh_recording(token)
         finally:
             self._guard_state.depth = 0
 

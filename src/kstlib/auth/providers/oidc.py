@@ -183,6 +183,8 @@ class OIDCProvider(OAuth2Provider):
                 audience=self.config.client_id,
                 allowed_algs=self._allowed_algorithms(),
                 leeway=self.config.leeway,
+                retry=self._retry,
+                tracer=self.tracer,
             )
         except JOSEError as exc:
             raise TokenValidationError(
