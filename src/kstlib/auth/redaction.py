@@ -86,10 +86,11 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}")
 _SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # key=value or "key": "value" pairs for sensitive keys, in free text.
 _KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
+# Keys secret by name, or by suffix (*_secret, *_token, *password), as in is_sensitive_key.
+_SUFFIX_KEYS = r"[\w-]*(?:[_-]secret|[_-]token|password)"
 _KV_RE = re.compile(
-    r"(?P<key>\b(?:"
-    + _KEY_ALTERNATION
-    + r"|[\w-]*(?:[_-]secret|[_-]token|password)))(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
+    r"(?P<key>\b(?:" + _KEY_ALTERNATION + "|" + _SUFFIX_KEYS + r"))"
+    r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
     re.IGNORECASE,
 )
 
