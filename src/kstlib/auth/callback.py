@@ -50,6 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import AuthorizationError, CallbackServerError
 from kstlib.auth.redaction import get_logger
 
@@ -223,15 +224,6 @@ def parse_pasted_redirect(text: str) -> CallbackResult:
 
 
 # --------------------------------------------------------------------------- addresses
-
-
-def _is_loopback_name(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind_address(host: str) -> tuple[str, socket.AddressFamily]:
@@ -681,7 +673,7 @@ class CallbackServer:
         if parsed is None:
             return False
         host, port = parsed
-        return _is_loopback_name(host) and (port is None or port == self.port)
+        return is_loopback_host(host) and (port is None or port == self.port)
 
     def _handle(self, target: str, host_header: str | None) -> _Reply:
         """Decide the reply to one GET, completing the login when it is the redirect."""

@@ -24,7 +24,6 @@ import copy
 import dataclasses
 import difflib
 import importlib
-import ipaddress
 import os
 import re
 import warnings
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
+from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import ConfigurationError
 from kstlib.auth.redaction import (
     REDACTED,
@@ -127,8 +127,8 @@ _RESERVED_AUTHORIZE_PARAMS = frozenset(
     }
 )
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_ENDPOINT_FIELDS = (
-    "issuer",
+#: AuthProviderConfig fields holding an endpoint URL (the issuer aside).
+ENDPOINT_FIELDS: Final = (
     "authorize_url",
     "token_url",
     "revoke_url",
@@ -138,6 +138,7 @@ _ENDPOINT_FIELDS = (
     "introspection_url",
     "device_authorization_url",
 )
+_ENDPOINT_FIELDS = ("issuer", *ENDPOINT_FIELDS)
 #: Config-file spellings of endpoint keys -> AuthProviderConfig field names.
 _ENDPOINT_ALIASES: Final[Mapping[str, str]] = {
     "authorization_endpoint": "authorize_url",
@@ -241,16 +242,6 @@ def _str_list(name: str, value: object, *, split: bool = False) -> list[str]:
     return list(value)
 
 
-def _is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _url(name: str, value: object, *, loopback_only: bool = False, issuer: bool = False) -> str:
     """An absolute http(s) URL; plain http only on loopback hosts."""
     text = _text(name, value)
@@ -267,7 +258,7 @@ def _url(name: str, value: object, *, loopback_only: bool = False, issuer: bool 
         raise _FieldError(name, "must not contain credentials (user:password@)")
     if parts.fragment or (issuer and parts.query):
         raise _FieldError(name, f"must not contain a {'fragment' if parts.fragment else 'query'}")
-    loopback = _is_loopback(host)
+    loopback = is_loopback_host(host)
     if loopback_only and not loopback:
         raise _FieldError(
             name,
@@ -750,7 +741,7 @@ def _parse_plain(section: _Section, factory: Callable[..., _T], keys: Collection
 
 def _parse_callback_server(section: _Section) -> CallbackServerSettings:
     settings = _parse_plain(section, CallbackServerSettings, _CALLBACK_KEYS)
-    if not _is_loopback(settings.host):
+    if not is_loopback_host(settings.host):
         section.warn(
             "host",
             "the callback server listens on a non-loopback interface: the authorization "

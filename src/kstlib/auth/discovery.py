@@ -17,7 +17,6 @@ Every network call goes through :func:`kstlib.auth.http.request_json`
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import threading
 import time
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import DiscoveryError
 from kstlib.auth.http import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -76,18 +76,6 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- URL policy
-
-
-@functools.lru_cache(maxsize=256)
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @functools.lru_cache(maxsize=512)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -150,11 +150,14 @@ class OAuth2Provider(AbstractAuthProvider):
         config: Mapping[str, Any] | None = None,
         http_client: httpx.Client | None = None,
         **overrides: Any,
-    ) -> OAuth2Provider:
-        """Create a provider from ``kstlib.conf.yml`` (``auth.providers.<name>``).
+    ) -> Self:
+        """Create a provider of this class from ``kstlib.conf.yml`` (``auth.providers.<name>``).
+
+        ``overrides`` replace configured values (``client_id="override-id"``).
 
         Example:
-            >>> provider = OAuth2Provider.from_config("github")
+            >>> provider = OAuth2Provider.from_config("github")  # doctest: +SKIP
+            >>> provider = OIDCProvider.from_config("corp", client_id="other")  # doctest: +SKIP
         """
         from kstlib.auth.config import load_provider_setup
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
+from kstlib.auth.config import ENDPOINT_FIELDS
 from kstlib.auth.discovery import MetadataCache, shared_cache, verify_jwt
 from kstlib.auth.errors import AuthError, TokenValidationError
 from kstlib.auth.jose import ALLOWED_ALGORITHMS, JOSEError, at_hash, decode_jws
@@ -14,7 +15,7 @@ from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.redaction import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     import httpx
 
@@ -25,17 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["OIDCProvider"]
 
 _log = get_logger("kstlib.auth.providers.oidc")
-
-_EXPLICIT_ENDPOINT_FIELDS = (
-    "authorize_url",
-    "token_url",
-    "revoke_url",
-    "userinfo_url",
-    "jwks_uri",
-    "end_session_endpoint",
-    "introspection_url",
-    "device_authorization_url",
-)
 
 
 class OIDCProvider(OAuth2Provider):
@@ -79,27 +69,6 @@ class OIDCProvider(OAuth2Provider):
         super().__init__(name, config, token_storage, http_client=http_client, tracer=tracer)
         self._cache = metadata_cache if metadata_cache is not None else shared_cache()
 
-    @classmethod
-    def from_config(
-        cls,
-        provider_name: str,
-        *,
-        config: Mapping[str, Any] | None = None,
-        http_client: httpx.Client | None = None,
-        **overrides: Any,
-    ) -> OIDCProvider:
-        """Create an OIDC provider from ``kstlib.conf.yml`` (``auth.providers.<name>``).
-
-        Example:
-            >>> provider = OIDCProvider.from_config("corporate")  # doctest: +SKIP
-        """
-        provider = super().from_config(
-            provider_name, config=config, http_client=http_client, **overrides
-        )
-        if not isinstance(provider, OIDCProvider):  # pragma: no cover - cls is OIDCProvider
-            raise TypeError(type(provider).__name__)
-        return provider
-
     # -- discovery -------------------------------------------------------------------------
 
     @property
@@ -107,7 +76,7 @@ class OIDCProvider(OAuth2Provider):
         """``"auto"``, ``"hybrid"`` or ``"manual"``."""
         if not self.config.issuer:
             return "manual"
-        if any(getattr(self.config, f, None) for f in _EXPLICIT_ENDPOINT_FIELDS):
+        if any(getattr(self.config, f, None) for f in ENDPOINT_FIELDS):
             return "hybrid"
         return "auto"
 
