@@ -40,11 +40,13 @@ from kstlib.auth.errors import DiscoveryError
 from kstlib.auth.http import HTTPTraceLogger, RetryPolicy
 from kstlib.auth.jose import (
     ALLOWED_ALGORITHMS,
+    IGNORED_KEY_HEADERS,
     JWS,
     JOSEError,
     KeySet,
     PublicJWK,
     decode_jws,
+    json_copy,
     validate_claims,
 )
 from kstlib.auth.redaction import get_logger
@@ -66,6 +68,12 @@ _REQUIRED_CLAIMS: Final = {
     "access_token": ("iss", "exp"),
 }
 _ACCESS_TOKEN_TYPS: Final = frozenset({"at+jwt", "application/at+jwt"})
+_KEY_HEADERS: Final = frozenset(IGNORED_KEY_HEADERS)
+#: Most derived entries a checker keeps per issuer document / key set (each holds a private
+#: snapshot, so this stays well under the cache's own bound), and per key (a JWKS may hold
+#: up to MAX_JWKS_KEYS keys: a checker must not thrash on one large key set).
+_MEMO_MAX: Final = 64
+_KEY_MEMO_MAX: Final = 256
 _logger = get_logger("kstlib.auth.check")
 T = TypeVar("T")
 
@@ -122,22 +130,123 @@ class _StepFailed(Exception):
 
 
 _Outcome = tuple[str, dict[str, Any]]
+_SCALAR_TYPES: Final = frozenset({str, int, float, bool, type(None)})
 
 
-@dataclass
+def _copier(value: Any) -> Callable[[], Any]:
+    """A function returning a fresh deep copy of the JSON ``value`` on every call.
+
+    ``value`` must stay private (never handed out): copies share only its immutable
+    scalars, and nested dicts/lists are copied as cheaply as ``dict.copy``/``list.copy``.
+    """
+    if type(value) in _SCALAR_TYPES:
+        return lambda: value
+    if type(value) is dict:
+        members = [(k, _copier(v)) for k, v in value.items() if type(v) not in _SCALAR_TYPES]
+        if not members:
+            return value.copy
+        base: dict[str, Any] = value
+
+        def copy_dict() -> dict[str, Any]:
+            fresh = base.copy()
+            for name, copy in members:
+                fresh[name] = copy()
+            return fresh
+
+        return copy_dict
+    if type(value) is list:
+        items = [(i, _copier(v)) for i, v in enumerate(value) if type(v) not in _SCALAR_TYPES]
+        if not items:
+            return value.copy
+        seq: list[Any] = value
+
+        def copy_list() -> list[Any]:
+            fresh = seq.copy()
+            for index, copy in items:
+                fresh[index] = copy()
+            return fresh
+
+        return copy_list
+    return lambda: json_copy(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuerFacts:
+    """What a check derives from one cached discovery document (reused while it is cached)."""
+
+    found: Discovered
+    issuer: str
+    pinned: bool
+    allowed: frozenset[str]
+    jwks_uri: str
+    message: str
+    details: dict[str, Any]  # flat (scalars only): hand out ``details.copy()``
+    document: Callable[[], dict[str, Any]]  # fresh private copies of the document
+    id_token_algs: frozenset[str] | None  # the allow-list narrowed to what the issuer signs with
+
+
+@dataclass(frozen=True, slots=True)
+class _KeySetFacts:
+    """What a check derives from one cached JWKS."""
+
+    keys: KeySet
+    message: str
+    details: Callable[[], dict[str, Any]]
+    document: Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyFacts:
+    """What a report shows of one (immutable, shared) key."""
+
+    key: PublicJWK
+    label: str
+    summary: dict[str, Any]  # flat (scalars only): hand out ``summary.copy()``
+    pem: str
+    key_type: str
+
+
+def _remember(memo: dict[int, Any], source: object, value: T, limit: int = _MEMO_MAX) -> T:
+    """Store ``value`` derived from ``source`` in a bounded identity-keyed ``memo``.
+
+    Entries hold their source, so an id is never reused while its entry lives; readers
+    compare ``entry.<source> is source``. Plain dict operations: safe between threads.
+    """
+    if len(memo) >= limit:
+        memo.clear()
+    memo[id(source)] = value
+    return value
+
+
 class _Run:
-    """Mutable state of one check."""
+    """Mutable state of one check (attributes appear as the steps, run in order, set them)."""
 
-    token: Any
-    token_type: str
-    report: TokenCheckReport
-    jws: JWS | None = None
-    issuer: str | None = None
-    pinned: bool = False
-    discovered: Discovered | None = None
-    jwks_uri: str | None = None
-    keys: KeySet | None = None
-    candidates: list[PublicJWK] = field(default_factory=list)
+    __slots__ = (
+        "candidates",
+        "described",
+        "issuer",
+        "issuer_facts",
+        "jwks_uri",
+        "jws",
+        "keys",
+        "pinned",
+        "report",
+        "token",
+        "token_type",
+    )
+    jws: JWS
+    issuer: str
+    issuer_facts: _IssuerFacts
+    jwks_uri: str
+    keys: KeySet
+    candidates: list[PublicJWK]
+
+    def __init__(self, token: Any, token_type: str, report: TokenCheckReport) -> None:
+        self.token = token
+        self.token_type = token_type
+        self.report = report
+        self.pinned = False
+        self.described: PublicJWK | None = None
 
 
 class TokenChecker:
@@ -179,6 +288,10 @@ class TokenChecker:
         self.allowed_algorithms = frozenset(allowed_algorithms) & ALLOWED_ALGORITHMS
         self.retry = retry
         self.tracer = tracer
+        # Derived data per cached discovery document, key set and key (see _remember).
+        self._issuer_memo: dict[int, _IssuerFacts] = {}
+        self._keyset_memo: dict[int, _KeySetFacts] = {}
+        self._key_memo: dict[int, _KeyFacts] = {}
         self._steps: tuple[tuple[str, Callable[[_Run], _Outcome]], ...] = tuple(
             zip(
                 STEP_NAMES,
@@ -228,123 +341,202 @@ class TokenChecker:
         if not isinstance(run.token, str):
             raise _StepFailed("the token must be a string")
         jws = decode_jws(run.token.strip())
+        header = jws.header
+        alg: str = header["alg"]
+        kid: str | None = header.get("kid")
+        typ = header.get("typ")
         report = run.report
-        report.header = jws.header  # decoded for this check only: nothing else holds them
+        report.header = header  # decoded for this check only: nothing else holds them
         report.payload = jws.payload
-        report.signature_algorithm = jws.alg
-        report.key_id = jws.kid
+        report.signature_algorithm = alg
+        report.key_id = kid
         run.jws = jws
-        details: dict[str, Any] = {"alg": jws.alg, "kid": jws.kid, "typ": jws.header.get("typ")}
-        _refuse_algorithm(jws.alg, self.allowed_algorithms, details)
-        typ = jws.header.get("typ")
+        details: dict[str, Any] = {"alg": alg, "kid": kid, "typ": typ}
+        if alg not in self.allowed_algorithms:
+            _refuse_algorithm(alg, self.allowed_algorithms, details)
         if (
             run.token_type == "id_token"
             and isinstance(typ, str)
             and typ.lower() in _ACCESS_TOKEN_TYPS
         ):
             raise _StepFailed(f"this is an access token (typ {typ!r}), not an ID token", details)
-        message = f"JWS structure is valid ({jws.alg}, kid {jws.kid!r})"
-        ignored = jws.ignored_key_headers
-        if ignored:
+        message = f"JWS structure is valid ({alg}, kid {kid!r})"
+        if not _KEY_HEADERS.isdisjoint(header):
+            ignored = jws.ignored_key_headers
             details["ignored_headers"] = list(ignored)
             message += f"; header(s) {', '.join(ignored)} ignored: keys come only from the JWKS"
         return message, details
 
     def _discover_issuer(self, run: _Run) -> _Outcome:
-        token_iss = _required(run.jws).payload.get("iss")
-        issuer = self._issuer_to_trust(token_iss, run)
+        issuer = self._issuer_to_trust(run.jws.payload.get("iss"), run)
         found = self.cache.discovered(
             self.http_client, issuer, retry=self.retry, tracer=self.tracer
         )
-        run.discovered = found
-        run.report.discovery_url = found.url
-        run.report.discovery_data = found.document_copy()
-        run.jwks_uri = self._jwks_uri_of(found, run.pinned)
-        run.report.jwks_uri = run.jwks_uri
-        details = {
-            "issuer": issuer,
-            "issuer_pinned": run.pinned,
-            "discovery_url": found.url,
-            "jwks_uri": run.jwks_uri,
-        }
-        if run.pinned:
-            return (
-                f"issuer {issuer} matches the expected issuer; discovery document loaded",
-                details,
+        report = run.report
+        report.discovery_url = found.url
+        facts = self._issuer_memo.get(id(found))
+        if (
+            facts is None
+            or facts.found is not found
+            or facts.issuer != issuer
+            or facts.pinned != run.pinned
+            or facts.allowed is not self.allowed_algorithms
+        ):
+            report.discovery_data = found.document_copy()
+            facts = _remember(
+                self._issuer_memo, found, self._issuer_facts(found, issuer, run.pinned)
             )
-        return (
-            f"issuer {issuer} discovered; issuer not pinned: it was taken from the token itself "
-            "(pass an expected issuer to prove who issued it)",
-            details,
-        )
+        else:
+            report.discovery_data = facts.document()
+        run.issuer_facts = facts
+        run.jwks_uri = report.jwks_uri = facts.jwks_uri
+        return facts.message, facts.details.copy()
 
     def _fetch_jwks(self, run: _Run) -> _Outcome:
-        jwks_uri = _required(run.jwks_uri)
-        keys = self.cache.jwks(self.http_client, jwks_uri, retry=self.retry, tracer=self.tracer)
+        keys = self.cache.jwks(self.http_client, run.jwks_uri, retry=self.retry, tracer=self.tracer)
         run.keys = keys
-        run.report.jwks_data = keys.public_document()
-        details = _keyset_details(keys)
-        message = f"JWKS holds {len(keys)} usable key(s)"
-        if keys.skipped:
-            message += f"; {len(keys.skipped)} skipped"
-        return message, details
+        facts = self._keyset_facts(keys)
+        run.report.jwks_data = facts.document()
+        return facts.message, facts.details()
 
     def _extract_public_key(self, run: _Run) -> _Outcome:
-        jws, jwks_uri = _required(run.jws), _required(run.jwks_uri)
-        candidates = self.cache.key_candidates(
-            self.http_client, jwks_uri, jws, retry=self.retry, tracer=self.tracer
-        )
-        details: dict[str, Any] = {"candidates": [_key_summary(k) for k in candidates]}
-        latest = self.cache.jwks(self.http_client, jwks_uri, retry=self.retry)
-        if latest is not run.keys:
+        jws, keys = run.jws, run.keys
+        alg: str = jws.header["alg"]
+        kid: str | None = jws.header.get("kid")
+        candidates = keys.candidates(alg, kid)
+        refetched = False
+        if not candidates and (kid is None or not keys.has_kid(kid)):
+            # Unknown kid (or no kid and no key of the right type): the cache decides whether
+            # the JWKS may be fetched again (once per cooldown), then the latest keys are used.
+            candidates = self.cache.key_candidates(
+                self.http_client, run.jwks_uri, jws, retry=self.retry, tracer=self.tracer
+            )
+            latest = self.cache.jwks(self.http_client, run.jwks_uri, retry=self.retry)
+            if latest is not keys:
+                refetched = True
+                run.keys = latest
+                run.report.jwks_data = self._keyset_facts(latest).document()
+        described = [self._key_facts(key) for key in candidates]
+        details: dict[str, Any] = {"candidates": [facts.summary.copy() for facts in described]}
+        if refetched:
             details["jwks_refetched"] = True
-            run.keys = latest
-            run.report.jwks_data = latest.public_document()
         if not candidates:
-            wanted = f"kid {jws.kid!r}" if jws.kid is not None else "no kid in the token"
-            raise _StepFailed(f"no key in the JWKS can verify {jws.alg} ({wanted})", details)
+            wanted = f"kid {kid!r}" if kid is not None else "no kid in the token"
+            raise _StepFailed(f"no key in the JWKS can verify {alg} ({wanted})", details)
         run.candidates = candidates
         if len(candidates) == 1:
-            _describe_key(run.report, candidates[0])
-            return f"using {_key_label(candidates[0])}", details
-        why = "the token has no kid" if jws.kid is None else f"kid {jws.kid!r} is repeated"
+            _describe_key(run.report, described[0])
+            run.described = candidates[0]
+            return f"using {described[0].label}", details
+        why = "the token has no kid" if kid is None else f"kid {kid!r} is repeated"
         return f"{len(candidates)} candidate keys ({why}); the signature decides", details
 
     def _verify_signature(self, run: _Run) -> _Outcome:
-        jws = _required(run.jws)
+        jws = run.jws
         allowed = self._algorithms_for(run)
         key = select_key(jws, run.candidates, allowed)
-        _describe_key(run.report, key)
+        facts = self._key_facts(key)
+        if key is not run.described:  # the one candidate was described by the previous step
+            _describe_key(run.report, facts)
+            run.described = key
+        alg = jws.header["alg"]
         details = {
-            "alg": jws.alg,
+            "alg": alg,
             "kid": key.kid,
             "fingerprint": key.fingerprint,
             "candidates_tried": len(run.candidates),
         }
-        return f"{jws.alg} signature verified with {_key_label(key)}", details
+        return f"{alg} signature verified with {facts.label}", details
 
     def _validate_claims(self, run: _Run) -> _Outcome:
-        payload = _required(run.jws).payload
+        payload = run.jws.payload
         report = run.report
-        if self.expected_audience is not None:
-            report.audience_match = _audience_contains(payload.get("aud"), self.expected_audience)
+        audience = self.expected_audience
+        if audience is not None:
+            report.audience_match = _audience_contains(payload.get("aud"), audience)
         now = time.time()
         validate_claims(
             payload,
-            issuer=_required(run.issuer),
-            audience=self.expected_audience,
+            issuer=run.issuer,
+            audience=audience,
             leeway=self.leeway,
             now=now,
             require=_REQUIRED_CLAIMS[run.token_type],
         )
         self._check_azp(run)
         details = _time_details(payload, now)
-        details["audience_checked"] = self.expected_audience is not None
+        details["audience_checked"] = audience is not None
         details["issuer_pinned"] = run.pinned
         message = f"claims are valid; {details['expires']}"
-        if self.expected_audience is None:
+        if audience is None:
             message += "; audience not checked (no expected audience)"
         return message, details
+
+    # ---------------------------------------------------------------- derived data
+
+    def _issuer_facts(self, found: Discovered, issuer: str, pinned: bool) -> _IssuerFacts:
+        """Everything a check derives from ``found``; raises if its ``jwks_uri`` is refused."""
+        jwks_uri = self._jwks_uri_of(found, pinned)
+        details = {
+            "issuer": issuer,
+            "issuer_pinned": pinned,
+            "discovery_url": found.url,
+            "jwks_uri": jwks_uri,
+        }
+        if pinned:
+            message = f"issuer {issuer} matches the expected issuer; discovery document loaded"
+        else:
+            message = (
+                f"issuer {issuer} discovered; issuer not pinned: it was taken from the token "
+                "itself (pass an expected issuer to prove who issued it)"
+            )
+        snapshot = found.document_copy()  # private: only copies of it are handed out
+        advertised = snapshot.get("id_token_signing_alg_values_supported")
+        allowed = self.allowed_algorithms
+        id_token_algs = (
+            allowed & {a for a in advertised if isinstance(a, str)}
+            if isinstance(advertised, list)
+            else None
+        )
+        return _IssuerFacts(
+            found=found,
+            issuer=issuer,
+            pinned=pinned,
+            allowed=allowed,
+            jwks_uri=jwks_uri,
+            message=message,
+            details=details,
+            document=_copier(snapshot),
+            id_token_algs=id_token_algs,
+        )
+
+    def _keyset_facts(self, keys: KeySet) -> _KeySetFacts:
+        facts = self._keyset_memo.get(id(keys))
+        if facts is not None and facts.keys is keys:
+            return facts
+        message = f"JWKS holds {len(keys)} usable key(s)"
+        if keys.skipped:
+            message += f"; {len(keys.skipped)} skipped"
+        facts = _KeySetFacts(
+            keys=keys,
+            message=message,
+            details=_copier(_keyset_details(keys)),
+            document=_copier(keys.public_document()),
+        )
+        return _remember(self._keyset_memo, keys, facts)
+
+    def _key_facts(self, key: PublicJWK) -> _KeyFacts:
+        facts = self._key_memo.get(id(key))
+        if facts is not None and facts.key is key:
+            return facts
+        facts = _KeyFacts(
+            key=key,
+            label=_key_label(key),
+            summary=_key_summary(key),
+            pem=key.pem(),
+            key_type=key.key_type,
+        )
+        return _remember(self._key_memo, key, facts, _KEY_MEMO_MAX)
 
     # ---------------------------------------------------------------- helpers
 
@@ -379,12 +571,11 @@ class TokenChecker:
 
     def _algorithms_for(self, run: _Run) -> frozenset[str]:
         """The allow-list, narrowed for ID tokens to what the issuer says it signs with."""
-        jws = _required(run.jws)
-        advertised = _required(run.discovered).document.get("id_token_signing_alg_values_supported")
-        if run.token_type != "id_token" or not isinstance(advertised, list):
+        jws = run.jws
+        narrowed = run.issuer_facts.id_token_algs
+        if run.token_type != "id_token" or narrowed is None:
             return self.allowed_algorithms
-        narrowed = self.allowed_algorithms & {a for a in advertised if isinstance(a, str)}
-        if jws.alg not in narrowed:
+        if jws.header["alg"] not in narrowed:
             raise _StepFailed(
                 f"algorithm {jws.alg} is not in the issuer's "
                 f"id_token_signing_alg_values_supported {sorted(narrowed)}"
@@ -393,20 +584,13 @@ class TokenChecker:
 
     def _check_azp(self, run: _Run) -> None:
         """OIDC Core 3.1.3.7: an ID token's ``azp``, when present, names the client."""
-        azp = _required(run.jws).payload.get("azp")
+        azp = run.jws.payload.get("azp")
         expected = self.expected_audience
         if run.token_type == "id_token" and expected is not None and azp not in (None, expected):
             raise JOSEError(f"authorized party (azp) {azp!r} is not {expected!r}", claim="azp")
 
 
 # --------------------------------------------------------------------------- module helpers
-
-
-def _required(value: T | None) -> T:
-    """A value an earlier step set (steps run in order, so it is always there)."""
-    if value is None:
-        raise RuntimeError("token check steps ran out of order")
-    return value
 
 
 def _fail(
@@ -448,12 +632,14 @@ def _key_summary(key: PublicJWK) -> dict[str, Any]:
     return {"kid": key.kid, "key_type": key.key_type, "fingerprint": key.fingerprint}
 
 
-def _describe_key(report: TokenCheckReport, key: PublicJWK) -> None:
-    report.public_key_pem = key.pem()
+def _describe_key(report: TokenCheckReport, facts: _KeyFacts) -> None:
+    key = facts.key
+    report.public_key_pem = facts.pem
     report.key_fingerprint = key.fingerprint
-    report.key_type = key.key_type
+    report.key_type = facts.key_type
     report.key_size_bits = key.size_bits
-    report.x509_info = key.certificate_info()
+    # ``currently_valid`` depends on the time: computed on every check (when there is an x5c)
+    report.x509_info = key.certificate_info() if key.x5c else {}
 
 
 def _keyset_details(keys: KeySet) -> dict[str, Any]:
@@ -469,7 +655,29 @@ def _keyset_details(keys: KeySet) -> dict[str, Any]:
     return details
 
 
+#: ``YYYY-MM-DD`` by day number since the epoch (bounded: a few days are live at a time).
+_DAYS: dict[int, str] = {}
+_DAYS_MAX: Final = 1024
+_TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(60))
+#: Integer timestamps from 1970 to 9999 take the fast path of :func:`_iso`.
+_FAST_ISO_END: Final = 253402300800
+_TIME_CLAIMS: Final = ("exp", "iat", "nbf", "auth_time")
+
+
 def _iso(timestamp: Any) -> str | None:
+    """``timestamp`` as ``datetime.isoformat(timespec="seconds")`` in UTC, or None."""
+    if type(timestamp) is int and 0 <= timestamp < _FAST_ISO_END:
+        # Same text as the datetime path below (exact for integers), without a datetime.
+        day, seconds = divmod(timestamp, 86400)
+        date = _DAYS.get(day)
+        if date is None:
+            if len(_DAYS) >= _DAYS_MAX:
+                _DAYS.clear()
+            date = _DAYS[day] = datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
+        hours, seconds = divmod(seconds, 3600)
+        minutes, seconds = divmod(seconds, 60)
+        two = _TWO_DIGITS
+        return f"{date}T{two[hours]}:{two[minutes]}:{two[seconds]}+00:00"
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
         return None
     try:
@@ -479,11 +687,12 @@ def _iso(timestamp: Any) -> str | None:
 
 
 def _time_details(payload: dict[str, Any], now: float) -> dict[str, Any]:
-    details: dict[str, Any] = {
-        name: _iso(payload[name]) for name in ("exp", "iat", "nbf", "auth_time") if name in payload
-    }
+    details: dict[str, Any] = {}
+    for name in _TIME_CLAIMS:
+        if name in payload:
+            details[name] = _iso(payload[name])
     exp = payload.get("exp")
-    if isinstance(exp, int | float) and not isinstance(exp, bool):
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
         remaining = exp - now
         details["expires_in_seconds"] = round(remaining)
         details["expires"] = (
@@ -499,9 +708,10 @@ def _time_details(payload: dict[str, Any], now: float) -> dict[str, Any]:
 def format_duration(seconds: float) -> str:
     """A short duration in its two largest units: ``2d 3h``, ``1h 2m``, ``4m 5s``, ``7s``."""
     total = max(0, int(seconds))
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    for index, (name, size) in enumerate(units[:-1]):
-        if total >= size:
-            next_name, next_size = units[index + 1]
-            return f"{total // size}{name} {total % size // next_size}{next_name}"
+    if total >= 86400:
+        return f"{total // 86400}d {total % 86400 // 3600}h"
+    if total >= 3600:
+        return f"{total // 3600}h {total % 3600 // 60}m"
+    if total >= 60:
+        return f"{total // 60}m {total % 60}s"
     return f"{total}s"

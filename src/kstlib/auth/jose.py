@@ -189,9 +189,21 @@ _STRICT_JSON = json.JSONDecoder(
 )
 
 
+# The decoder's scanner (the C one when available): one value at an index, without the
+# whitespace handling of ``decode`` (typeshed does not declare the attribute).
+_SCAN_ONCE: Final[Callable[[str, int], tuple[Any, int]]] = _STRICT_JSON.scan_once  # type: ignore[attr-defined]
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = _STRICT_JSON.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        try:
+            # Fast path: the text is exactly one JSON value (no surrounding whitespace).
+            value, end = _SCAN_ONCE(text, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end != len(text):  # whitespace, trailing data or an error: the full decoder says
+            value = _STRICT_JSON.decode(text)
     except JOSEError as exc:
         _fail(f"{what}: {exc.reason}")
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -255,11 +267,34 @@ def decode_jws(token: str) -> JWS:
     if data.translate(None, _ALPHABET_AND_DOT):  # rare: let the per-segment check say where
         for segment, what in zip(segments, ("header", "payload", "signature"), strict=True):
             b64url_decode(segment.decode("ascii"), what)
-    header = _json_object(_decode_alphabet_checked(header_seg, "header"), "header")
-    _check_header(header)
+    header = _header_object(header_seg)
     payload = _json_object(_decode_alphabet_checked(payload_seg, "payload"), "payload")
     signature = _decode_alphabet_checked(signature_seg, "signature")
     return JWS(header, payload, data[: len(header_seg) + 1 + len(payload_seg)], signature)
+
+
+# Validated headers by encoded segment: the tokens of one issuer share a handful of headers.
+# Bounded in entries and entry size: forged headers can churn it, never grow it.
+_HEADER_CACHE: dict[bytes, dict[str, Any]] = {}
+_HEADER_CACHE_MAX: Final = 256
+_HEADER_CACHE_SEGMENT_MAX: Final = 512
+_SCALAR_TYPES: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _header_object(segment: bytes) -> dict[str, Any]:
+    """The checked header of an alphabet-checked segment (a fresh dict on every call)."""
+    cached = _HEADER_CACHE.get(segment)
+    if cached is not None:
+        return cached.copy()  # flat: only immutable scalars, so a shallow copy is a deep one
+    header = _json_object(_decode_alphabet_checked(segment, "header"), "header")
+    _check_header(header)
+    if len(segment) <= _HEADER_CACHE_SEGMENT_MAX and all(
+        type(value) in _SCALAR_TYPES for value in header.values()
+    ):
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+            _HEADER_CACHE.clear()
+        _HEADER_CACHE[segment] = header.copy()
+    return header
 
 
 def _check_header(header: dict[str, Any]) -> None:
