@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 
 from kstlib.auth.models import Token
@@ -12,9 +13,18 @@ from kstlib.auth.token.base import AbstractTokenStorage
 __all__ = ["MemoryTokenStorage"]
 
 
+def _validated_copy(token: Token) -> Token:
+    """An independent copy that went through the same checks as a token read from a file."""
+    validated = Token.from_dict(token.to_dict())  # copies one level: nested metadata below
+    if validated.metadata:
+        validated.metadata = copy.deepcopy(validated.metadata)
+    return validated
+
+
 def _copy(token: Token) -> Token:
-    """An independent copy, nested metadata included (``to_dict`` copies one level only)."""
-    return Token.from_dict(copy.deepcopy(token.to_dict()))
+    """An independent copy of a stored (already validated) token: its mutable parts are copied."""
+    metadata = copy.deepcopy(token.metadata) if token.metadata else {}
+    return dataclasses.replace(token, scope=list(token.scope), metadata=metadata)
 
 
 class MemoryTokenStorage(AbstractTokenStorage):
@@ -35,7 +45,7 @@ class MemoryTokenStorage(AbstractTokenStorage):
 
     def save(self, provider_name: str, token: Token) -> None:
         """Store a copy of the token."""
-        stored = _copy(token)
+        stored = _validated_copy(token)
         with self._guard:
             self._tokens[check_provider_name(provider_name)] = stored
 
