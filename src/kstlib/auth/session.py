@@ -101,16 +101,24 @@ class ProviderAuth(httpx.Auth):
 
     def _flow(self, request: httpx.Request) -> Generator[_Instruction, Any, None]:
         cached: _Cached = yield _NeedToken()
-        request.headers["Authorization"] = cached.header
+        self._authorize(request, cached)
         response: httpx.Response = yield request
+        if self.provider.wants_replay(request, response) and _replayable(request):
+            # e.g. a DPoP nonce challenge: the provider took the nonce, sign and send again once
+            self._authorize(request, cached)
+            response = yield request
         if response.status_code != 401 or not self.retry_on_401 or not _replayable(request):
             return
         if not cached.token.is_refreshable:
             return
         _log.debug("401 from %s; refreshing the token once and replaying", request.url.host)
         cached = yield _NeedRefresh(cached.token)
-        request.headers["Authorization"] = cached.header
+        self._authorize(request, cached)
         yield request
+
+    def _authorize(self, request: httpx.Request, cached: _Cached) -> None:
+        request.headers["Authorization"] = cached.header
+        self.provider.authorize_request(request, cached.token)
 
     # -- token bookkeeping (no I/O) --------------------------------------------------------
 

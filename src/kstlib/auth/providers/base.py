@@ -29,6 +29,8 @@ from kstlib.auth.errors import TokenRefreshError
 from kstlib.auth.redaction import fingerprint, get_logger
 
 if TYPE_CHECKING:
+    import httpx
+
     from kstlib.auth.config import AuthProviderConfig
     from kstlib.auth.models import AuthFlow, PreflightReport, Token
     from kstlib.auth.token import AbstractTokenStorage
@@ -117,6 +119,23 @@ class AbstractAuthProvider(ABC):
     @abstractmethod
     def preflight(self) -> PreflightReport:
         """Run preflight validation checks."""
+
+    # -- per-request hooks (used by ProviderAuth) -----------------------------------------
+
+    def authorize_request(self, request: httpx.Request, token: Token) -> None:  # noqa: B027
+        """Add per-request proof to an API request whose ``Authorization`` is already set.
+
+        The default adds nothing; a sender-constrained token (DPoP, RFC 9449) signs a
+        proof for each request here.
+        """
+
+    def wants_replay(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Whether ``response`` asks for ``request`` to be sent once more with fresh proof.
+
+        The default says no; a DPoP provider records the server's ``DPoP-Nonce`` and
+        answers True to a ``use_dpop_nonce`` challenge (RFC 9449 section 9).
+        """
+        return False
 
     # -- token access ----------------------------------------------------------------------
 
