@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.idp_support import IdP, start_idp
+from tests.jwks_server import JWKSServer, running_server
 from tests.sops_support import AgeIdentity, ensure_venv_bin_on_path, make_age_identity
 
 ensure_venv_bin_on_path()
@@ -47,3 +49,25 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
         yield server
     finally:
         server.close()
+
+
+# --- a tiny real HTTP server for discovery/JWKS documents (see tests/jwks_server.py) ---
+
+
+@pytest.fixture(scope="session")
+def _jwks_server() -> Iterator[JWKSServer]:
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def server(_jwks_server: JWKSServer) -> JWKSServer:
+    """The session's JWKS/discovery server, reset (routes, counters) for this test."""
+    _jwks_server.reset()
+    return _jwks_server
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=5.0) as c:
+        yield c

@@ -25,20 +25,11 @@ from tests import jwt_factory as f
 from tests.jwks_server import JWKSServer, running_server
 from tests.jwt_factory import b64, b64json
 
+pytestmark = pytest.mark.usefixtures("server")
+
 NO_RETRY = RetryPolicy(max_retries=0)
 DISCOVERY = "/issuer/.well-known/openid-configuration"
 JWKS = "/issuer/jwks"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[JWKSServer]:
-    with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server: JWKSServer) -> None:
-    server.reset()
 
 
 @pytest.fixture(scope="module")

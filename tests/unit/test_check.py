@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,26 +19,11 @@ from kstlib.auth.check import (
 from kstlib.auth.discovery import MetadataCache
 from kstlib.auth.http import RetryPolicy
 from tests import jwt_factory as f
-from tests.jwks_server import JWKSServer, Route, running_server
+from tests.jwks_server import JWKSServer, Route
+
+pytestmark = pytest.mark.usefixtures("server")
 
 NO_RETRY = RetryPolicy(max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[JWKSServer]:
-    with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server: JWKSServer) -> None:
-    server.reset()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
-        yield c
 
 
 def _checker(client: httpx.Client, issuer: str | None, **kw: Any) -> TokenChecker:

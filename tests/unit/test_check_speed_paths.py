@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,26 +24,11 @@ from kstlib.auth.discovery import MetadataCache
 from kstlib.auth.http import RetryPolicy
 from kstlib.auth.jose import JOSEError, decode_jws
 from tests import jwt_factory as f
-from tests.jwks_server import JWKSServer, running_server
+from tests.jwks_server import JWKSServer
+
+pytestmark = pytest.mark.usefixtures("server")
 
 NO_RETRY = RetryPolicy(max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[JWKSServer]:
-    with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server: JWKSServer) -> None:
-    server.reset()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
-        yield c
 
 
 def _checker(client: httpx.Client, issuer: str | None, **kw: Any) -> TokenChecker:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,9 @@ from typer.testing import CliRunner, Result
 
 from kstlib.cli.check import describe_time, register
 from tests import jwt_factory as f
-from tests.jwks_server import JWKSServer, running_server
+from tests.jwks_server import JWKSServer
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[JWKSServer]:
-    with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server: JWKSServer) -> None:
-    server.reset()
+pytestmark = pytest.mark.usefixtures("server")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,7 +27,9 @@ from kstlib.auth.errors import DiscoveryError
 from kstlib.auth.http import RetryPolicy
 from kstlib.auth.jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
 from tests import jwt_factory as f
-from tests.jwks_server import JWKSServer, Route, running_server
+from tests.jwks_server import JWKSServer, Route
+
+pytestmark = pytest.mark.usefixtures("server")
 
 FAST_RETRY = RetryPolicy(max_retries=2, backoff=0.01, max_backoff=0.02)
 DISCOVERY = "/issuer/.well-known/openid-configuration"
@@ -41,23 +42,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[JWKSServer]:
-    with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server: JWKSServer) -> None:
-    server.reset()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
-        yield c
 
 
 @pytest.fixture
