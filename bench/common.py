@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -44,8 +45,13 @@ OPTIONAL_PACKAGES = {
     "authlib": "authlib",
     "jwt": "pyjwt",
     "joserfc": "joserfc",
+    "httpx_auth": "httpx-auth",
     "matplotlib": "matplotlib",
 }
+
+#: Installed project dependencies that a bench-only package must not change: httpx-auth
+#: pins ``httpx==<minor>.*``, so without these pins pip could swap the project's httpx.
+PINNED_DEPENDENCIES = ("httpx", "httpcore")
 
 
 # --------------------------------------------------------------------------- results
@@ -282,36 +288,106 @@ def have(module: str) -> bool:
 
 
 def ensure_packages(modules: Sequence[str]) -> dict[str, str]:
-    """pip-install the missing bench-only packages into this venv; return failures' reasons."""
+    """pip-install the missing bench-only packages into this venv; return failures' reasons.
+
+    One pip run per package, each with the project's installed httpx (and httpcore) pinned:
+    a package that needs another httpx fails to install (and is reported) instead of
+    replacing the one the project is measured with.
+    """
     missing = [m for m in modules if not have(m)]
     if not missing:
         return {}
-    requirements = [OPTIONAL_PACKAGES[m] for m in missing]
-    print(f"installing bench-only packages into {sys.prefix}: {' '.join(requirements)}")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *requirements,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=600,
-        check=False,
+    pins = [f"{dist}=={v}" for dist in PINNED_DEPENDENCIES if (v := _dist_version(dist))]
+    print(
+        f"installing bench-only packages into {sys.prefix}: "
+        + " ".join(OPTIONAL_PACKAGES[m] for m in missing)
     )
     failures = {}
     for module in missing:
+        requirement = OPTIONAL_PACKAGES[module]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+                *pins,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if not have(module):
             failures[module] = (
-                f"pip install {OPTIONAL_PACKAGES[module]} failed: "
+                f"pip install {requirement} (with {', '.join(pins) or 'no pins'}) failed: "
                 + (proc.stderr.strip().splitlines()[-1:] or ["?"])[0][:200]
             )
     return failures
+
+
+def _dist_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------- httpx-auth
+
+#: Printed under every table httpx-auth takes part in.
+HTTPX_AUTH_SEED_NOTE = (
+    "httpx-auth: only its own browser login fills its token cache (httpx_auth.OAuth2."
+    "token_cache) and it has no public call to put an existing token in, so the bench seeds "
+    "the cache with the private TokenMemoryCache._add_access_token(auth.state, access token, "
+    "expires_in, refresh token); auth.state (the cache key) is public. Its browser login is "
+    "replaced by an error (InteractiveLogin): the bench never opens a browser"
+)
+
+
+class InteractiveLogin(RuntimeError):
+    """httpx-auth asked for its interactive browser login (the bench never opens a browser)."""
+
+
+def httpx_auth_pkce(authorization_url: str, token_url: str, **kwargs: Any) -> Any:
+    """An httpx-auth ``OAuth2AuthorizationCodePKCE`` whose browser login raises InteractiveLogin.
+
+    ``kwargs`` go to httpx-auth (``client_id``, ``client_secret``, ``scope``, ``timeout``...);
+    they also make its cache key (``auth.state``), so equal arguments share a cached token.
+    """
+    from httpx_auth import OAuth2AuthorizationCodePKCE
+
+    auth = OAuth2AuthorizationCodePKCE(authorization_url, token_url, **kwargs)
+
+    def no_browser() -> tuple[str, str]:
+        raise InteractiveLogin("httpx-auth wanted its browser login: no token in its cache")
+
+    auth.request_new_token = no_browser  # type: ignore[method-assign]
+    return auth
+
+
+def seed_httpx_auth(
+    cache: Any, auth: Any, access_token: str, expires_in: int, refresh_token: str | None
+) -> None:
+    """Put a token in httpx-auth's ``cache`` under ``auth``'s key (private API, see the note)."""
+    cache._add_access_token(auth.state, access_token, expires_in, refresh_token)
+
+
+@contextlib.contextmanager
+def httpx_auth_cache(cache: Any) -> Iterator[Any]:
+    """Make ``cache`` httpx-auth's process-wide token cache (``OAuth2.token_cache``) meanwhile."""
+    from httpx_auth import OAuth2
+
+    previous = OAuth2.token_cache
+    OAuth2.token_cache = cache
+    try:
+        yield cache
+    finally:
+        OAuth2.token_cache = previous
 
 
 class PeerError(RuntimeError):
@@ -562,20 +638,22 @@ def format_table(results: Sequence[Result]) -> str:
         for goal in comp.all_goals():
             lines.append(f"   goal: {goal.text} -> {goal.verdict}")
         extra_cols = sorted({k for e in comp.extra.values() for k in e})
-        header = f"{'contender':<46} {'median':>10} {'min':>10} {'max':>10} {'ratio (min-max)':>22}"
+        w = max([46] + [len(name) for name in (*comp.series, *comp.skipped)])
+        header = f"{'contender':<{w}} {'median':>10} {'min':>10} {'max':>10} "
+        header += f"{'ratio (min-max)':>22}"
         header += "".join(f"  {c}" for c in extra_cols)
         lines.append(header)
         for name, s in comp.series.items():
             r, rmin, rmax = comp.ratio(name)
             lo, hi = s.spread
             row = (
-                f"{name:<46} {_fmt(s.median):>10} {_fmt(lo):>10} {_fmt(hi):>10} "
+                f"{name:<{w}} {_fmt(s.median):>10} {_fmt(lo):>10} {_fmt(hi):>10} "
                 f"{f'{r:.2f}x ({rmin:.2f}-{rmax:.2f})':>22}"
             )
             row += "".join(f"  {comp.extra.get(name, {}).get(c, '')}" for c in extra_cols)
             lines.append(row)
         for name, reason in comp.skipped.items():
-            lines.append(f"{name:<46} {'not measured: ' + reason}")
+            lines.append(f"{name:<{w}} {'not measured: ' + reason}")
         for note in comp.notes:
             lines.append(f"   note: {note}")
     return "\n".join(lines)

@@ -4,14 +4,17 @@ Contenders send the same GET with a Bearer token over one keep-alive
 connection: a plain ``httpx.Client``/``AsyncClient`` with a static
 ``Authorization`` header (the floor), this project's ``AuthSession``,
 Authlib's ``OAuth2Client``/``AsyncOAuth2Client`` (token dict with
-``expires_at``, auto-refresh armed) and kstlib 3.8.2's ``AuthSession`` (in
-its own interpreter, driven through bench/peer_old.py). A sample is a batch
+``expires_at``, auto-refresh armed), httpx-auth's ``OAuth2AuthorizationCodePKCE``
+on an ``httpx.Client``/``AsyncClient`` (its token cache seeded with the same
+token and a refresh token, see ``HTTPX_AUTH_SEED_NOTE``) and kstlib 3.8.2's
+``AuthSession`` (in its own interpreter, driven through bench/peer_old.py). A sample is a batch
 of N sequential requests; contenders alternate batch by batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -20,13 +23,17 @@ from typing import Any
 import httpx
 
 from bench.common import (
+    HTTPX_AUTH_SEED_NOTE,
     OLD_NAME,
     Comparison,
     Context,
     Goal,
     alternate,
+    httpx_auth_cache,
+    httpx_auth_pkce,
     loopback_server,
     per_op,
+    seed_httpx_auth,
 )
 
 GOAL_RATIO = 1.05
@@ -34,6 +41,15 @@ PLAIN = "httpx (static Authorization header)"
 MINE = "kstlib AuthSession"
 AUTHLIB = "Authlib OAuth2Client"
 OLD = f"{OLD_NAME} AuthSession"
+HTTPX_AUTH = "httpx-auth OAuth2AuthorizationCodePKCE"
+#: The async name of each sync contender.
+ASYNC_NAMES = {
+    PLAIN: PLAIN.replace("httpx", "httpx.AsyncClient"),
+    MINE: MINE + " (aget)",
+    AUTHLIB: AUTHLIB.replace("OAuth2Client", "AsyncOAuth2Client"),
+    HTTPX_AUTH: HTTPX_AUTH + " (httpx.AsyncClient)",
+    OLD: OLD + " (aget)",
+}
 ISSUER = "http://127.0.0.1:9/realms/bench"  # never contacted: the token is fresh
 ACCESS_TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImJlbmNoIn0." + "x" * 600 + ".sig"
 RAW: dict[str, Any] = {
@@ -80,18 +96,29 @@ def run(ctx: Context) -> list[Comparison]:
     rounds = ctx.rounds if ctx.smoke else 6 * ctx.rounds
     warnings.simplefilter("ignore")  # Authlib warns that its httpx fallback is deprecated
     results: list[Comparison] = []
-    with loopback_server() as base:
+    with loopback_server() as base, contextlib.ExitStack() as stack:
         url = base + "/api/items"
         token_url = base + "/token"
         skipped: dict[str, str] = {}
         authlib_missing = ctx.available("authlib")
         if authlib_missing:
             skipped[AUTHLIB] = authlib_missing
+        httpx_auth_missing = "skipped in smoke" if not ctx.peers else ctx.available("httpx_auth")
+        if httpx_auth_missing:
+            skipped[HTTPX_AUTH] = httpx_auth_missing
         peer = ctx.peer()
         if peer is not None:
             peer.call("session_setup", url=url, raw=RAW, client_id="bench", issuer=ISSUER)
         else:
             skipped[OLD] = ctx.old_reason()
+        hx_auth: Any = None
+        if not httpx_auth_missing:
+            from httpx_auth import TokenMemoryCache
+
+            cache = stack.enter_context(httpx_auth_cache(TokenMemoryCache()))  # type: ignore[no-untyped-call]
+            # The authorization URL is never opened: the seeded token is fresh.
+            hx_auth = httpx_auth_pkce(ISSUER + "/auth", token_url, client_id="bench", timeout=30)
+            seed_httpx_auth(cache, hx_auth, ACCESS_TOKEN, 86400, str(RAW["refresh_token"]))
 
         # -- sync ----------------------------------------------------------------------
         plain = httpx.Client(headers={"Authorization": f"Bearer {ACCESS_TOKEN}"}, timeout=30.0)
@@ -112,6 +139,10 @@ def run(ctx: Context) -> list[Comparison]:
             )
             sync[AUTHLIB] = per_op(lambda: _ok(oauth.get(url)), n)
             closers.append(oauth.close)
+        if hx_auth is not None:
+            hx_client = httpx.Client(auth=hx_auth, timeout=30.0)
+            sync[HTTPX_AUTH] = per_op(lambda: _ok(hx_client.get(url)), n)
+            closers.append(hx_client.close)
         if peer is not None:
             sync[OLD] = peer.timer("session_sync", n)
         try:
@@ -119,7 +150,7 @@ def run(ctx: Context) -> list[Comparison]:
         finally:
             for close in closers:
                 close()
-        results.append(_comparison("sync", series, skipped, n))
+        results.append(_comparison("sync", series, skipped, n, hx_auth is not None))
 
         # -- async ---------------------------------------------------------------------
         with asyncio.Runner() as runner:
@@ -141,8 +172,8 @@ def run(ctx: Context) -> list[Comparison]:
                 return sample
 
             asynchronous: dict[str, Callable[[], float]] = {
-                PLAIN.replace("httpx", "httpx.AsyncClient"): batch(aplain.get),
-                MINE + " (aget)": batch(asession.aget),
+                ASYNC_NAMES[PLAIN]: batch(aplain.get),
+                ASYNC_NAMES[MINE]: batch(asession.aget),
             }
             aclosers: list[Callable[[], Awaitable[Any]]] = [aplain.aclose, asession.aclose]
             if not authlib_missing:
@@ -157,34 +188,39 @@ def run(ctx: Context) -> list[Comparison]:
                     )
 
                 aoauth = runner.run(make())
-                asynchronous[AUTHLIB.replace("OAuth2Client", "AsyncOAuth2Client")] = batch(
-                    aoauth.get
-                )
+                asynchronous[ASYNC_NAMES[AUTHLIB]] = batch(aoauth.get)
                 aclosers.append(aoauth.aclose)
+            if hx_auth is not None:
+                # httpx drives httpx-auth's (synchronous) auth flow from the async client.
+                ahx_client = httpx.AsyncClient(auth=hx_auth, timeout=30.0)
+                asynchronous[ASYNC_NAMES[HTTPX_AUTH]] = batch(ahx_client.get)
+                aclosers.append(ahx_client.aclose)
             if peer is not None:
-                asynchronous[OLD + " (aget)"] = peer.timer("session_async", n)
+                asynchronous[ASYNC_NAMES[OLD]] = peer.timer("session_async", n)
             try:
                 aseries = alternate(asynchronous, rounds=rounds, warmup=1)
             finally:
                 for aclose in aclosers:
                     runner.run(aclose())
-        askipped = {
-            (k.replace("OAuth2Client", "AsyncOAuth2Client") if k == AUTHLIB else k + " (aget)"): v
-            for k, v in skipped.items()
-        }
-        results.append(_comparison("async", aseries, askipped, n))
+        askipped = {ASYNC_NAMES[k]: v for k, v in skipped.items()}
+        results.append(_comparison("async", aseries, askipped, n, hx_auth is not None))
     return results
 
 
-def _comparison(kind: str, series: dict[str, Any], skipped: dict[str, str], n: int) -> Comparison:
+def _comparison(
+    kind: str, series: dict[str, Any], skipped: dict[str, str], n: int, httpx_auth: bool
+) -> Comparison:
     names = list(series)
+    notes = [f"a sample = {n} sequential requests; the server checks the Authorization header"]
+    if httpx_auth:
+        notes.append(HTTPX_AUTH_SEED_NOTE)
     comp = Comparison(
         title=f"Per-request cost, {kind} (GET, keep-alive, loopback server in another process)",
         unit="us/request",
         baseline=names[0],
         series=series,
         skipped=skipped,
-        notes=[f"a sample = {n} sequential requests; the server checks the Authorization header"],
+        notes=notes,
         section="3. per request",
     )
     ratio = comp.ratio(names[1])[0]

@@ -32,7 +32,8 @@ METHOD = (
     "each round's sample divided by the same round's baseline sample), then their median "
     "and min-max are shown. Peers: kstlib 3.8.2 runs in its own venv (bench/.venvs/, same "
     "import name) through a worker process that takes part in the same alternation; "
-    "Authlib, PyJWT and joserfc are pip-installed into the project venv for the bench only. "
+    "Authlib, httpx-auth, PyJWT and joserfc are pip-installed into the project venv for the "
+    "bench only (with the project's httpx pinned, so none of them can change it). "
     "Every server is on 127.0.0.1: a minimal asyncio HTTP/1.1 server in its own process "
     "for the per-request cost, a threaded discovery/JWKS server for the checker, and the "
     "real OpenID provider of the test suite (panva's oidc-provider) for the refresh storm "
@@ -85,7 +86,15 @@ def metadata(
     versions = {"kstlib (this project)": _version("kstlib"), "kstlib (peer)": peer_version}
     versions.update(
         (dist, _version(dist))
-        for dist in ("httpx", "cryptography", "authlib", "pyjwt", "joserfc", "matplotlib")
+        for dist in (
+            "httpx",
+            "cryptography",
+            "authlib",
+            "httpx-auth",
+            "pyjwt",
+            "joserfc",
+            "matplotlib",
+        )
     )
     versions["sops"] = _sops_version()
     versions["node"] = _node_version()

@@ -12,7 +12,12 @@ requests (and how many it rejected).
 Contenders: this project (``AuthSession``, single flight), kstlib 3.8.2
 (``AuthSession`` via bench/peer_old.py), Authlib (``OAuth2Client`` /
 ``AsyncOAuth2Client`` with an ``update_token`` callback and one shared
-token: a shared dict in-process, a shared JSON file across processes).
+token: a shared dict in-process, a shared JSON file across processes),
+httpx-auth (``OAuth2AuthorizationCodePKCE`` on ``httpx.Client`` /
+``httpx.AsyncClient``, its token cache seeded with the stale token and the
+refresh token: a ``TokenMemoryCache`` in-process, one ``JsonTokenFileCache``
+file across processes; its browser login is replaced by an error, see
+bench.common.HTTPX_AUTH_SEED_NOTE).
 Run ``python -m bench.storm child ...`` is the child process of a storm.
 """
 
@@ -34,11 +39,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bench.common import OLD_NAME, ROOT, Context, CountTable, Goal
+from bench.common import (
+    HTTPX_AUTH_SEED_NOTE,
+    OLD_NAME,
+    ROOT,
+    Context,
+    CountTable,
+    Goal,
+    httpx_auth_cache,
+    httpx_auth_pkce,
+    seed_httpx_auth,
+)
 
 MINE = "kstlib (this project)"
 OLD = OLD_NAME
 AUTHLIB = "Authlib"
+HTTPX_AUTH = "httpx-auth"
+HTTPX_AUTH_FILE = "httpx-auth-tokens.json"
 TASKS = (10, 100, 1000)
 THREADS = 16
 PROCESSES = 4
@@ -102,6 +119,7 @@ def _client_args(idp: Any) -> dict[str, Any]:
         "client_id": CONFIDENTIAL_POST.client_id,
         "client_secret": CONFIDENTIAL_POST.client_secret,
         "issuer": idp.issuer,
+        "authorization_endpoint": idp.authorization_endpoint,
         "token_endpoint": idp.token_endpoint,
         "scopes": list(SCOPES),
         "redirect_uri": REDIRECT_URI,
@@ -198,6 +216,49 @@ def _authlib(mode: str, n: int, args: dict[str, Any], api: str, workdir: Path) -
         return _threads(n, lambda: client.get(api))
 
 
+# --------------------------------------------------------------------------- httpx-auth
+
+
+def _httpx_auth_flow(args: dict[str, Any]) -> Any:
+    """httpx-auth's PKCE auth for the client_secret_post client (the secret goes in the form)."""
+    return httpx_auth_pkce(
+        args["authorization_endpoint"],
+        args["token_endpoint"],
+        client_id=args["client_id"],
+        client_secret=args["client_secret"],
+        scope=" ".join(args["scopes"]),
+        timeout=TIMEOUT,
+    )
+
+
+def _httpx_auth(mode: str, n: int, args: dict[str, Any], api: str, workdir: Path) -> Counter[str]:
+    import httpx
+    from httpx_auth import JsonTokenFileCache, TokenMemoryCache
+
+    stale = _stale(args["raw"])
+    auth = _httpx_auth_flow(args)
+    seed = (stale["access_token"], stale["expires_in"], stale["refresh_token"])
+    if mode == "processes":
+        seed_httpx_auth(JsonTokenFileCache(workdir / HTTPX_AUTH_FILE), auth, *seed)
+        return _processes("httpx_auth", n, args, api, workdir)
+    codes: Counter[str] = Counter()
+    with httpx_auth_cache(TokenMemoryCache()) as cache:  # type: ignore[no-untyped-call]
+        seed_httpx_auth(cache, auth, *seed)
+        if mode == "tasks":
+
+            async def main() -> None:
+                async with httpx.AsyncClient(auth=auth, timeout=TIMEOUT) as client:
+                    results = await asyncio.gather(
+                        *(client.get(api) for _ in range(n)), return_exceptions=True
+                    )
+                codes.update(_outcome(r) for r in results)
+
+            asyncio.run(main())
+            return codes
+        with httpx.Client(auth=auth, timeout=TIMEOUT) as client:
+            return _threads(n, lambda: client.get(api))
+
+
 # --------------------------------------------------------------------------- shared drivers
 
 
@@ -279,6 +340,14 @@ def _child(args: dict[str, Any], api: str) -> None:
         provider.discover()  # warm up before the start line
         session = AuthSession(provider, timeout=TIMEOUT)
         call: Callable[[], Any] = lambda: session.get(api)  # noqa: E731
+    elif args["kind"] == "httpx_auth":
+        import httpx
+        from httpx_auth import JsonTokenFileCache, OAuth2
+
+        # The process-wide cache, on the file the parent seeded (no need to restore it here).
+        OAuth2.token_cache = JsonTokenFileCache(workdir / HTTPX_AUTH_FILE)
+        hx_client = httpx.Client(auth=_httpx_auth_flow(args), timeout=TIMEOUT)
+        call = lambda: hx_client.get(api)  # noqa: E731
     else:
         warnings.simplefilter("ignore")
         from authlib.integrations.httpx_client import OAuth2Client
@@ -324,7 +393,7 @@ def _cell(stats: dict[str, int], codes: Counter[str], n: int) -> tuple[str, int]
 
 
 def run(ctx: Context) -> list[CountTable]:
-    columns = [MINE, OLD, AUTHLIB]
+    columns = [MINE, OLD, AUTHLIB, HTTPX_AUTH]
     table = CountTable(
         title="Refresh storm: refresh requests reaching the IdP (stale token, 1 API call each)",
         columns=columns,
@@ -344,6 +413,9 @@ def run(ctx: Context) -> list[CountTable]:
     authlib_missing = ctx.available("authlib")
     if authlib_missing:
         table.skipped[AUTHLIB] = authlib_missing
+    httpx_auth_missing = ctx.available("httpx_auth")
+    if httpx_auth_missing:
+        table.skipped[HTTPX_AUTH] = httpx_auth_missing
     api = idp.api_url("storm")
     mine_counts: dict[str, int] = {}
     for label, mode, n in scenarios:
@@ -352,7 +424,9 @@ def run(ctx: Context) -> list[CountTable]:
             if contender in table.skipped:
                 row[contender] = None
                 continue
-            slug = {MINE: "mine", OLD: "old", AUTHLIB: "authlib"}[contender]
+            slug = {MINE: "mine", OLD: "old", AUTHLIB: "authlib", HTTPX_AUTH: "httpx-auth"}[
+                contender
+            ]
             workdir = ctx.tmp / "storm" / f"{mode}-{n}-{slug}"
             workdir.mkdir(parents=True, mode=0o700, exist_ok=True)
             args = {**_client_args(idp), "raw": raw_login(idp)}
@@ -361,6 +435,8 @@ def run(ctx: Context) -> list[CountTable]:
                 codes = _mine(mode, n, args, api, workdir)
             elif contender == AUTHLIB:
                 codes = _authlib(mode, n, args, api, workdir)
+            elif contender == HTTPX_AUTH:
+                codes = _httpx_auth(mode, n, args, api, workdir)
             else:
                 assert peer is not None
                 reply = peer.call("storm", mode=mode, n=n, api=api, dir=str(workdir), **args)
@@ -392,6 +468,18 @@ def run(ctx: Context) -> list[CountTable]:
         "Authlib: AsyncOAuth2Client serialises refreshes with an asyncio lock; the sync "
         "OAuth2Client has no lock; across processes it has no way to see another's refresh"
     )
+    if HTTPX_AUTH not in table.skipped:
+        table.notes.append(
+            "httpx-auth (OAuth2AuthorizationCodePKCE, same client_secret_post client): its auth "
+            "flow is synchronous, also on httpx.AsyncClient, so the first task refreshes with a "
+            "blocking call on the event loop (the other tasks are frozen meanwhile, hence 1); "
+            "with threads, the first caller removes the expired token from the cache before "
+            "refreshing, so the callers that look meanwhile find none and go to the browser "
+            "login (InteractiveLogin: it takes the refresh lock but does not re-check the cache); "
+            "its JsonTokenFileCache is shared by the processes but does not coordinate their "
+            "refreshes, and a rejected refresh also ends in the browser login"
+        )
+        table.notes.append(HTTPX_AUTH_SEED_NOTE)
     return [table]
 
 
