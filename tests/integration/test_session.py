@@ -318,3 +318,37 @@ def test_async_client_survives_a_new_event_loop(idp: IdP, provider: OIDCProvider
     assert asyncio.run(one()) == 200
     assert asyncio.run(one()) == 200
     asyncio.run(session.aclose())
+
+
+class CountingStorage(MemoryTokenStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def load(self, provider_name: str) -> Token | None:
+        self.loads += 1
+        return super().load(provider_name)
+
+    async def aload(self, provider_name: str) -> Token | None:
+        self.loads += 1
+        return super().load(provider_name)
+
+
+def test_callers_queued_behind_a_refresh_do_not_reread_the_storage(idp: IdP) -> None:
+    storage = CountingStorage()
+    provider = make_oidc(idp, CONFIDENTIAL, storage=storage)
+    token = login(provider)
+    provider.save_token(stale(token))
+    storage.loads = 0
+
+    async def main() -> list[int]:
+        async with AuthSession(provider) as session:
+            responses = await asyncio.gather(
+                *(session.aget(idp.api_url(f"q/{i}")) for i in range(100))
+            )
+            return [r.status_code for r in responses]
+
+    assert asyncio.run(main()) == [200] * 100
+    # each task reads the token once to find it stale; then one reload under the lock before
+    # the refresh, and none for the 99 tasks queued behind it (they take the refreshed token)
+    assert storage.loads <= 100 + 2, storage.loads

@@ -89,6 +89,7 @@ class AbstractAuthProvider(ABC):
         )
         self._async_locks_guard = threading.Lock()
         self._last_failure: _RefreshFailure | None = None
+        self._last_refreshed: Token | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, storage={self.token_storage.describe()})"
@@ -205,6 +206,23 @@ class AbstractAuthProvider(ABC):
             )
         return token
 
+    def _refreshed_meanwhile(self, seen: Token | None) -> Token | None:
+        """The token this process refreshed while the caller waited, if still fresh.
+
+        Checked right after the in-process lock, before the storage's lock and a
+        reload: a burst of callers queued behind one refresh costs no storage I/O.
+        """
+        recent = self._last_refreshed
+        if (
+            recent is not None
+            and seen is not None
+            and recent.access_token != seen.access_token
+            and recent.issued_at >= seen.issued_at  # newer than what the caller rejected
+            and not self._is_stale(recent)
+        ):
+            return recent
+        return None
+
     def _decide(
         self, current: Token | None, seen: Token | None, force: bool, arrived_at: float
     ) -> Token | None:
@@ -238,6 +256,7 @@ class AbstractAuthProvider(ABC):
             )
             raise
         self._last_failure = None
+        self._last_refreshed = refreshed
         return refreshed
 
     def refresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
@@ -250,6 +269,9 @@ class AbstractAuthProvider(ABC):
         """
         arrived_at = time.monotonic()
         with self.refresh_guard():
+            recent = self._refreshed_meanwhile(seen)
+            if recent is not None:
+                return recent
             current = self.token_storage.load(self.name)
             fresh = self._decide(current, seen, force, arrived_at)
             if fresh is not None or current is None:
@@ -273,10 +295,14 @@ class AbstractAuthProvider(ABC):
         worker thread.
         """
         arrived_at = time.monotonic()
-        async with (
-            self._async_lock(),
-            self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT),
-        ):
+        async with self._async_lock():
+            recent = self._refreshed_meanwhile(seen)
+            if recent is not None:
+                return recent
+            return await self._arefresh_locked(seen, force, arrived_at)
+
+    async def _arefresh_locked(self, seen: Token | None, force: bool, arrived_at: float) -> Token:
+        async with self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT):
             current = await self.token_storage.aload(self.name)
             fresh = self._decide(current, seen, force, arrived_at)
             if fresh is not None or current is None:
