@@ -7,20 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from bench.common import (
     Comparison,
     CountTable,
     Goal,
-    InteractiveLogin,
     Series,
     alternate,
     format_table,
-    httpx_auth_cache,
-    httpx_auth_pkce,
     loopback_server,
-    seed_httpx_auth,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,31 +65,6 @@ def test_table_prints_goals_skips_and_counts() -> None:
     assert "exactly one -> NOT MET" in text
     assert "not measured: skipped in smoke" in text
     assert "1.30x (1.20-1.40)" in text
-
-
-def test_httpx_auth_is_seeded_without_a_browser() -> None:
-    """The bench's use of httpx-auth's (private) cache seeding still works with its version."""
-    httpx_auth = pytest.importorskip("httpx_auth")  # installed by the full bench run only
-    seen: list[str | None] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("Authorization"))
-        return httpx.Response(200)
-
-    auth = httpx_auth_pkce("http://127.0.0.1:9/auth", "http://127.0.0.1:9/token", client_id="b")
-    other = httpx_auth_pkce("http://127.0.0.1:9/auth", "http://127.0.0.1:9/token", client_id="c")
-    with httpx_auth_cache(httpx_auth.TokenMemoryCache()) as cache:
-        seed_httpx_auth(cache, auth, "seeded", 3600, "refresh")
-        with httpx.Client(auth=auth, transport=httpx.MockTransport(handler)) as client:
-            assert client.get("http://api/x").status_code == 200
-            with pytest.raises(InteractiveLogin):  # nothing cached for that client: no browser
-                client.get("http://api/x", auth=other)
-    assert seen == ["Bearer seeded"]
-
-
-def _get(sock: socket.socket, headers: str) -> bytes:
-    sock.sendall(f"GET /x HTTP/1.1\r\nHost: l\r\n{headers}\r\n".encode())
-    return sock.recv(4096)
 
 
 def test_loopback_server_keeps_alive_and_checks_the_header() -> None:
