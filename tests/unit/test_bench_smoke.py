@@ -67,6 +67,11 @@ def test_table_prints_goals_skips_and_counts() -> None:
     assert "1.30x (1.20-1.40)" in text
 
 
+def _get(sock: socket.socket, headers: str) -> bytes:
+    sock.sendall(f"GET /x HTTP/1.1\r\nHost: l\r\n{headers}\r\n".encode())
+    return sock.recv(4096)
+
+
 def test_loopback_server_keeps_alive_and_checks_the_header() -> None:
     with loopback_server() as base:
         port = int(base.rsplit(":", 1)[1])
