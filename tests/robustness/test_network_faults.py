@@ -405,12 +405,18 @@ def test_outage_with_a_nearly_expired_token_keeps_serving(
     assert now_stored is not None and now_stored.access_token != nearly.access_token
 
 
-RETRY_STORM = (
-    "src/kstlib/auth/providers/base.py + session.py: a failed refresh is not shared with the "
-    "callers queued on the refresh lock; each of them sends its own refresh request "
-    "(N concurrent callers -> N serialized attempts during an outage, N x timeout with a "
-    "hanging IdP), contrary to 'a stale token causes exactly one refresh request'"
-)
+def test_sequential_requests_during_an_outage_pause_between_refresh_attempts(
+    hostile: HostileIdP,
+) -> None:
+    """A valid token inside the skew keeps serving; an outage costs one attempt per pause."""
+    provider = make_provider(hostile)
+    provider.save_token(_with_expiry(login(provider, hostile), 30))
+    hostile.scenario = Scenario.TOKEN_DOWN
+    before = hostile.count("token:refresh_token")
+    with AuthSession(provider) as session:
+        codes = [session.get(hostile.url(f"/api/seq/{i}")).status_code for i in range(20)]
+    assert codes == [200] * 20
+    assert hostile.count("token:refresh_token") - before == 1  # not one per request
 
 
 @pytest.mark.parametrize("outage", ["down_503", "hanging"])

@@ -35,6 +35,10 @@ __all__ = ["AuthSession", "ProviderAuth"]
 
 _log = get_logger("kstlib.auth.session")
 
+#: Seconds a still-valid token is used as is after a failed proactive refresh, before the
+#: next attempt (an outage costs one refresh attempt per pause, not one per request).
+REFRESH_RETRY_PAUSE = 5.0
+
 
 @dataclass(frozen=True)
 class _NeedToken:
@@ -128,14 +132,14 @@ class ProviderAuth(httpx.Auth):
             return cached
         return None
 
-    def _remember(self, token: Token) -> _Cached:
-        expires_in = token.expires_in
-        if expires_in is None:
-            stale_at = (
-                time.monotonic() + 60.0 if not token.needs_refresh(self.refresh_skew) else 0.0
-            )
-        else:
-            stale_at = time.monotonic() + expires_in - self.refresh_skew
+    def _remember(self, token: Token, *, stale_at: float | None = None) -> _Cached:
+        if stale_at is None:
+            expires_in = token.expires_in
+            if expires_in is None:
+                fresh = not token.needs_refresh(self.refresh_skew)
+                stale_at = time.monotonic() + 60.0 if fresh else 0.0
+            else:
+                stale_at = time.monotonic() + expires_in - self.refresh_skew
         cached = _Cached(token, _header_for(token), stale_at)
         self._cached = cached
         return cached
@@ -155,13 +159,18 @@ class ProviderAuth(httpx.Auth):
     def _needs_refresh(self, token: Token) -> bool:
         return self.auto_refresh and token.is_refreshable and token.needs_refresh(self.refresh_skew)
 
-    def _after_failed_refresh(self, token: Token, error: TokenRefreshError) -> Token:
+    def _after_failed_refresh(self, token: Token, error: TokenRefreshError) -> _Cached:
+        """Keep serving a still-valid token; try the refresh again after a short pause.
+
+        Without the pause every request of an outage would try (and wait for) a refresh.
+        """
         if token.is_expired:
             raise error
         _log.warning(
             "Proactive refresh of '%s' failed; using the current token", self.provider.name
         )
-        return token
+        pause = min(REFRESH_RETRY_PAUSE, max(float(token.expires_in or 0), 0.0))
+        return self._remember(token, stale_at=time.monotonic() + pause)
 
     # -- sync driver -----------------------------------------------------------------------
 
@@ -175,7 +184,7 @@ class ProviderAuth(httpx.Auth):
             try:
                 token = self.provider.refresh_if_stale(token)
             except TokenRefreshError as error:
-                token = self._after_failed_refresh(token, error)
+                return self._after_failed_refresh(token, error)
         return self._remember(token)
 
     def _refresh_sync(self, seen: Token) -> _Cached:
@@ -210,7 +219,7 @@ class ProviderAuth(httpx.Auth):
             try:
                 token = await self.provider.arefresh_if_stale(token)
             except TokenRefreshError as error:
-                token = self._after_failed_refresh(token, error)
+                return self._after_failed_refresh(token, error)
         return self._remember(token)
 
     async def _refresh_async(self, seen: Token) -> _Cached:
