@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +20,7 @@ from kstlib.auth.errors import (
     TokenValidationError,
 )
 from kstlib.auth.jose import decode_jws
-from kstlib.auth.models import AuthFlow, PreflightStatus
+from kstlib.auth.models import AuthFlow, PreflightStatus, Token
 from kstlib.auth.providers import AuthProviderConfig as ExportedConfig
 from kstlib.auth.providers import OAuth2Provider, OIDCProvider
 from kstlib.auth.token import MemoryTokenStorage
@@ -207,9 +208,7 @@ def test_revoke_without_endpoint_returns_false(idp: IdP) -> None:
         token_url=idp.token_endpoint,
     )
     provider = OAuth2Provider("plain", cfg, MemoryTokenStorage())
-    provider.save_token(
-        __import__("kstlib.auth.models", fromlist=["Token"]).Token(access_token="x")
-    )
+    provider.save_token(Token(access_token="x"))
     assert provider.revoke() is False
 
 
@@ -219,15 +218,12 @@ def test_signing_key_rotation_mid_session(idp: IdP) -> None:
     first = login(provider)
     old_kid = decode_jws(first.id_token or "").header["kid"]
     idp.rotate_keys()
-    try:
-        new_kid = idp.active_kid("RS256")
-        assert new_kid != old_kid
-        refreshed = provider.refresh()  # new id_token signed by an unknown kid -> one JWKS re-fetch
-        assert decode_jws(refreshed.id_token or "").header["kid"] == new_kid
-        second = login(provider)
-        assert decode_jws(second.id_token or "").header["kid"] == new_kid
-    finally:
-        pass
+    new_kid = idp.active_kid("RS256")
+    assert new_kid != old_kid
+    refreshed = provider.refresh()  # new id_token signed by an unknown kid -> one JWKS re-fetch
+    assert decode_jws(refreshed.id_token or "").header["kid"] == new_kid
+    second = login(provider)
+    assert decode_jws(second.id_token or "").header["kid"] == new_kid
 
 
 def test_discovery_modes(idp: IdP) -> None:
@@ -321,7 +317,6 @@ def test_preflight(idp: IdP) -> None:
 
 
 def test_get_token_refreshes_when_stale(idp: IdP) -> None:
-    from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
     provider = make_oidc(idp, CONFIDENTIAL)
@@ -456,7 +451,7 @@ def test_refreshed_id_token_for_another_subject_is_refused(idp: IdP) -> None:
     alice = login(provider, username="alice")
     other = make_oidc(idp, CONFIDENTIAL)
     bob = login(other, username="bob")
-    forged = type(bob)(**bob.__dict__)
+    forged = replace(bob)  # bob's genuine, validated tokens offered as alice's refresh
     with pytest.raises(TokenValidationError, match="'sub'"):
         provider._validate_refreshed(forged, previous=alice)
     assert provider.token_storage.load("test") == alice

@@ -18,7 +18,7 @@ import email.utils
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,9 +97,6 @@ class JSONResponse:
     status_code: int
     headers: httpx.Headers
     data: Any
-    url: str = ""
-    elapsed_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_success(self) -> bool:
@@ -293,7 +290,6 @@ def request_json(
     """
     attempt = 0
     while True:
-        started = time.perf_counter()
         try:
             response, body = _send_and_read(
                 client, method, url, data=data, headers=headers, auth=auth, max_bytes=max_bytes
@@ -326,15 +322,13 @@ def request_json(
                 f"{response.request.url.host} answered HTTP {status}",
                 status_code=status,
                 retryable=True,
-                **_oauth_error_fields(data_or_none),
+                **oauth_error_fields(data_or_none),
             )
         parsed = _decode_json(body, response)
         return JSONResponse(
             status_code=status,
             headers=response.headers,
             data=parsed,
-            url=str(response.request.url),
-            elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
 
@@ -372,7 +366,7 @@ def _try_json(body: bytes) -> Any:
         return None
 
 
-def _oauth_error_fields(data: Any) -> dict[str, str | None]:
+def oauth_error_fields(data: Any) -> dict[str, str | None]:
     """``error``/``error_description`` of an RFC 6749 5.2 error body, if it is one."""
     if not isinstance(data, dict):
         return {"error_code": None, "error_description": None}
@@ -382,11 +376,6 @@ def _oauth_error_fields(data: Any) -> dict[str, str | None]:
         "error_code": code[:100] if isinstance(code, str) else None,
         "error_description": desc[:300] if isinstance(desc, str) else None,
     }
-
-
-def oauth_error_fields(data: Any) -> dict[str, str | None]:
-    """Public wrapper of the RFC 6749 5.2 error field extraction."""
-    return _oauth_error_fields(data)
 
 
 def max_age_seconds(headers: httpx.Headers) -> float | None:
