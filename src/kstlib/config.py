@@ -6,13 +6,31 @@ The configuration is the deep merge of these files, lowest priority first:
 2. the site config: ``kstlib/kstlib.conf.yml`` under each ``$XDG_CONFIG_DIRS`` entry
    (``/etc/xdg/kstlib/kstlib.conf.yml`` by default), the first entry winning;
 3. ``$XDG_CONFIG_HOME/kstlib.conf.yml`` (``~/.config/kstlib.conf.yml``);
-4. ``~/kstlib.conf.yml``;
-5. ``./kstlib.conf.yml``.
+4. ``$XDG_CONFIG_HOME/kstlib/kstlib.conf.yml`` (``~/.config/kstlib/kstlib.conf.yml``);
+5. ``~/kstlib.conf.yml``;
+6. ``./kstlib.conf.yml``, the working directory's file: see "Trust" below.
 
-An explicit file (the ``path`` argument, else ``$KSTLIB_CONFIG``) replaces steps 2-5; the
+An explicit file (the ``path`` argument, else ``$KSTLIB_CONFIG``) replaces steps 2-6; the
 packaged defaults still lie below it. Files named ``*.sops.yml``/``*.sops.yaml`` are decrypted
 with the ``sops`` binary. Mappings merge key by key; any other value (list, scalar, null)
 replaces the lower one.
+
+Trust. A configuration chooses programs to run (``sops_binary``), files to read (secret
+references, storage directories), and where secrets and tokens are sent (endpoints, TLS
+settings). Those choices belong to the user, never to a directory the user happens to ``cd``
+into (a cloned repository). So a layer is *trusted* only when the user put it there:
+
+* the packaged defaults and an explicit file are trusted;
+* a searched file (steps 2-5) is trusted when it is owned by the user (or root) and is not
+  writable by everybody;
+* the working directory's file is trusted only when its directory is listed in
+  ``trust.directories`` of a trusted layer (``"*"`` trusts every directory), in the spirit of
+  git's ``safe.directory``.
+
+An untrusted layer may only *add*: new providers (made of the keys in
+:data:`UNTRUSTED_PROVIDER_KEYS`, without secret references) and ``auth.default_provider``.
+When it sets anything else, the whole file is ignored with a :class:`ConfigWarning` that names
+the key and the fix, and :attr:`LoadedConfig.ignored` records it.
 
 Every load returns fresh objects: nothing read from a file is kept at module level, so a caller
 mutating its result never affects another load. ``yaml`` and ``platformdirs`` are imported
@@ -27,12 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kstlib.auth.errors import ConfigurationError
+from kstlib._errors import ConfigurationError
 
 __all__ = [
     "CONFIG_ENV_VAR",
     "CONFIG_FILENAME",
+    "UNTRUSTED_PROVIDER_KEYS",
     "ConfigSource",
+    "ConfigWarning",
+    "IgnoredLayer",
     "KeyPath",
     "LoadedConfig",
     "config_search_path",
@@ -49,18 +70,46 @@ _SOPS_SUFFIXES = (".sops.yml", ".sops.yaml")
 #: A path of keys from the top of the configuration, e.g. ``("auth", "providers", "corp")``.
 KeyPath = tuple[Hashable, ...]
 
+#: Keys a provider defined by an untrusted layer may set: what describes a client of an
+#: identity provider, and nothing that runs a program, reads a file, changes TLS trust,
+#: chooses where tokens rest, or hands another provider's token over (``subject_provider``).
+#: Secret references (``sops://``, ``env://``, ``file://``) are refused in any value.
+UNTRUSTED_PROVIDER_KEYS: frozenset[str] = frozenset(
+    {
+        "type", "client_id", "client_secret", "issuer", "scopes", "redirect_uri", "pkce",
+        "discovery_ttl", "headers", "extra", "token_endpoint_auth_method",
+        "post_logout_redirect_uri", "leeway", "timeout", "max_retries", "refresh_skew",
+        "id_token_signing_alg_values", "jwks_uri", "end_session_endpoint",
+        "authorize_url", "authorization_endpoint", "token_url", "token_endpoint",
+        "revoke_url", "revocation_endpoint", "userinfo_url", "userinfo_endpoint",
+        "introspection_url", "introspection_endpoint",
+        "device_authorization_url", "device_authorization_endpoint",
+    }
+)  # fmt: skip
+#: The section (of a trusted layer) naming the directories whose ``./kstlib.conf.yml`` is trusted.
+_TRUST_KEYS = ("trust", "directories")
+
+
+class ConfigWarning(UserWarning):
+    """A configuration problem that does not stop kstlib: an unknown key, an unsafe choice,
+    an untrusted file that was ignored."""
+
 
 @dataclass(frozen=True)
 class ConfigSource:
-    """Where configuration values came from: a file, or a mapping passed in by code."""
+    """Where configuration values came from: a file, or a mapping passed in by code.
+
+    ``trusted`` is False for a layer that may only add providers (see the module doc).
+    """
 
     label: str
     path: Path | None = None
+    trusted: bool = True
 
     @classmethod
-    def file(cls, path: Path) -> ConfigSource:
+    def file(cls, path: Path, *, trusted: bool = True) -> ConfigSource:
         """The source for a configuration file."""
-        return cls(str(path), path)
+        return cls(str(path), path, trusted)
 
     @property
     def base_dir(self) -> Path | None:
@@ -71,12 +120,21 @@ class ConfigSource:
         return self.label
 
 
+@dataclass(frozen=True)
+class IgnoredLayer:
+    """A file that was found but not merged, and why (one line, with the fix)."""
+
+    path: Path
+    reason: str
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class LoadedConfig(Mapping[str, Any]):
     """The merged configuration, a read-only mapping, with the provenance of every key.
 
     ``data`` belongs to this object alone (it is never shared with another load), and
     ``source_of`` tells which source last set a key, so errors can name the file.
+    ``ignored`` lists the untrusted files that were left out.
     Passing a ``LoadedConfig`` as the ``config=`` argument of the ``kstlib.auth`` helpers
     keeps that provenance and avoids reading the files again.
     """
@@ -84,6 +142,7 @@ class LoadedConfig(Mapping[str, Any]):
     data: dict[str, Any]
     sources: tuple[ConfigSource, ...] = ()
     origins: Mapping[KeyPath, ConfigSource] = field(default_factory=dict)
+    ignored: tuple[IgnoredLayer, ...] = ()
 
     @classmethod
     def from_mapping(
@@ -151,6 +210,7 @@ def config_search_path() -> list[Path]:
         packaged_defaults_path(),
         *_site_config_paths(),
         user_config_home() / CONFIG_FILENAME,
+        user_config_home() / "kstlib" / CONFIG_FILENAME,
         Path.home() / CONFIG_FILENAME,
         Path.cwd() / CONFIG_FILENAME,
     ]
@@ -172,19 +232,21 @@ def _explicit_file(path: str | os.PathLike[str] | None) -> Path | None:
     return explicit
 
 
-def _candidate_files(explicit: Path | None) -> list[Path]:
-    """Existing files to merge, lowest priority first, each file once."""
+def _candidate_files(explicit: Path | None) -> list[tuple[Path, bool]]:
+    """Existing files to merge, lowest priority first, each file once, with a flag telling
+    whether the file is the working directory's (searched, not chosen by the user)."""
     candidates = [packaged_defaults_path()]
     candidates += [explicit] if explicit is not None else config_search_path()[1:]
+    cwd_file = None if explicit is not None else candidates[-1]
     seen: set[Path] = set()
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []
     for candidate in candidates:
         if not candidate.is_file():
             continue
         key = candidate.resolve()
         if key not in seen:
             seen.add(key)
-            files.append(candidate)
+            files.append((candidate, candidate is cwd_file))
     return files
 
 
@@ -198,14 +260,127 @@ def load_config(*, path: str | os.PathLike[str] | None = None) -> LoadedConfig:
         ConfigurationError: A file is unreadable, not valid YAML, not a mapping at the top,
             cannot be decrypted, or the explicit file does not exist.
     """
+    import warnings
+
+    explicit = _explicit_file(path)
     merged: dict[str, Any] = {}
     origins: dict[KeyPath, ConfigSource] = {}
     sources: list[ConfigSource] = []
-    for file in _candidate_files(_explicit_file(path)):
-        source = ConfigSource.file(file)
-        _merge_into(merged, _read_file(file), (), source, origins)
+    ignored: list[IgnoredLayer] = []
+    for file, in_cwd in _candidate_files(explicit):
+        searched = file != explicit and file != packaged_defaults_path()
+        distrust = _distrust(file, in_cwd, merged, origins) if searched else None
+        data = _read_file(file)
+        if distrust is not None:
+            refused = _refused_key(data, merged)
+            if refused is not None:
+                reason = (
+                    f"{file}: ignored: {distrust}, and an untrusted file may not set "
+                    f"{refused} (it may only add providers). {_TRUST_HINT}"
+                )
+                ignored.append(IgnoredLayer(file, reason))
+                warnings.warn(reason, ConfigWarning, stacklevel=2)
+                continue
+        source = ConfigSource.file(file, trusted=distrust is None)
+        _merge_into(merged, data, (), source, origins)
         sources.append(source)
-    return LoadedConfig(merged, tuple(sources), origins)
+    return LoadedConfig(merged, tuple(sources), origins, tuple(ignored))
+
+
+_TRUST_HINT = (
+    "To use it, add its directory to trust.directories in ~/.config/kstlib/kstlib.conf.yml, "
+    f"or name it with ${CONFIG_ENV_VAR}."
+)
+
+
+def _distrust(
+    file: Path, in_cwd: bool, merged: Mapping[str, Any], origins: Mapping[KeyPath, ConfigSource]
+) -> str | None:
+    """Why a searched file is not trusted, or None when it is."""
+    try:
+        status = file.stat()
+    except OSError:
+        return None  # unreadable: _read_file reports it
+    if status.st_uid not in (0, os.getuid()):
+        return f"it is owned by another user (uid {status.st_uid})"
+    if status.st_mode & 0o002:
+        return "it is writable by every user"
+    if in_cwd and not _directory_is_trusted(file.parent, merged, origins):
+        return "its directory is not trusted"
+    return None
+
+
+def _directory_is_trusted(
+    directory: Path, merged: Mapping[str, Any], origins: Mapping[KeyPath, ConfigSource]
+) -> bool:
+    """Whether ``trust.directories`` (set by trusted layers only) lists ``directory``."""
+    node: Any = merged
+    for key in _TRUST_KEYS:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if node is None:
+        return False
+    source = origins.get(_TRUST_KEYS)
+    where = f"{source}: " if source is not None else ""
+    if not isinstance(node, list) or not all(isinstance(item, str) and item for item in node):
+        raise ConfigurationError(
+            f"{where}trust.directories must be a list of directory paths.",
+            file=str(source.path) if source is not None and source.path else None,
+            key="trust.directories",
+        )
+    here = directory.resolve()
+    for entry in node:
+        if entry == "*":
+            return True
+        listed = Path(entry).expanduser()
+        if listed.is_absolute() and listed.resolve() == here:
+            return True
+    return False
+
+
+def _refused_key(data: Mapping[Any, Any], trusted: Mapping[str, Any]) -> str | None:
+    """The first key an untrusted layer may not set (dotted), or None when it only adds."""
+    from kstlib.secrets import is_secret_reference
+
+    for key, auth in data.items():
+        if key != "auth":
+            return str(key)
+        if not isinstance(auth, Mapping):
+            return "auth"
+        for auth_key, value in auth.items():
+            if auth_key == "default_provider" and (value is None or isinstance(value, str)):
+                continue
+            if auth_key != "providers" or not isinstance(value, Mapping):
+                return f"auth.{auth_key}"
+            existing = _providers_of(trusted)
+            for name, settings in value.items():
+                where = f"auth.providers.{name}"
+                if not isinstance(settings, Mapping) or name in existing:
+                    return where
+                for setting, item in settings.items():
+                    if setting not in UNTRUSTED_PROVIDER_KEYS:
+                        return f"{where}.{setting}"
+                    if any(is_secret_reference(text) for text in _strings(item)):
+                        return f"{where}.{setting} (a secret reference)"
+    return None
+
+
+def _providers_of(config: Mapping[str, Any]) -> Mapping[Any, Any]:
+    auth = config.get("auth")
+    providers = auth.get("providers") if isinstance(auth, Mapping) else None
+    return providers if isinstance(providers, Mapping) else {}
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside ``value`` (mapping keys and values, list items)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
 
 
 def _merge_into(

@@ -6,7 +6,8 @@ A string value may name where its secret lives instead of holding it:
   (``sops --decrypt``), parsed as YAML/JSON, then walked key by key (a number
   indexes a list);
 - ``env://VAR``: an environment variable;
-- ``file://path``: a file's content, minus one trailing newline.
+- ``file://path``: a regular file's content (at most 64 KiB), minus one trailing newline;
+  a device, a FIFO or a directory is refused without being read.
 
 Relative paths are relative to the directory of the configuration file that holds the
 reference (the current directory when there is none). A reference that cannot be resolved
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from kstlib.auth.errors import ConfigurationError
-from kstlib.auth.redaction import redact_text
+from kstlib._errors import ConfigurationError
+from kstlib._redaction import redact_text
 
 __all__ = [
     "SECRET_SCHEMES",
@@ -45,6 +46,8 @@ _REFERENCE_RE = re.compile(r"^(sops|env|file)://", re.IGNORECASE)
 #: Longest excerpt of sops' stderr quoted in an error.
 _STDERR_LIMIT = 300
 _SOPS_TIMEOUT = 60.0
+#: Largest secret read through ``file://``: a key or a password, never a disk image.
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 #: Decrypted SOPS documents by absolute path, shared by the references of one resolution.
 SopsCache = dict[Path, Any]
@@ -172,20 +175,58 @@ def _from_env(ref: _Reference) -> str:
 
 def _from_file(ref: _Reference) -> str:
     path = ref.path(ref.target)
+    raw = _read_secret_file(ref, path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        ref.fail(f"file {path} not found")
-    except IsADirectoryError:
-        ref.fail(f"{path} is a directory, not a file")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         ref.fail(f"file {path} is not UTF-8 text")
-    except OSError as exc:
-        ref.fail(f"cannot read {path} ({exc.strerror or type(exc).__name__})")
     value = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
     if not value:
         ref.fail(f"file {path} is empty")
     return value
+
+
+def _read_secret_file(ref: _Reference, path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_SECRET_FILE_BYTES`.
+
+    Opened non-blocking (a FIFO cannot hang the open), then checked with ``fstat`` on the
+    open descriptor (no race between the check and the read): only regular files are read,
+    so ``/dev/zero``, ``/dev/stdin``, sockets and FIFOs are refused.
+    """
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        ref.fail(f"file {path} not found")
+    except IsADirectoryError:
+        ref.fail(f"{path} is a directory, not a file")
+    except OSError as exc:
+        ref.fail(f"cannot read {path} ({exc.strerror or type(exc).__name__})")
+    try:
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            ref.fail(f"{path} is a directory, not a file")
+        if not stat.S_ISREG(status.st_mode):
+            ref.fail(f"{path} is not a regular file (a device, FIFO or socket is never read)")
+        if status.st_size > MAX_SECRET_FILE_BYTES:
+            ref.fail(f"file {path} is too large for a secret (limit {MAX_SECRET_FILE_BYTES} bytes)")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_SECRET_FILE_BYTES:
+            chunk = os.read(fd, MAX_SECRET_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        ref.fail(f"cannot read {path} ({exc.strerror or type(exc).__name__})")
+    finally:
+        os.close(fd)
+    if size > MAX_SECRET_FILE_BYTES:
+        ref.fail(f"file {path} is too large for a secret (limit {MAX_SECRET_FILE_BYTES} bytes)")
+    return b"".join(chunks)
 
 
 def _from_sops(ref: _Reference, cache: SopsCache) -> str:

@@ -444,6 +444,7 @@ def test_page_examples_run(
     subs = Substitutions(idp.issuer)
     (workdir / "kstlib.conf.yml").write_text(subs.apply(HARNESS_CONFIG), encoding="utf-8")
     monkeypatch.setenv("SOPS_AGE_RECIPIENTS", age_identity.recipient)
+    monkeypatch.setenv("KSTLIB_CONFIG", str(workdir / "kstlib.conf.yml"))
     monkeypatch.setattr(webbrowser, "open", _fake_webbrowser_open)
     monkeypatch.setattr(discovery, "_SHARED", None)  # a cold discovery cache, restored after
     env = {

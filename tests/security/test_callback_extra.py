@@ -66,7 +66,11 @@ def test_hostile_requests_during_a_cli_login_neither_complete_nor_abort_it(
         f"      redirect_uri: http://127.0.0.1:{port}/callback\n"
         f"      scopes: [{', '.join(SCOPES)}]\n"
     )
-    env = {**os.environ, "KST_CALLBACK_SECRET": CONFIDENTIAL_CLIENT_SECRET}
+    env = {
+        **os.environ,
+        "KST_CALLBACK_SECRET": CONFIDENTIAL_CLIENT_SECRET,
+        "KSTLIB_CONFIG": str(tmp_path / "kstlib.conf.yml"),
+    }
     idp.reset_stats()
     with open(tmp_path / "stderr.log", "w+") as err:
         proc = subprocess.Popen(

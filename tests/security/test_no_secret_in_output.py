@@ -438,7 +438,12 @@ def test_cli_journey_with_vvv_leaks_no_secret(
             scopes=", ".join(SCOPES),
         )
     )
-    env = {**os.environ, SECRET_ENV: CONFIDENTIAL_CLIENT_SECRET, "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        SECRET_ENV: CONFIDENTIAL_CLIENT_SECRET,
+        "COLUMNS": "200",
+        "KSTLIB_CONFIG": str(tmp_path / "kstlib.conf.yml"),
+    }
     cli = CLI(tmp_path, env)
     secrets = Secrets()
     outputs = Outputs()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,7 @@ def _write_config(tmp_path: Path, issuer: str, **provider: Any) -> Path:
         *[f"      {k}: {json.dumps(v)}" for k, v in settings.items()],
     ]
     (tmp_path / "kstlib.conf.yml").write_text("\n".join(lines) + "\n")
+    os.environ["KSTLIB_CONFIG"] = str(tmp_path / "kstlib.conf.yml")  # restored by _isolated_home
     return tokens
 
 

@@ -346,7 +346,7 @@ def test_errors_use_the_spelling_of_the_file() -> None:
 
 
 def test_error_names_the_file_that_set_the_key(tmp_path: Path) -> None:
-    write_config(providers(corp=corp()))
+    write_config({**providers(corp=corp()), "trust": {"directories": [str(tmp_path)]}})
     cwd_file = write_config(
         providers(corp={"redirect_uri": "https://app.example.com/cb"}), tmp_path / "kstlib.conf.yml"
     )

@@ -39,14 +39,20 @@ def write(path: Path, data: object) -> Path:
 
 @pytest.fixture
 def layers(tmp_path: Path) -> dict[str, Path]:
-    """The four searched locations, inside the isolated HOME/XDG dirs/cwd."""
+    """The five searched locations, inside the isolated HOME/XDG dirs/cwd."""
     home = Path(os.environ["HOME"])
     return {
         "site": tmp_path / "etc-xdg" / "kstlib" / "kstlib.conf.yml",
         "user": Path(os.environ["XDG_CONFIG_HOME"]) / "kstlib.conf.yml",
+        "xdg": Path(os.environ["XDG_CONFIG_HOME"]) / "kstlib" / "kstlib.conf.yml",
         "home": home / "kstlib.conf.yml",
         "cwd": tmp_path / "kstlib.conf.yml",
     }
+
+
+def trust_cwd(layers: dict[str, Path]) -> None:
+    """List the working directory in trust.directories of the site layer (a trusted file)."""
+    write(layers["site"], {"trust": {"directories": [str(layers["cwd"].parent)]}})
 
 
 def test_only_packaged_defaults_without_files() -> None:
@@ -62,6 +68,7 @@ def test_search_path_order(layers: dict[str, Path]) -> None:
         packaged_defaults_path(),
         layers["site"],
         layers["user"],
+        layers["xdg"],
         layers["home"],
         layers["cwd"],
     ]
@@ -72,21 +79,29 @@ def test_merge_priority_and_provenance(layers: dict[str, Path]) -> None:
         write(
             path, {"auth": {"discovery_ttl": len(name), "providers": {name: {"client_id": name}}}}
         )
-    write(layers["site"], {"auth": {"default_provider": "site", "discovery_ttl": 1}})
+    write(
+        layers["site"],
+        {
+            "auth": {"default_provider": "site", "discovery_ttl": 1},
+            "trust": {"directories": [str(layers["cwd"].parent)]},
+        },
+    )
     loaded = load_config()
     assert [s.path for s in loaded.sources] == [
         packaged_defaults_path(),
         layers["site"],
         layers["user"],
+        layers["xdg"],
         layers["home"],
         layers["cwd"],
     ]
+    assert all(source.trusted for source in loaded.sources)
     auth = loaded["auth"]
     assert auth["discovery_ttl"] == len("cwd")  # highest priority wins
     assert auth["default_provider"] == "site"  # lower layers fill the gaps
     assert auth["token_storage"] == "file"  # packaged default
-    assert list(auth["providers"]) == ["user", "home", "cwd"]
-    for name in ("user", "home", "cwd"):
+    assert list(auth["providers"]) == ["user", "xdg", "home", "cwd"]
+    for name in ("user", "xdg", "home", "cwd"):
         assert origin(loaded, "auth", "providers", name) == layers[name]
         assert origin(loaded, "auth", "providers", name, "client_id") == layers[name]
     assert origin(loaded, "auth", "default_provider") == layers["site"]
@@ -95,6 +110,7 @@ def test_merge_priority_and_provenance(layers: dict[str, Path]) -> None:
 
 
 def test_deep_merge_semantics(layers: dict[str, Path]) -> None:
+    trust_cwd(layers)
     write(
         layers["user"],
         {

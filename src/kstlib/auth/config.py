@@ -42,7 +42,7 @@ from kstlib.auth.redaction import (
     redact_text,
     redact_url,
 )
-from kstlib.config import ConfigSource, LoadedConfig, load_config
+from kstlib.config import ConfigSource, ConfigWarning, LoadedConfig, load_config
 from kstlib.secrets import SopsCache, resolve_secrets
 
 if TYPE_CHECKING:
@@ -167,10 +167,6 @@ _STATUS_KEYS = ("expiring_soon_threshold",)
 _SSL_KEYS = ("verify", "ca_bundle")
 #: Storage backends whose ``auth.storage.<name>`` options are passed to the backend unchecked.
 _PASS_THROUGH_BACKENDS = ("redis", "keyring")
-
-
-class ConfigWarning(UserWarning):
-    """A configuration problem that does not stop kstlib: an unknown key, an unsafe choice."""
 
 
 # --------------------------------------------------------------------------- value checks

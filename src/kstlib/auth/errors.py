@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kstlib.auth.redaction import redact_mapping
+from kstlib._errors import AuthError, ConfigurationError
 
 __all__ = [
     "AuthError",
@@ -27,44 +27,6 @@ __all__ = [
     "TokenStorageError",
     "TokenValidationError",
 ]
-
-
-class AuthError(Exception):
-    """Base class of every error raised by :mod:`kstlib.auth`.
-
-    Args:
-        message: What failed and what to do about it.
-        details: Structured, non-secret context (redacted again on the way in).
-    """
-
-    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details: dict[str, Any] = redact_mapping(dict(details or {}))
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
-
-
-class ConfigurationError(AuthError):
-    """The configuration is missing, malformed, or names something that cannot be resolved."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        provider: str | None = None,
-        key: str | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message, details=details)
-        self.file = file
-        self.provider = provider
-        self.key = key
 
 
 class DiscoveryError(AuthError):

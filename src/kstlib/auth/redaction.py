@@ -1,24 +1,25 @@
-"""The one redaction path of kstlib.
-
-Everything that can reach a log line, a ``repr``, an error message or the
-terminal goes through these functions: URLs (query strings and fragments),
-form bodies, JSON bodies, header mappings and free text. A redacted value is
-replaced by the constant :data:`REDACTED`, whatever its length, so not even
-the size of a secret leaks.
-
-The module is imported by nearly everything, so it imports only the standard
-library and compiles its patterns once.
+"""The one redaction path of kstlib: every log line, ``repr``, error message and terminal
+line goes through these functions (implemented in :mod:`kstlib._redaction`, below both
+:mod:`kstlib.config` and :mod:`kstlib.auth`, so that no module imports upward).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import re
-from collections.abc import Iterable, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from kstlib._redaction import (
+    REDACTED,
+    SENSITIVE_HEADERS,
+    SENSITIVE_KEYS,
+    TRACE,
+    RedactingFilter,
+    fingerprint,
+    get_logger,
+    is_sensitive_key,
+    redact_body,
+    redact_headers,
+    redact_mapping,
+    redact_text,
+    redact_url,
+)
 
 __all__ = [
     "REDACTED",
@@ -35,215 +36,3 @@ __all__ = [
     "redact_text",
     "redact_url",
 ]
-
-REDACTED = "[REDACTED]"
-
-#: Custom log level below DEBUG used for HTTP traces.
-TRACE = 5
-logging.addLevelName(TRACE, "TRACE")
-
-#: Keys whose values are secrets wherever they appear (query, form, JSON, config).
-SENSITIVE_KEYS: frozenset[str] = frozenset(
-    {
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "token",
-        "code",
-        "code_verifier",
-        "client_secret",
-        "client_assertion",
-        "assertion",
-        "device_code",
-        "user_code",
-        "state",
-        "nonce",
-        "password",
-        "secret",
-        "subject_token",
-        "actor_token",
-        "logout_token",
-        "id_token_hint",
-        "private_key",
-        "dpop",
-        "session_state",
-        "authorization",
-        "cookie",
-        "set-cookie",
-        "proxy-authorization",
-        "api_key",
-        "apikey",
-    }
-)
-
-SENSITIVE_HEADERS: frozenset[str] = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "dpop", "x-api-key"}
-)
-
-# A compact JWS/JWE (three or five base64url segments starting with a JSON header).
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}")
-# "Bearer xxx", "Basic xxx", "DPoP xxx" in free text or header dumps.
-_SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-# key=value or "key": "value" pairs for sensitive keys, in free text.
-_KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
-# Keys secret by name, or by suffix (*_secret, *_token, *password), as in is_sensitive_key.
-_SUFFIX_KEYS = r"[\w-]*(?:[_-]secret|[_-]token|password)"
-_KV_RE = re.compile(
-    r"(?P<key>\b(?:" + _KEY_ALTERNATION + "|" + _SUFFIX_KEYS + r"))"
-    r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
-    re.IGNORECASE,
-)
-
-
-def is_sensitive_key(key: str, extra: Iterable[str] = ()) -> bool:
-    """Return True when values stored under ``key`` are secrets."""
-    lowered = key.lower()
-    if lowered in SENSITIVE_KEYS or lowered in SENSITIVE_HEADERS:
-        return True
-    if any(lowered == e.lower() for e in extra):
-        return True
-    return lowered.replace("-", "_").endswith(("_secret", "_token", "password"))
-
-
-def fingerprint(secret: str | bytes | None) -> str:
-    """A short, non-reversible label for a secret: ``sha256:`` + 8 hex digits.
-
-    Enough to tell two tokens apart in a repr or a status table; says nothing
-    about the value or its length.
-    """
-    if not secret:
-        return "none"
-    data = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
-    return "sha256:" + hashlib.sha256(data).hexdigest()[:8]
-
-
-def redact_mapping(data: Any, extra_keys: Iterable[str] = ()) -> Any:
-    """Return a copy of ``data`` (dicts and lists, recursively) with secret values replaced."""
-    extra = tuple(extra_keys)
-    if isinstance(data, Mapping):
-        out: dict[Any, Any] = {}
-        for key, value in data.items():
-            if isinstance(key, str) and is_sensitive_key(key, extra) and value is not None:
-                out[key] = REDACTED
-            else:
-                out[key] = redact_mapping(value, extra)
-        return out
-    if isinstance(data, list | tuple):
-        return [redact_mapping(v, extra) for v in data]
-    if isinstance(data, str):
-        return redact_text(data, extra)
-    return data
-
-
-def redact_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
-    """Return a plain dict of headers with credential headers replaced."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out: dict[str, str] = {}
-    for key, value in items:
-        if is_sensitive_key(key):
-            scheme = value.split(" ", 1)[0] if " " in value else ""
-            out[key] = f"{scheme} {REDACTED}".strip()
-        else:
-            out[key] = redact_text(value)
-    return out
-
-
-def _redact_query(query: str, extra: tuple[str, ...]) -> str:
-    if not query:
-        return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not pairs:
-        return redact_text(query, extra)
-    return urlencode(
-        [(k, REDACTED if is_sensitive_key(k, extra) else redact_text(v, extra)) for k, v in pairs],
-        safe="[]",
-    )
-
-
-def redact_url(url: str, extra_keys: Iterable[str] = ()) -> str:
-    """Redact secret query/fragment parameters (and userinfo) of a URL."""
-    extra = tuple(extra_keys)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact_text(url, extra)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit(
-        (
-            parts.scheme,
-            netloc,
-            parts.path,
-            _redact_query(parts.query, extra),
-            _redact_query(parts.fragment, extra),
-        )
-    )
-
-
-def redact_body(body: str | bytes, content_type: str = "", extra_keys: Iterable[str] = ()) -> str:
-    """Redact a request/response body given its content type (JSON, form, or text)."""
-    extra = tuple(extra_keys)
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    ctype = content_type.lower()
-    stripped = text.lstrip()
-    if "json" in ctype or stripped.startswith(("{", "[")):
-        try:
-            return json.dumps(redact_mapping(json.loads(text), extra))
-        except ValueError:
-            pass
-    if "x-www-form-urlencoded" in ctype:
-        return _redact_query(text, extra)
-    return redact_text(text, extra)
-
-
-def redact_text(text: str, extra_keys: Iterable[str] = ()) -> str:
-    """Best-effort redaction of free text: JWTs, auth schemes and ``key=value`` secrets."""
-    if not text:
-        return text
-    out = _JWT_RE.sub(REDACTED, text)
-    out = _SCHEME_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", out)
-    out = _KV_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", out)
-    for key in extra_keys:
-        out = re.sub(
-            r"(\b" + re.escape(key) + r")(=|[\"']?\s*:\s*[\"']?)([^&\s\"',;}]+)",
-            lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}",
-            out,
-            flags=re.IGNORECASE,
-        )
-    return out
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the final message of every record it sees."""
-
-    def __init__(self, extra_keys: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.extra_keys = tuple(extra_keys)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_mapping(a, self.extra_keys) for a in record.args)
-        elif isinstance(record.args, Mapping):
-            record.args = redact_mapping(record.args, self.extra_keys)
-        message = record.getMessage()
-        record.msg = redact_text(message, self.extra_keys)
-        record.args = None
-        return True
-
-
-_ROOT = logging.getLogger("kstlib")
-if not any(isinstance(f, RedactingFilter) for f in _ROOT.filters):
-    _ROOT.addFilter(RedactingFilter())
-
-
-def get_logger(name: str) -> logging.Logger:
-    """A ``kstlib.*`` logger whose records are redacted.
-
-    Filters on a parent logger do not run for child records, so the filter is
-    attached to every logger handed out here.
-    """
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())
-    return logger

@@ -191,18 +191,22 @@ def run_fast_path(argv: Sequence[str], write: Callable[[str], object]) -> int | 
     """Print a fresh stored token for plain ``auth token`` arguments and return 0.
 
     Returns None (having printed nothing) when the arguments are not plain,
-    the token is missing or stale, or anything at all goes wrong: the full
-    command line then does the work and reports errors.
+    the token is missing or stale, a warning was raised, or anything at all goes
+    wrong: the full command line then does the work and reports errors and warnings.
     """
     parsed = parse_token_args(argv)
     if parsed is None:
         return None
     provider, output_format = parsed
+    import warnings
+
     try:
-        token = _fresh_token(provider)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            token = _fresh_token(provider)
     except Exception:  # every failure is reported by the full command line
         return None
-    if token is None:
+    if token is None or caught:  # a warning (an ignored config file...) is the full CLI's to show
         return None
     write(format_token(token, output_format) + "\n")
     return 0
