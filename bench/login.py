@@ -39,7 +39,7 @@ def run(ctx: Context) -> list[Comparison]:
     from tests.flows import provider_config
     from tests.idp_support import CONFIDENTIAL_POST, REDIRECT_URI, SCOPES, browser_login
 
-    from kstlib.auth.discovery import MetadataCache
+    from kstlib.auth._discovery import MetadataCache
     from kstlib.auth.providers.oidc import OIDCProvider
     from kstlib.auth.token import MemoryTokenStorage
 

@@ -67,8 +67,8 @@ def _ok(response: httpx.Response) -> None:
 
 
 def _provider() -> Any:
+    from kstlib.auth._discovery import MetadataCache
     from kstlib.auth.config import AuthProviderConfig
-    from kstlib.auth.discovery import MetadataCache
     from kstlib.auth.models import Token
     from kstlib.auth.providers.oidc import OIDCProvider
     from kstlib.auth.token import MemoryTokenStorage

@@ -130,8 +130,8 @@ def _client_args(idp: Any) -> dict[str, Any]:
 
 
 def _my_provider(args: dict[str, Any], storage: Any) -> Any:
+    from kstlib.auth._discovery import MetadataCache
     from kstlib.auth.config import AuthProviderConfig
-    from kstlib.auth.discovery import MetadataCache
     from kstlib.auth.providers.oidc import OIDCProvider
 
     config = AuthProviderConfig(

@@ -1,4 +1,4 @@
-"""JWT verification throughput: kstlib.auth.jose vs bare cryptography, PyJWT and joserfc.
+"""JWT verification throughput: kstlib.auth._jose vs bare cryptography, PyJWT and joserfc.
 
 Folded from the checker author's bench_verify.py, same contenders and method;
 for each algorithm (RS256, PS256, ES256, EdDSA) every contender runs in
@@ -66,7 +66,7 @@ def _bare(key: Any, token: str) -> Op:
 
 
 def _kstlib(key: Any, token: str) -> Op:
-    from kstlib.auth.jose import decode_jws, parse_jwk, validate_claims, verify_signature
+    from kstlib.auth._jose import decode_jws, parse_jwk, validate_claims, verify_signature
 
     public = parse_jwk(key.public_jwk)
 
@@ -79,7 +79,7 @@ def _kstlib(key: Any, token: str) -> Op:
 
 
 def _kstlib_step(key: Any, token: str) -> Op:
-    from kstlib.auth.jose import decode_jws, parse_jwk, validate_claims, verify_signature
+    from kstlib.auth._jose import decode_jws, parse_jwk, validate_claims, verify_signature
 
     public = parse_jwk(key.public_jwk)
     jws = decode_jws(token)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kstlib.auth._discovery import MetadataCache
 from kstlib.auth.config import AuthProviderConfig
-from kstlib.auth.discovery import MetadataCache
 from kstlib.auth.models import Token
 from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.providers.oidc import OIDCProvider

@@ -1,6 +1,6 @@
 """Keys, JWKS documents and signed tokens for tests, made with ``cryptography``.
 
-Independent of :mod:`kstlib.auth.jose` on purpose: tokens are signed here and
+Independent of :mod:`kstlib.auth._jose` on purpose: tokens are signed here and
 verified there, so a bug in one cannot hide a bug in the other.
 Key generation is slow (RSA), so keys are cached per (type, size, slot).
 """

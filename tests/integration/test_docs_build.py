@@ -22,6 +22,8 @@ import typer.main
 
 import kstlib.auth
 from kstlib.auth import config as auth_config
+from kstlib.auth._config.values import _SELECTOR_KEYS
+from kstlib.auth._names import ENDPOINT_ALIASES
 from kstlib.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,8 +125,8 @@ def _configuration_keys() -> list[str]:
     for prefix, settings in nested.items():
         keys += [f"auth.{prefix}.{f.name}" for f in dataclasses.fields(settings)]
     provider_keys = [f.name for f in dataclasses.fields(auth_config.AuthProviderConfig)]
-    provider_keys += [*auth_config._ENDPOINT_ALIASES, *auth_config._SELECTOR_KEYS]
-    return keys + provider_keys
+    provider_keys += [*ENDPOINT_ALIASES, *_SELECTOR_KEYS]
+    return ["trust.directories", *keys, *provider_keys]
 
 
 def test_configuration_page_lists_every_key() -> None:

@@ -54,7 +54,7 @@ import httpx
 import pytest
 import yaml
 
-from kstlib.auth import discovery
+from kstlib.auth import _discovery as discovery
 from kstlib.auth.config import (
     ConfigWarning,
     build_provider_config,

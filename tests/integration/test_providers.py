@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from kstlib.auth._discovery import MetadataCache
+from kstlib.auth._jose import decode_jws
 from kstlib.auth.config import AuthProviderConfig
-from kstlib.auth.discovery import MetadataCache
 from kstlib.auth.errors import (
     AuthorizationError,
     ConfigurationError,
@@ -19,7 +20,6 @@ from kstlib.auth.errors import (
     TokenRefreshError,
     TokenValidationError,
 )
-from kstlib.auth.jose import decode_jws
 from kstlib.auth.models import AuthFlow, PreflightStatus, Token
 from kstlib.auth.providers import AuthProviderConfig as ExportedConfig
 from kstlib.auth.providers import OAuth2Provider, OIDCProvider

@@ -124,7 +124,7 @@ _CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from kstlib.auth import AuthSession, OIDCProvider
-    from kstlib.auth.discovery import MetadataCache
+    from kstlib.auth._discovery import MetadataCache
     from kstlib.auth.config import AuthProviderConfig
     from kstlib.auth.token import FileTokenStorage
 

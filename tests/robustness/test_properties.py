@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from kstlib.auth._jose import JOSEError, KeySet, decode_jws, parse_jwk, validate_claims
 from kstlib.auth.callback import MAX_PARAMS, parse_callback_params
 from kstlib.auth.config import AuthProviderConfig
 from kstlib.auth.errors import CallbackServerError, ConfigurationError, TokenValidationError
-from kstlib.auth.jose import JOSEError, KeySet, decode_jws, parse_jwk, validate_claims
 from kstlib.auth.models import Token, TokenType
 from kstlib.auth.redaction import (
     SENSITIVE_HEADERS,

@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from kstlib.auth._discovery import MetadataCache
 from kstlib.auth.config import AuthProviderConfig
-from kstlib.auth.discovery import MetadataCache
 from kstlib.auth.models import Token
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.token import AbstractTokenStorage, MemoryTokenStorage
@@ -103,7 +103,7 @@ class Scenario(StrEnum):
 
 
 def at_hash(access_token: str) -> str:
-    """OIDC ``at_hash`` for RS256, computed here (independent of kstlib.auth.jose)."""
+    """OIDC ``at_hash`` for RS256, computed here (independent of kstlib.auth._jose)."""
     digest = hashlib.sha256(access_token.encode("utf-8", "surrogatepass")).digest()
     return f.b64(digest[:16])
 
@@ -541,7 +541,7 @@ PROVIDER_NAME = "hostile"
 
 
 class FakeClock:
-    """A monotonic clock for :class:`~kstlib.auth.discovery.MetadataCache` that tests advance."""
+    """A monotonic clock for :class:`~kstlib.auth._discovery.MetadataCache` that tests advance."""
 
     def __init__(self) -> None:
         self.now = 1000.0

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from kstlib.auth.jose import decode_jws
+from kstlib.auth._jose import decode_jws
 from kstlib.auth.token import FileTokenStorage
 from tests.idp_support import (
     CONFIDENTIAL_CLIENT_ID,

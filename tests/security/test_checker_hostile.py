@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kstlib.auth._discovery import MetadataCache
+from kstlib.auth._http import RetryPolicy
 from kstlib.auth.check import TokenChecker, TokenCheckReport, ValidationStep
-from kstlib.auth.discovery import MetadataCache
-from kstlib.auth.http import RetryPolicy
 from tests import jwt_factory as f
 from tests.jwks_server import JWKSServer, running_server
 from tests.jwt_factory import b64, b64json

@@ -41,11 +41,11 @@ import httpx
 import pytest
 
 from kstlib.auth import AuthSession, ProviderAuth
+from kstlib.auth._discovery import MetadataCache
+from kstlib.auth._http import HTTPTraceLogger
 from kstlib.auth.callback import parse_pasted_redirect
 from kstlib.auth.check import TokenChecker
-from kstlib.auth.discovery import MetadataCache
 from kstlib.auth.errors import AuthError
-from kstlib.auth.http import HTTPTraceLogger
 from kstlib.auth.models import Token
 from kstlib.auth.redaction import TRACE
 from kstlib.auth.token import FileTokenStorage

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from kstlib.auth._discovery import MetadataCache
+from kstlib.auth._http import RetryPolicy
 from kstlib.auth.check import (
     STEP_NAMES,
     TokenChecker,
@@ -16,8 +18,6 @@ from kstlib.auth.check import (
     ValidationStep,
     format_duration,
 )
-from kstlib.auth.discovery import MetadataCache
-from kstlib.auth.http import RetryPolicy
 from tests import jwt_factory as f
 from tests.jwks_server import JWKSServer, Route
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from kstlib.auth import jose
+from kstlib.auth import _jose as jose
+from kstlib.auth._discovery import MetadataCache
+from kstlib.auth._http import RetryPolicy
+from kstlib.auth._jose import JOSEError, decode_jws
 from kstlib.auth.check import TokenChecker, TokenCheckReport, _iso, format_duration
-from kstlib.auth.discovery import MetadataCache
-from kstlib.auth.http import RetryPolicy
-from kstlib.auth.jose import JOSEError, decode_jws
 from tests import jwt_factory as f
 from tests.jwks_server import JWKSServer
 

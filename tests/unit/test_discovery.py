@@ -1,4 +1,4 @@
-"""kstlib.auth.discovery: URL policy, discovery/JWKS caching, kid re-fetch cooldown, verify_jwt.
+"""kstlib.auth._discovery: URL policy, discovery/JWKS caching, kid re-fetch cooldown, verify_jwt.
 
 Runs against the real threaded HTTP server of tests/jwks_server.py; respx only
 for a timeout, which a local server cannot produce quickly.
@@ -14,7 +14,7 @@ import httpx
 import pytest
 import respx
 
-from kstlib.auth.discovery import (
+from kstlib.auth._discovery import (
     MetadataCache,
     check_jwks_uri,
     discovery_url,
@@ -23,9 +23,9 @@ from kstlib.auth.discovery import (
     shared_cache,
     verify_jwt,
 )
+from kstlib.auth._http import RetryPolicy
+from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
 from kstlib.auth.errors import DiscoveryError
-from kstlib.auth.http import RetryPolicy
-from kstlib.auth.jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
 from tests import jwt_factory as f
 from tests.jwks_server import JWKSServer, Route
 

@@ -1,4 +1,4 @@
-"""kstlib.auth.jose: strict compact JWS parsing, JWK parsing, verification, claims."""
+"""kstlib.auth._jose: strict compact JWS parsing, JWK parsing, verification, claims."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from kstlib.auth import jose
-from kstlib.auth.jose import (
+from kstlib.auth import _jose as jose
+from kstlib.auth._jose import (
     ALLOWED_ALGORITHMS,
     JWS,
     JOSEError,

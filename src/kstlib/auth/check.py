@@ -29,16 +29,15 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from kstlib.auth.discovery import (
+from kstlib.auth._discovery import (
     Discovered,
     MetadataCache,
     check_jwks_uri,
     require_https_or_loopback,
     select_key,
 )
-from kstlib.auth.errors import DiscoveryError
-from kstlib.auth.http import HTTPTraceLogger, RetryPolicy
-from kstlib.auth.jose import (
+from kstlib.auth._http import HTTPTraceLogger, RetryPolicy
+from kstlib.auth._jose import (
     ALLOWED_ALGORITHMS,
     IGNORED_KEY_HEADERS,
     JWS,
@@ -49,6 +48,7 @@ from kstlib.auth.jose import (
     json_copy,
     validate_claims,
 )
+from kstlib.auth.errors import DiscoveryError
 from kstlib.auth.redaction import get_logger
 
 __all__ = ["STEP_NAMES", "TokenCheckReport", "TokenChecker", "ValidationStep"]

@@ -229,9 +229,9 @@ def _loopback_login(
     name: str, loaded: LoadedConfig, timeout: float | None, *, no_browser: bool, notice: _Notice
 ) -> Token:
     """Authorization code + PKCE through the loopback callback server (RFC 8252)."""
+    from kstlib.auth._pkce import new_state
     from kstlib.auth.callback import CallbackServer
     from kstlib.auth.config import get_auth_settings
-    from kstlib.auth.pkce import new_state
 
     cb = get_auth_settings(config=loaded).callback_server
     state = new_state()
@@ -274,8 +274,8 @@ def _read_pasted(redirect_uri: str) -> str:
 
 def _manual_login(name: str, loaded: LoadedConfig, *, no_browser: bool) -> Token:
     """Authorization code + PKCE where the user pastes the redirect URL (or the code)."""
+    from kstlib.auth._pkce import new_state
     from kstlib.auth.callback import parse_pasted_redirect
-    from kstlib.auth.pkce import new_state
 
     with _provider(name, loaded) as provider:
         state = new_state()

@@ -98,8 +98,8 @@ def check_command(
     except _UsageError as exc:
         Console(stderr=True, highlight=False).print(Text(f"Error: {exc}", style="red"))
         raise typer.Exit(EXIT_ERROR) from None
+    from kstlib.auth._http import build_http_client
     from kstlib.auth.check import TokenChecker
-    from kstlib.auth.http import build_http_client
 
     with build_http_client(**target.http) as client:
         checker = TokenChecker(

@@ -12,7 +12,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-from kstlib.auth.clientauth import ClientAuthentication, select_client_authentication
+from kstlib.auth._clientauth import ClientAuthentication, select_client_authentication
+from kstlib.auth._http import (
+    HTTPFailure,
+    HTTPTraceLogger,
+    JSONResponse,
+    RetryPolicy,
+    build_http_client,
+    oauth_error_fields,
+    request_json,
+)
+from kstlib.auth._names import METADATA_ENDPOINTS
+from kstlib.auth._pkce import code_challenge, new_code_verifier, new_state
 from kstlib.auth.errors import (
     AuthError,
     AuthorizationError,
@@ -22,15 +33,6 @@ from kstlib.auth.errors import (
     TokenRefreshError,
     TokenValidationError,
 )
-from kstlib.auth.http import (
-    HTTPFailure,
-    HTTPTraceLogger,
-    JSONResponse,
-    RetryPolicy,
-    build_http_client,
-    oauth_error_fields,
-    request_json,
-)
 from kstlib.auth.models import (
     AuthFlow,
     PreflightReport,
@@ -38,7 +40,6 @@ from kstlib.auth.models import (
     PreflightStatus,
     Token,
 )
-from kstlib.auth.pkce import code_challenge, new_code_verifier, new_state
 from kstlib.auth.providers.base import AbstractAuthProvider
 from kstlib.auth.redaction import get_logger, redact_text
 
@@ -61,17 +62,7 @@ MAX_PENDING = 32
 _RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 _FATAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
-# Endpoint names (RFC 8414 / OIDC Discovery spelling) -> AuthProviderConfig field.
-_ENDPOINT_FIELDS = {
-    "authorization_endpoint": "authorize_url",
-    "token_endpoint": "token_url",
-    "revocation_endpoint": "revoke_url",
-    "userinfo_endpoint": "userinfo_url",
-    "jwks_uri": "jwks_uri",
-    "end_session_endpoint": "end_session_endpoint",
-    "introspection_endpoint": "introspection_url",
-    "device_authorization_endpoint": "device_authorization_url",
-}
+_ENDPOINT_FIELDS = METADATA_ENDPOINTS
 
 
 @dataclass

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from kstlib.auth.config import ENDPOINT_FIELDS
-from kstlib.auth.discovery import MetadataCache, shared_cache, verify_jwt
+from kstlib.auth._discovery import MetadataCache, shared_cache, verify_jwt
+from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, at_hash, decode_jws
+from kstlib.auth._names import ENDPOINT_FIELDS
+from kstlib.auth._pkce import new_nonce
 from kstlib.auth.errors import AuthError, TokenValidationError
-from kstlib.auth.jose import ALLOWED_ALGORITHMS, JOSEError, at_hash, decode_jws
 from kstlib.auth.models import PreflightResult, PreflightStatus, Token
-from kstlib.auth.pkce import new_nonce
 from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.redaction import get_logger
 
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from kstlib.auth._http import HTTPTraceLogger
     from kstlib.auth.config import AuthProviderConfig
-    from kstlib.auth.http import HTTPTraceLogger
     from kstlib.auth.token import AbstractTokenStorage
 
 __all__ = ["OIDCProvider"]

@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from kstlib.auth._names import ALLOWED_ALGORITHMS
+
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "IGNORED_KEY_HEADERS",
@@ -65,14 +67,11 @@ __all__ = [
     "verify_signature",
 ]
 
+
 PublicKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
 
-#: Signature algorithms this library verifies. ``none`` and ``HS*`` are never accepted.
-ALLOWED_ALGORITHMS: Final[frozenset[str]] = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
 #: Largest compact token accepted (characters).
 MAX_TOKEN_BYTES: Final = 64 * 1024
 #: Largest decoded JOSE header accepted (bytes).

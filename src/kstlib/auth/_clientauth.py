@@ -19,6 +19,7 @@ from kstlib.auth.errors import ConfigurationError
 
 __all__ = [
     "CLIENT_AUTH_METHODS",
+    "SECRET_METHODS",
     "ClientAuthentication",
     "ClientSecretBasic",
     "ClientSecretPost",
@@ -78,6 +79,8 @@ class ClientSecretPost(ClientAuthentication):
 CLIENT_AUTH_METHODS: dict[str, type[ClientAuthentication]] = {
     cls.method: cls for cls in (NoClientAuthentication, ClientSecretBasic, ClientSecretPost)
 }
+#: Methods that authenticate with the client secret.
+SECRET_METHODS: frozenset[str] = frozenset({ClientSecretBasic.method, ClientSecretPost.method})
 
 
 def select_client_authentication(

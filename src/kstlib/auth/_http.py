@@ -111,7 +111,7 @@ class HTTPTraceLogger:
 
     def __init__(
         self,
-        logger_name: str = "kstlib.auth.http",
+        logger_name: str = "kstlib.auth._http",
         *,
         pretty: bool = True,
         max_body_length: int = 10000,
@@ -182,7 +182,7 @@ def build_http_client(
     """
     verify: bool | str = ssl_ca_bundle if (ssl_verify and ssl_ca_bundle) else ssl_verify
     if verify is False:
-        get_logger("kstlib.auth.http").warning(
+        get_logger("kstlib.auth._http").warning(
             "TLS certificate verification is disabled for identity-provider calls"
         )
     all_headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}

@@ -10,7 +10,7 @@
 * :func:`require_https_or_loopback` and :func:`check_jwks_uri` are the URL
   policies applied before fetching anything.
 
-Every network call goes through :func:`kstlib.auth.http.request_json`
+Every network call goes through :func:`kstlib.auth._http.request_json`
 (no redirects, size limit, bounded retries).
 """
 
@@ -29,9 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kstlib.auth._net import is_loopback_host
-from kstlib.auth.errors import DiscoveryError
-from kstlib.auth.http import (
+from kstlib.auth._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPFailure,
     HTTPTraceLogger,
@@ -40,7 +38,7 @@ from kstlib.auth.http import (
     max_age_seconds,
     request_json,
 )
-from kstlib.auth.jose import (
+from kstlib.auth._jose import (
     JWS,
     JOSEError,
     KeySet,
@@ -50,6 +48,8 @@ from kstlib.auth.jose import (
     validate_claims,
     verify_signature,
 )
+from kstlib.auth._net import is_loopback_host
+from kstlib.auth.errors import DiscoveryError
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -1,0 +1,146 @@
+"""``AuthProviderConfig``: one provider's validated settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from kstlib._redaction import REDACTED, is_sensitive_key, redact_mapping, redact_text
+from kstlib.auth._config.values import (
+    _ENDPOINT_FIELDS,
+    DEFAULT_REDIRECT_URI,
+    _algorithms,
+    _auth_method,
+    _bool,
+    _extra,
+    _FieldError,
+    _headers,
+    _int,
+    _number,
+    _optional_path,
+    _optional_text,
+    _optional_url,
+    _scopes,
+    _set,
+    _text,
+    _url,
+)
+
+
+@dataclass(frozen=True, repr=False)
+class AuthProviderConfig:
+    """Validated settings of one OAuth2/OIDC provider.
+
+    Needs ``issuer`` (endpoints found by discovery) or both ``authorize_url`` and
+    ``token_url``. URLs must be absolute https, or http on a loopback host; ``redirect_uri``
+    must be a loopback URL unless ``server_side``. ``scopes`` also accepts a space-separated
+    string. Frozen: derive a variant with :func:`dataclasses.replace`, which validates again.
+    ``repr()`` never shows the client secret nor credential headers.
+
+    Raises:
+        ConfigurationError: A field has a wrong type or value; ``key`` names the field.
+    """
+
+    client_id: str
+    client_secret: str | None = None
+    authorize_url: str | None = None
+    token_url: str | None = None
+    revoke_url: str | None = None
+    userinfo_url: str | None = None
+    jwks_uri: str | None = None
+    end_session_endpoint: str | None = None
+    issuer: str | None = None
+    scopes: list[str] = field(default_factory=lambda: ["openid"])
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+    pkce: bool = True
+    discovery_ttl: int = 3600
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl_verify: bool = True
+    ssl_ca_bundle: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    server_side: bool = False
+    #: None: chosen by the provider (client_secret_basic with a secret, none without).
+    token_endpoint_auth_method: str | None = None
+    introspection_url: str | None = None
+    device_authorization_url: str | None = None
+    post_logout_redirect_uri: str | None = None
+    #: Clock skew, in seconds, tolerated when checking ID token times.
+    leeway: float = 60.0
+    #: HTTP timeout, in seconds, of every request to the provider.
+    timeout: float = 30.0
+    max_retries: int = 2
+    #: Seconds before expiry at which a token is refreshed.
+    refresh_skew: float = 60.0
+    #: Accepted ID token algorithms (None: what discovery advertises, within JWS_ALGORITHMS).
+    id_token_signing_alg_values: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in _checked_provider_fields(self).items():
+            _set(self, name, value)
+
+    @property
+    def is_public_client(self) -> bool:
+        """True when the client has no secret (it then relies on PKCE)."""
+        return self.client_secret is None
+
+    def to_safe_dict(self) -> dict[str, Any]:
+        """The fields as a dict that is safe to print or log (secrets replaced)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["client_secret"] = None if self.client_secret is None else REDACTED
+        values["headers"] = {
+            name: REDACTED if _is_secret_header(name) else redact_text(value)
+            for name, value in self.headers.items()
+        }
+        values["extra"] = redact_mapping(self.extra)
+        return values
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.to_safe_dict().items())
+        return f"{type(self).__name__}({shown})"
+
+
+def _is_secret_header(name: str) -> bool:
+    return is_sensitive_key(name) or is_sensitive_key(name.replace("-", "_"))
+
+
+def _checked_endpoints(cfg: AuthProviderConfig) -> dict[str, str | None]:
+    urls = {
+        name: _optional_url(name, getattr(cfg, name), issuer=name == "issuer")
+        for name in _ENDPOINT_FIELDS
+    }
+    if urls["issuer"] is None and (urls["authorize_url"] is None or urls["token_url"] is None):
+        raise _FieldError(
+            "issuer",
+            "set 'issuer' (endpoints found by discovery) or both 'authorize_url' "
+            "and 'token_url' (authorization_endpoint, token_endpoint)",
+        )
+    return urls
+
+
+def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
+    """Every field of ``cfg`` checked and normalised, in declaration order."""
+    client_secret = _optional_text("client_secret", cfg.client_secret)
+    server_side = _bool("server_side", cfg.server_side)
+    return {
+        "client_id": _text("client_id", cfg.client_id),
+        "client_secret": client_secret,
+        **_checked_endpoints(cfg),
+        "scopes": _scopes(cfg.scopes),
+        "redirect_uri": _url("redirect_uri", cfg.redirect_uri, loopback_only=not server_side),
+        "pkce": _bool("pkce", cfg.pkce),
+        "discovery_ttl": _int("discovery_ttl", cfg.discovery_ttl, 0, 30 * 86400),
+        "headers": _headers(cfg.headers),
+        "ssl_verify": _bool("ssl_verify", cfg.ssl_verify),
+        "ssl_ca_bundle": _optional_path("ssl_ca_bundle", cfg.ssl_ca_bundle),
+        "extra": _extra(cfg.extra),
+        "token_endpoint_auth_method": _auth_method(cfg.token_endpoint_auth_method, client_secret),
+        "post_logout_redirect_uri": _optional_url(
+            "post_logout_redirect_uri", cfg.post_logout_redirect_uri
+        ),
+        "leeway": _number("leeway", cfg.leeway, 0, 3600),
+        "timeout": _number("timeout", cfg.timeout, 0, 3600, above=True),
+        "max_retries": _int("max_retries", cfg.max_retries, 0, 10),
+        "refresh_skew": _number("refresh_skew", cfg.refresh_skew, 0, 86400),
+        "id_token_signing_alg_values": _algorithms(cfg.id_token_signing_alg_values),
+    }
