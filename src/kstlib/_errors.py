@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kstlib._redaction import redact_mapping
+from kstlib._redaction import redact_mapping, redact_urls
 
 __all__ = ["AuthError", "ConfigurationError"]
 
@@ -24,6 +24,7 @@ class AuthError(Exception):
     """
 
     def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        message = redact_urls(message)  # an endpoint quoted in a message keeps no secret
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = redact_mapping(dict(details or {}))

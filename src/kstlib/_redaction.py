@@ -34,6 +34,7 @@ __all__ = [
     "redact_mapping",
     "redact_text",
     "redact_url",
+    "redact_urls",
 ]
 
 REDACTED = "[REDACTED]"
@@ -179,6 +180,22 @@ def redact_url(url: str, extra_keys: Iterable[str] = ()) -> str:
             _redact_query(parts.fragment, extra),
         )
     )
+
+
+# An absolute URL inside free text (up to the first space, quote or bracket).
+_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
+
+
+def redact_urls(text: str, extra_keys: Iterable[str] = ()) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url` (the prose untouched).
+
+    For messages built by kstlib that may quote an endpoint (errors, preflight results,
+    tables): a gateway URL such as ``https://gw/token?api_key=...`` loses its secrets.
+    """
+    if not text or "://" not in text:
+        return text
+    extra = tuple(extra_keys)
+    return _URL_IN_TEXT_RE.sub(lambda m: redact_url(m.group(0), extra), text)
 
 
 def redact_body(body: str | bytes, content_type: str = "", extra_keys: Iterable[str] = ()) -> str:

@@ -455,11 +455,22 @@ def _safe_loader() -> Any:
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
-    """``yaml.safe_load`` with errors naming the file and line, never quoting the content."""
+    """``yaml.safe_load`` with errors naming the file and line, never quoting the content.
+
+    Aliases are accepted while their expansion stays within :data:`MAX_EXPANDED_NODES`
+    (see :func:`_refuse_alias_bombs`), so the work stays bounded for any input.
+    """
     import yaml
 
     try:
-        return yaml.load(text, Loader=_safe_loader())  # noqa: S506 - a safe loader
+        loader = _safe_loader()(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None and "*" in text:
+                _refuse_alias_bombs(node, path)
+            return loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -470,6 +481,45 @@ def _parse_yaml(text: str, path: Path) -> Any:
         raise ConfigurationError(
             f"{path}: invalid YAML ({type(exc).__name__}).", file=str(path)
         ) from None
+
+
+#: Most nodes a configuration may hold once its aliases are expanded.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _refuse_alias_bombs(root: Any, path: Path) -> None:
+    """Raise when expanding the aliases of the node graph would exceed the node budget.
+
+    Aliases share nodes; the configuration is then walked and copied as a tree, so nodes
+    shared inside each other ("billion laughs", with aliases or ``<<:`` merges) would make
+    that work exponential. The expanded size is computed on the graph, each node once
+    (memoised by identity): linear in the file, whatever it holds.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = MAX_EXPANDED_NODES + 1  # a cycle counts as too large
+        if isinstance(node, yaml.ScalarNode):
+            total = 1
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        total = min(total, MAX_EXPANDED_NODES + 1)
+        sizes[id(node)] = total
+        return total
+
+    if size(root) > MAX_EXPANDED_NODES:
+        raise ConfigurationError(
+            f"{path}: its YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values; "
+            "refused (write the values out, or use fewer nested aliases).",
+            file=str(path),
+        )
 
 
 def _top_level_line(text: str) -> int:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from kstlib._redaction import fingerprint, redact_mapping, redact_urls
 from kstlib.auth.errors import TokenValidationError
-from kstlib.auth.redaction import fingerprint
 
 __all__ = [
     "DEFAULT_REFRESH_SKEW",
@@ -377,6 +377,11 @@ class PreflightResult:
     message: str
     details: dict[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Messages and details quote endpoints: no secret in their query strings is shown.
+        self.message = redact_urls(self.message)
+        self.details = redact_mapping(self.details)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ from kstlib._redaction import (
     redact_mapping,
     redact_text,
     redact_url,
+    redact_urls,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "redact_mapping",
     "redact_text",
     "redact_url",
+    "redact_urls",
 ]

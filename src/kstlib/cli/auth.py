@@ -33,7 +33,7 @@ from kstlib.auth.errors import (
     TokenExpiredError,
     TokenStorageError,
 )
-from kstlib.auth.redaction import redact_text
+from kstlib.auth.redaction import redact_text, redact_urls
 from kstlib.cli._fast import decode_jwt_unverified, format_token
 from kstlib.cli.output import (
     echo_json,
@@ -650,7 +650,7 @@ def _provider_row(name: str, loaded: LoadedConfig, default: str | None) -> dict[
     try:
         row["type"] = get_provider_type(name, config=loaded)
         with _provider(name, loaded) as prov:
-            row["issuer"] = prov.config.issuer or prov.config.authorize_url
+            row["issuer"] = redact_urls(prov.config.issuer or prov.config.authorize_url or "")
             row["discovery"] = getattr(prov, "discovery_mode", "none")
             row["storage"] = prov.token_storage.describe()
             row["settings"] = mask_secrets(prov.config.to_safe_dict())

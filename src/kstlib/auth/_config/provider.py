@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from kstlib._redaction import REDACTED, is_sensitive_key, redact_mapping, redact_text
+from kstlib._redaction import REDACTED, is_sensitive_key, redact_mapping, redact_text, redact_urls
 from kstlib.auth._config.values import (
     _ENDPOINT_FIELDS,
     DEFAULT_REDIRECT_URI,
@@ -85,8 +85,13 @@ class AuthProviderConfig:
         return self.client_secret is None
 
     def to_safe_dict(self) -> dict[str, Any]:
-        """The fields as a dict that is safe to print or log (secrets replaced)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The fields as a dict that is safe to print or log (secrets replaced, and secret
+        query parameters of every URL, such as a gateway's ``api_key``)."""
+        values = {
+            f.name: redact_urls(value) if isinstance(value, str) else value
+            for f in dataclasses.fields(self)
+            for value in (getattr(self, f.name),)
+        }
         values["client_secret"] = None if self.client_secret is None else REDACTED
         values["headers"] = {
             name: REDACTED if _is_secret_header(name) else redact_text(value)
