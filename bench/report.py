@@ -83,7 +83,7 @@ def metadata(
     peer_version: str | None,
     missing: dict[str, str],
 ) -> dict[str, Any]:
-    versions = {"kstlib (this project)": _version("kstlib"), "kstlib (peer)": peer_version}
+    versions = {"kstlib (this project)": _version("kstlib-auth"), "kstlib (peer)": peer_version}
     versions.update(
         (dist, _version(dist))
         for dist in (

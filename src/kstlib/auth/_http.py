@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from kstlib import __version__
 from kstlib.auth.redaction import (
     TRACE,
     get_logger,
@@ -44,7 +45,7 @@ __all__ = [
 
 #: Largest IdP response (discovery, JWKS, token) accepted; anything bigger is hostile or broken.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
-_USER_AGENT = "kstlib-auth/0.1"
+_USER_AGENT = f"kstlib-auth/{__version__}"
 
 
 class HTTPFailure(Exception):

@@ -99,8 +99,27 @@ def configure_logging(verbosity: int) -> None:
     logger.setLevel(_LEVELS[max(0, min(verbosity, len(_LEVELS) - 1))])
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from kstlib import __version__
+
+        typer.echo(f"kstlib-auth {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        callback=_show_version,
+        is_eager=True,
+        help="Print the version (kstlib-auth X.Y.Z) and exit.",
+    ),
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, verbose: VerboseOption = 0) -> None:
+def _root(ctx: typer.Context, verbose: VerboseOption = 0, version: VersionOption = False) -> None:
     """kstlib: config-driven OAuth2 / OpenID Connect from the terminal."""
     ctx.obj = CLIState(verbosity=verbose)
     configure_logging(verbose)
@@ -133,7 +152,12 @@ def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
 
 
 def run(args: Sequence[str]) -> int:
-    """Run the application on ``args``; return the exit status (usage errors on one line)."""
+    """Run the application on ``args``; return the exit status (usage errors on one line).
+
+    ``kstlib`` alone prints the help and exits 0.
+    """
+    if not args:
+        args = ["--help"]
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         result = app(args=list(args), prog_name="kstlib", standalone_mode=False)
