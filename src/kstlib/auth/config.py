@@ -30,6 +30,7 @@ from kstlib.auth._config.builder import (
     _BuiltProvider,
     _ProviderBuilder,
     _unknown_provider,
+    _where_to_configure,
 )
 from kstlib.auth._config.loading import (
     _file_of,
@@ -179,7 +180,7 @@ def _resolve_name(loaded: LoadedConfig, name: str | None) -> str:
     names = _provider_names(loaded)
     if name is not None:
         if name not in names:
-            raise _unknown_provider(names, name)
+            raise _unknown_provider(names, name, loaded)
         return name
     default = _default_provider(loaded)
     if default is not None:
@@ -187,9 +188,7 @@ def _resolve_name(loaded: LoadedConfig, name: str | None) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise ConfigurationError(
-            "No provider is configured: add one under auth.providers in ~/.config/kstlib.conf.yml."
-        )
+        raise ConfigurationError(f"No provider is configured: {_where_to_configure(loaded)}.")
     raise ConfigurationError(
         f"Several providers are configured ({', '.join(names)}): name one, "
         "or set auth.default_provider."

@@ -13,10 +13,12 @@ or configuration error.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Final, TextIO
 
 import typer
@@ -25,7 +27,9 @@ from kstlib.auth.redaction import TRACE, RedactingFilter
 from kstlib.cli import auth as auth_commands
 from kstlib.cli.auth import EXIT_AUTH, EXIT_USAGE
 from kstlib.cli.check import register as register_check
+from kstlib.cli.config_cmd import register as register_config
 from kstlib.cli.output import error_line, one_line
+from kstlib.config import CONFIG_ENV_VAR
 
 __all__ = [
     "EXIT_AUTH",
@@ -118,11 +122,29 @@ VersionOption = Annotated[
 ]
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Use this configuration file instead of the search (like $KSTLIB_CONFIG).",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, verbose: VerboseOption = 0, version: VersionOption = False) -> None:
+def _root(
+    ctx: typer.Context,
+    verbose: VerboseOption = 0,
+    version: VersionOption = False,
+    config: ConfigOption = None,
+) -> None:
     """kstlib: config-driven OAuth2 / OpenID Connect from the terminal."""
     ctx.obj = CLIState(verbosity=verbose)
     configure_logging(verbose)
+    if config is not None:  # restored by run() when the command ends
+        os.environ[CONFIG_ENV_VAR] = str(config.expanduser().absolute())
 
 
 @auth_app.callback()
@@ -136,6 +158,7 @@ def _auth(ctx: typer.Context, verbose: VerboseOption = 0) -> None:
 
 auth_commands.register(auth_app)
 register_check(auth_app)
+register_config(auth_app)
 app.add_typer(auth_app, name="auth")
 
 
@@ -159,6 +182,7 @@ def run(args: Sequence[str]) -> int:
     if not args:
         args = ["--help"]
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
+    config_before = os.environ.get(CONFIG_ENV_VAR)
     try:
         result = app(args=list(args), prog_name="kstlib", standalone_mode=False)
     except typer.Abort:
@@ -168,6 +192,10 @@ def run(args: Sequence[str]) -> int:
         return _usage_error(exc)
     finally:
         warnings.showwarning = shown_before
+        if config_before is None:
+            os.environ.pop(CONFIG_ENV_VAR, None)
+        else:
+            os.environ[CONFIG_ENV_VAR] = config_before
         reset_logging()
     return result if isinstance(result, int) else EXIT_OK
 

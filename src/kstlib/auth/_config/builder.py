@@ -39,11 +39,29 @@ from kstlib.config import LoadedConfig
 from kstlib.secrets import SopsCache, resolve_secrets
 
 
-def _unknown_provider(names: list[str], name: str) -> ConfigurationError:
+def _where_to_configure(loaded: LoadedConfig) -> str:
+    """Where a provider could be added: the files actually loaded, else the user's file."""
+    from kstlib.config import packaged_defaults_path, user_config_home
+
+    files = [
+        source.label
+        for source in loaded.sources
+        if source.path is not None and source.path != packaged_defaults_path()
+    ]
+    if files:
+        return f"add one under auth.providers in {', '.join(files)}"
+    user_file = user_config_home() / "kstlib" / "kstlib.conf.yml"
+    return (
+        f"no configuration file was found: create {user_file} with an auth.providers "
+        "section (`kstlib auth config` shows the files searched)"
+    )
+
+
+def _unknown_provider(names: list[str], name: str, loaded: LoadedConfig) -> ConfigurationError:
     if not names:
         return ConfigurationError(
             f"Unknown provider {name!r}: no provider is configured "
-            "(add one under auth.providers in ~/.config/kstlib.conf.yml).",
+            f"({_where_to_configure(loaded)}).",
             provider=name,
         )
     close = difflib.get_close_matches(name, names, n=1)
@@ -57,7 +75,7 @@ def _unknown_provider(names: list[str], name: str) -> ConfigurationError:
 def _provider_section(loaded: LoadedConfig, name: str) -> _Section:
     names = _provider_names(loaded)
     if name not in names:
-        raise _unknown_provider(names, name)
+        raise _unknown_provider(names, name, loaded)
     return _Section.at(loaded, "auth", "providers", name, provider=name)
 
 

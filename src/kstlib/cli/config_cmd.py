@@ -1,0 +1,139 @@
+"""``kstlib auth config``: the files the configuration came from, and which file set what.
+
+Shows every file the search considered, in order (lowest priority first), whether it was
+loaded, loaded as untrusted (it may only add providers), ignored (and why), or absent; then,
+for each provider, every key as written with the file that set it. Secret values are masked;
+secret references (``env://``, ``sops://``, ``file://``) are shown, since they name where a
+secret lives, not the secret.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from kstlib.auth.redaction import is_sensitive_key, redact_mapping, redact_urls
+from kstlib.cli.auth import _handled
+from kstlib.cli.output import echo_json, mask_secrets, out_console
+
+if TYPE_CHECKING:
+    from kstlib.config import LoadedConfig
+
+__all__ = ["config_report", "register"]
+
+
+def _file_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    from kstlib.config import CONFIG_ENV_VAR, config_search_path, packaged_defaults_path
+
+    sources = {source.path: source for source in loaded.sources if source.path is not None}
+    ignored = {layer.path: layer.reason for layer in loaded.ignored}
+    explicit = [s.path for s in loaded.sources if s.path not in (None, packaged_defaults_path())]
+    searched = config_search_path()
+    candidates = searched
+    if explicit and not any(path in searched for path in explicit):
+        candidates = [packaged_defaults_path(), *explicit]  # $KSTLIB_CONFIG / --config
+    rows: list[dict[str, Any]] = []
+    for path in candidates:
+        source = sources.get(path)
+        if source is not None:
+            status = "loaded" if source.trusted else "loaded, untrusted (may only add providers)"
+            rows.append({"path": str(path), "status": status, "trusted": source.trusted})
+        elif path in ignored:
+            reason = ignored[path].split(": ignored: ", 1)[-1]
+            rows.append({"path": str(path), "status": f"ignored: {reason}", "trusted": False})
+        else:
+            status = "not found" if not path.exists() else "same file as above (loaded once)"
+            rows.append({"path": str(path), "status": status, "trusted": None})
+    if candidates is not searched:
+        rows[-1]["status"] += f" (named by --config or ${CONFIG_ENV_VAR})"
+    return rows
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A provider value as written, secrets masked (a secret reference is shown)."""
+    from kstlib.secrets import is_secret_reference
+
+    if isinstance(value, str):
+        if is_secret_reference(value):
+            return value
+        if is_sensitive_key(key):
+            return "***"
+        return redact_urls(value)
+    return mask_secrets(redact_mapping({key: value})[key])
+
+
+def config_report(loaded: LoadedConfig, provider: str | None = None) -> dict[str, Any]:
+    """The data ``kstlib auth config`` shows (also its ``--json`` output)."""
+    from kstlib.auth.config import get_provider_config, list_configured_providers
+
+    names = list_configured_providers(config=loaded)
+    if provider is not None:
+        from kstlib.auth.config import resolve_provider_name
+
+        names = [resolve_provider_name(provider, config=loaded)]
+    providers: dict[str, dict[str, Any]] = {}
+    for name in names:
+        settings = get_provider_config(name, config=loaded) or {}
+        providers[name] = {
+            key: {
+                "value": _shown(str(key), value),
+                "source": str(loaded.source_of("auth", "providers", name, key) or "-"),
+            }
+            for key, value in settings.items()
+        }
+    return {"files": _file_rows(loaded), "providers": providers}
+
+
+def _files_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Configuration files (lowest priority first)", title_justify="left")
+    table.add_column("File", overflow="fold")
+    table.add_column("Status", overflow="fold")
+    styles = {True: "green", False: "yellow", None: "dim"}
+    for row in rows:
+        table.add_row(Text(row["path"]), Text(row["status"], style=styles[row["trusted"]]))
+    return table
+
+
+def _provider_table(name: str, keys: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title=f"\nProvider {name}", title_justify="left")
+    table.add_column("Key", no_wrap=True)
+    table.add_column("Value", overflow="fold")
+    table.add_column("Set by", overflow="fold")
+    for key, entry in keys.items():
+        value = entry["value"]
+        text = value if isinstance(value, str) else repr(value)
+        table.add_row(Text(key), Text(text), Text(entry["source"]))
+    return table
+
+
+@_handled
+def config(
+    provider: Annotated[
+        str | None,
+        typer.Argument(help="Show only this provider.", show_default=False),
+    ] = None,
+    *,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the configuration files loaded, in order, and which file set each provider key.
+
+    Example: kstlib auth config corporate
+    """
+    from kstlib.config import load_config
+
+    report = config_report(load_config(), provider)
+    if as_json:
+        echo_json(report)
+        return
+    console = out_console()
+    console.print(_files_table(report["files"]))
+    for name, keys in report["providers"].items():
+        console.print(_provider_table(name, keys))
+
+
+def register(auth_app: typer.Typer) -> None:
+    """Add ``config`` to the ``kstlib auth`` Typer app."""
+    auth_app.command("config")(config)
