@@ -393,6 +393,7 @@ def request(
     tracer: HTTPTraceLogger | None = None,
     sleep: Callable[[float], None] = time.sleep,
     timeout: float | None = None,
+    prepare: Callable[[httpx.Request], None] | None = None,
 ) -> RawResponse:
     """Send one request and read its answer through the bounded reader; no JSON decoding.
 
@@ -401,7 +402,8 @@ def request(
     body is limited to ``max_bytes`` on the wire and after decompression (identity is
     asked for; one gzip/deflate layer is tolerated). Retries (per ``retry``) on connect
     errors, timeouts, 5xx and 429; use a retry policy only for idempotent requests.
-    Redirects are never followed. Raises :class:`HTTPFailure` with a one-line reason.
+    Redirects are never followed. ``prepare`` may add to each built request (a DPoP
+    proof). Raises :class:`HTTPFailure` with a one-line reason.
     """
     budget = request_budget(client) if timeout is None else float(timeout)
     sent_headers = {"Accept-Encoding": "identity", **(headers or {})}
@@ -417,6 +419,7 @@ def request(
                 auth=auth,
                 max_bytes=max_bytes,
                 budget=budget,
+                prepare=prepare,
             )
         except httpx.TransportError as exc:  # connect, timeout, or reset mid-response
             if attempt < retry.max_retries:
@@ -459,6 +462,7 @@ def request_json(
     tracer: HTTPTraceLogger | None = None,
     sleep: Callable[[float], None] = time.sleep,
     timeout: float | None = None,
+    prepare: Callable[[httpx.Request], None] | None = None,
 ) -> JSONResponse:
     """Send one request through :func:`request` and decode its JSON answer.
 
@@ -478,6 +482,7 @@ def request_json(
         tracer=tracer,
         sleep=sleep,
         timeout=timeout,
+        prepare=prepare,
     )
     response, body = raw.response, raw.body
     status = response.status_code
@@ -514,6 +519,7 @@ def _send_and_read(
     auth: httpx.Auth | tuple[str, str] | None,
     max_bytes: int,
     budget: float,
+    prepare: Callable[[httpx.Request], None] | None = None,
 ) -> tuple[httpx.Response, bytes]:
     """Send and read in a worker thread; give up when ``budget`` seconds have passed.
 
@@ -523,6 +529,8 @@ def _send_and_read(
     caller never waits past the deadline.
     """
     request = client.build_request(method, url, data=data, headers=headers)
+    if prepare is not None:
+        prepare(request)
     done = threading.Event()
     cancelled = threading.Event()
     outcome: list[Any] = []
