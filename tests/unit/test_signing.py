@@ -40,7 +40,7 @@ def _pem(key: f.TestKey) -> str:
     ).decode()
 
 
-def _private_jwk(key: f.TestKey) -> dict[str, Any]:
+def private_jwk(key: f.TestKey) -> dict[str, Any]:
     private = key.private
     jwk = dict(key.public_jwk)
     if jwk["kty"] == "RSA":
@@ -89,9 +89,9 @@ def _verify(token: str, key: f.TestKey, alg: str) -> dict[str, Any]:
 def test_every_algorithm_round_trips_through_jose_verification(
     alg: str, key: f.TestKey, form: str
 ) -> None:
-    source: Any = {"pem": _pem(key), "jwk": _private_jwk(key)}.get(form)
+    source: Any = {"pem": _pem(key), "jwk": private_jwk(key)}.get(form)
     if form == "jwk_text":
-        source = json.dumps(_private_jwk(key))
+        source = json.dumps(private_jwk(key))
     signing_key = load_signing_key(source, kid=key.kid)
     token = sign_jws(CLAIMS, signing_key, alg)
     assert _verify(token, key, alg) == CLAIMS
@@ -182,7 +182,7 @@ def test_weak_rsa_and_public_keys_are_refused() -> None:
 
 
 def test_a_jwk_whose_public_part_does_not_match_is_refused() -> None:
-    jwk = _private_jwk(f.ec_key("P-256"))
+    jwk = private_jwk(f.ec_key("P-256"))
     jwk["x"] = f.ec_key("P-256", slot=5).public_jwk["x"]
     with pytest.raises(SigningError, match="does not match"):
         load_signing_key(jwk)
@@ -193,7 +193,7 @@ def test_keys_load_from_file_and_env_references_and_absolute_paths(
 ) -> None:
     key = f.ed25519_key()
     (tmp_path / "key.pem").write_text(_pem(key))
-    (tmp_path / "key.jwk").write_text(json.dumps(_private_jwk(key)))
+    (tmp_path / "key.jwk").write_text(json.dumps(private_jwk(key)))
     monkeypatch.setenv("CLIENT_KEY_PEM", _pem(key))
     for source in (
         f"file://{tmp_path / 'key.pem'}",
@@ -225,7 +225,7 @@ def test_unreadable_sources_give_one_line_reasons_without_key_material(tmp_path:
 def test_repr_never_shows_key_material() -> None:
     secret = "very-secret-hmac-key-" * 3
     assert secret not in repr(hmac_key(secret))
-    key = load_signing_key(_private_jwk(f.rsa_key()))
+    key = load_signing_key(private_jwk(f.rsa_key()))
     assert repr(key) == "SigningKey(kty='RSA', 2048 bits, kid='rsa-1')"
     assert isinstance(key, SigningKey)
 
