@@ -335,6 +335,11 @@ def _inflate(decoder: Any, chunk: bytes, room: int, response: httpx.Response) ->
         ) from None
     if len(out) > room or decoder.unconsumed_tail:
         raise _too_large(response, f"over {room} bytes once decompressed")
+    if decoder.eof and decoder.unused_data:
+        raise HTTPFailure(
+            f"{response.request.url.host} sent data after the end of its compressed body",
+            status_code=response.status_code,
+        )
     return bytes(out)
 
 
