@@ -182,3 +182,25 @@ def test_the_idp_refuses_what_it_should(idp: IdP) -> None:
         provider.token_request("refresh_token", refresh_token="not-a-refresh-token")
     assert err.value.error_code == "invalid_grant"
     assert err.value.retryable is False
+
+
+def test_traces_show_neither_assertions_nor_secrets(
+    idp: IdP, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At TRACE level the token requests are logged, their assertions redacted."""
+    from kstlib.auth.redaction import TRACE
+
+    signed = _pkjwt(idp, "pkjwt-p256")
+    shared = _csjwt(idp)
+    with caplog.at_level(TRACE, logger="kstlib"):
+        for provider in (signed, shared):
+            token = login(provider)
+            fresh = provider.refresh()
+            provider.revoke(fresh)
+    text = caplog.text
+    assert "--> POST" in text and "client_assertion=[REDACTED]" in text
+    assert "eyJ" not in text  # no JWT at all: assertions, ID tokens
+    assert CLIENT_SECRET_JWT.client_secret not in text
+    assert private_key_jwt_key("pkjwt-p256")["d"] not in text
+    for value in (token.access_token, fresh.access_token, fresh.refresh_token or "-"):
+        assert value not in text
