@@ -204,3 +204,16 @@ def test_traces_show_neither_assertions_nor_secrets(
     assert private_key_jwt_key("pkjwt-p256")["d"] not in text
     for value in (token.access_token, fresh.access_token, fresh.refresh_token or "-"):
         assert value not in text
+
+
+@pytest.mark.parametrize("method", ["private_key_jwt", "client_secret_jwt"])
+def test_introspection_authenticates_with_the_assertion(idp: IdP, method: str) -> None:
+    provider = _pkjwt(idp, "pkjwt-p521") if method == "private_key_jwt" else _csjwt(idp)
+    token = login(provider)
+    idp.reset_stats()
+    answer = provider.introspect(token.access_token, token_type_hint="access_token")
+    assert answer["active"] is True
+    assert answer["client_id"] == provider.config.client_id
+    provider.revoke(token)
+    assert provider.introspect(token.access_token)["active"] is False
+    assert idp.stats().get("introspection:200") == 2

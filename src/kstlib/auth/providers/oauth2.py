@@ -660,6 +660,40 @@ class OAuth2Provider(AbstractAuthProvider):
                 details={"status_code": answer.status_code, "error": code},
             )
 
+    # -- introspection ---------------------------------------------------------------------
+
+    def introspect(self, token: str, *, token_type_hint: str | None = None) -> dict[str, Any]:
+        """Ask the introspection endpoint (RFC 7662) about ``token``; return its answer.
+
+        The client authenticates as at the token endpoint; the answer is read through the
+        bounded reader and must be a JSON object with a boolean ``active``.
+
+        Raises:
+            ConfigurationError: no introspection endpoint is configured or discovered.
+            AuthError: the request failed or the answer is not an introspection response.
+        """
+        endpoint = self._require_endpoint("introspection_endpoint")
+        data = {"token": token}
+        if token_type_hint:
+            data["token_type_hint"] = token_type_hint
+        headers: dict[str, str] = {}
+        self.client_authentication().apply(data, headers, endpoint=endpoint)
+        what = f"Introspection at '{self.name}' failed"
+        try:
+            response = request_json(
+                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+            )
+        except HTTPFailure as failure:
+            raise AuthError(f"{what}: {failure.reason}") from None
+        if not response.is_success:
+            reason, code, _ = _server_message(response)
+            raise AuthError(
+                f"{what}: {reason}", details={"status_code": response.status_code, "error": code}
+            )
+        if not isinstance(response.data, dict) or not isinstance(response.data.get("active"), bool):
+            raise AuthError(f"{what}: the answer has no boolean 'active' (RFC 7662 2.2)")
+        return response.data
+
     # -- userinfo --------------------------------------------------------------------------
 
     def _token_for_call(self, token: Token | None) -> Token:
