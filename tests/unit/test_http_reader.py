@@ -3,6 +3,7 @@ encodings, the byte budget on the wire and after decompression, the total budget
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import zlib
@@ -19,6 +20,8 @@ from kstlib.auth._http import (
 )
 from tests.jwks_server import JWKSServer, Route
 
+# mtime=0: the same bytes in every process (pytest-xdist workers collect the same tests).
+_compress = functools.partial(gzip.compress, mtime=0)
 DOC = {"issuer": "https://idp.example.com", "keys": ["x" * 50] * 20}
 BODY = json.dumps(DOC).encode()
 
@@ -36,11 +39,12 @@ def _serve(server: JWKSServer, body: bytes, encoding: str | None) -> str:
     [
         (BODY, None),
         (BODY, "identity"),
-        (gzip.compress(BODY), "gzip"),
-        (gzip.compress(BODY), "GZIP"),
+        (_compress(BODY), "gzip"),
+        (_compress(BODY), "GZIP"),
         (zlib.compress(BODY), "deflate"),
-        (gzip.compress(BODY), "identity, gzip"),
+        (_compress(BODY), "identity, gzip"),
     ],
+    ids=["plain", "identity", "gzip", "GZIP", "deflate", "identity-then-gzip"],
 )
 def test_identity_and_one_layer_are_read(
     server: JWKSServer, client: httpx.Client, body: bytes, encoding: str | None
@@ -52,14 +56,15 @@ def test_identity_and_one_layer_are_read(
 @pytest.mark.parametrize(
     ("body", "encoding", "fragment"),
     [
-        (gzip.compress(gzip.compress(BODY)), "gzip, gzip", "only identity or one gzip/deflate"),
+        (_compress(_compress(BODY)), "gzip, gzip", "only identity or one gzip/deflate"),
         (BODY, "br", "Content-Encoding 'br'"),
         (BODY, "zstd", "Content-Encoding 'zstd'"),
         (BODY, "compress", "Content-Encoding 'compress'"),
-        (gzip.compress(BODY)[:-20], "gzip", "truncated compressed body"),
+        (_compress(BODY)[:-20], "gzip", "truncated compressed body"),
         (b"\x1f\x8b garbage that is not gzip", "gzip", "corrupt compressed body"),
-        (gzip.compress(BODY) + b"trailing", "gzip", "data after the end"),
+        (_compress(BODY) + b"trailing", "gzip", "data after the end"),
     ],
+    ids=["stacked", "br", "zstd", "compress", "truncated", "corrupt", "trailing"],
 )
 def test_bad_encodings_are_refused(
     server: JWKSServer, client: httpx.Client, body: bytes, encoding: str, fragment: str
@@ -72,8 +77,8 @@ def test_bad_encodings_are_refused(
 
 def test_the_budget_counts_decompressed_bytes(server: JWKSServer, client: httpx.Client) -> None:
     inflated = b'{"pad": "' + b"x" * 5000 + b'"}'
-    url = _serve(server, gzip.compress(inflated), "gzip")
-    assert len(gzip.compress(inflated)) < 1000
+    url = _serve(server, _compress(inflated), "gzip")
+    assert len(_compress(inflated)) < 1000
     with pytest.raises(HTTPFailure, match="over 4096 bytes once decompressed"):
         request_json(client, "GET", url, max_bytes=4096)
     assert request_json(client, "GET", url, max_bytes=len(inflated)).data["pad"]
