@@ -65,6 +65,11 @@ __all__ = [
     "ES256_CLIENT_SECRET",
     "IDP_DIR",
     "POST_LOGOUT_REDIRECT_URI",
+    "CLIENT_SECRET_JWT",
+    "CLIENT_SECRET_JWT_CLIENT_ID",
+    "CLIENT_SECRET_JWT_SECRET",
+    "PRIVATE_KEY_JWT",
+    "PRIVATE_KEY_JWT_CLIENT_ID",
     "PUBLIC",
     "PUBLIC_CLIENT_ID",
     "REDIRECT_URI",
@@ -76,6 +81,7 @@ __all__ = [
     "OidcClient",
     "browser_login",
     "ensure_node_modules",
+    "private_key_jwt_key",
     "start_idp",
 ]
 
@@ -103,7 +109,8 @@ class OidcClient:
 
     client_id: str
     client_secret: str | None
-    token_endpoint_auth_method: str  # client_secret_basic | client_secret_post | none
+    #: client_secret_basic | client_secret_post | none | private_key_jwt | client_secret_jwt
+    token_endpoint_auth_method: str
     redirect_uri: str = REDIRECT_URI
     id_token_signed_response_alg: str = "RS256"
     redirect_uris: tuple[str, ...] = (REDIRECT_URI, REDIRECT_URI_LOCALHOST)
@@ -111,6 +118,8 @@ class OidcClient:
         POST_LOGOUT_REDIRECT_URI,
         POST_LOGOUT_REDIRECT_URI_LOCALHOST,
     )
+    #: Public keys registered for private_key_jwt (a JWKS), None for other methods.
+    jwks: Mapping[str, Any] | None = None
 
     @property
     def is_public(self) -> bool:
@@ -130,6 +139,8 @@ class OidcClient:
         }
         if self.client_secret is not None:
             meta["client_secret"] = self.client_secret
+        if self.jwks is not None:
+            meta["jwks"] = dict(self.jwks)
         return meta
 
     def token_auth(self, data: dict[str, str]) -> httpx.BasicAuth | None:
@@ -137,7 +148,10 @@ class OidcClient:
 
         ``client_secret_basic`` -> HTTP Basic (form untouched); ``client_secret_post``
         -> ``client_id``/``client_secret`` added to the form; ``none`` -> ``client_id``.
+        The JWT methods are kstlib's to prove: not supported here.
         """
+        if self.token_endpoint_auth_method.endswith("_jwt"):
+            raise NotImplementedError("use kstlib's client authentication for JWT methods")
         if self.token_endpoint_auth_method == "client_secret_basic":
             assert self.client_secret is not None
             return httpx.BasicAuth(self.client_id, self.client_secret)
@@ -167,8 +181,40 @@ ES256 = OidcClient(
     "client_secret_basic",
     id_token_signed_response_alg="ES256",
 )
+#: Test-only private keys of the private_key_jwt client (its public halves are registered).
+_CLIENT_KEYS: list[dict[str, Any]] = json.loads(
+    (Path(__file__).resolve().parent / "idp" / "test-client-keys.json").read_text()
+)["keys"]
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def private_key_jwt_key(kid: str = "pkjwt-rsa") -> dict[str, Any]:
+    """A private JWK of the private_key_jwt client (kids: pkjwt-rsa, pkjwt-p256,
+    pkjwt-p384, pkjwt-p521, pkjwt-ed25519)."""
+    return dict(next(key for key in _CLIENT_KEYS if key["kid"] == kid))
+
+
+PRIVATE_KEY_JWT_CLIENT_ID = "kstlib-private-key-jwt"
+PRIVATE_KEY_JWT = OidcClient(
+    PRIVATE_KEY_JWT_CLIENT_ID,
+    None,
+    "private_key_jwt",
+    jwks={
+        "keys": [
+            {name: value for name, value in key.items() if name not in _PRIVATE_MEMBERS}
+            for key in _CLIENT_KEYS
+        ]
+    },
+)
+CLIENT_SECRET_JWT_CLIENT_ID = "kstlib-client-secret-jwt"
+#: As long as the largest HMAC hash (HS512 needs 64 bytes); equal to server.mjs's default.
+CLIENT_SECRET_JWT_SECRET = "kstlib-client-secret-jwt-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+CLIENT_SECRET_JWT = OidcClient(
+    CLIENT_SECRET_JWT_CLIENT_ID, CLIENT_SECRET_JWT_SECRET, "client_secret_jwt"
+)
 CLIENTS: Mapping[str, OidcClient] = {
-    c.client_id: c for c in (CONFIDENTIAL, CONFIDENTIAL_POST, PUBLIC, ES256)
+    c.client_id: c
+    for c in (CONFIDENTIAL, CONFIDENTIAL_POST, PUBLIC, ES256, PRIVATE_KEY_JWT, CLIENT_SECRET_JWT)
 }
 
 

@@ -28,7 +28,10 @@
 //   issuer http://127.0.0.1:PORT (no trailing slash); clients kstlib-confidential
 //   (client_secret_basic), kstlib-confidential-post (client_secret_post),
 //   kstlib-public (auth method none, PKCE S256 required), kstlib-es256
-//   (client_secret_basic, ES256-signed ID tokens). All are application_type
+//   (client_secret_basic, ES256-signed ID tokens), kstlib-private-key-jwt
+//   (private_key_jwt; its test-only keys in test-client-keys.json: RSA, P-256,
+//   P-384, P-521, Ed25519) and kstlib-client-secret-jwt (client_secret_jwt).
+//   Client assertions may use every RS/PS/ES/HS algorithm and EdDSA. All are application_type
 //   "native": oidc-provider then accepts a registered loopback http redirect
 //   URI (127.0.0.1 / localhost / [::1]) with ANY port (RFC 8252 section 7.3);
 //   the host name and path must still match exactly. Side effect of "native":
@@ -79,6 +82,20 @@ if (!Number.isInteger(REQUESTED_PORT) || REQUESTED_PORT < 0 || REQUESTED_PORT > 
 
 // ---------------------------------------------------------------- clients
 
+// The private_key_jwt client's keys: test-only private JWKs in test-client-keys.json
+// (the tests sign with them); the server registers their public halves.
+const PRIVATE_MEMBERS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']);
+const PRIVATE_KEY_JWT_PUBLIC_KEYS = JSON.parse(
+  fs.readFileSync(new URL('./test-client-keys.json', import.meta.url), 'utf8'),
+).keys.map((key) => Object.fromEntries(Object.entries(key).filter(([name]) => !PRIVATE_MEMBERS.has(name))));
+// client_secret_jwt signs with HS256/384/512: the secret is as long as the largest hash.
+const CLIENT_SECRET_JWT_SECRET = 'kstlib-client-secret-jwt-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
+// Client assertion algorithms accepted (oidc-provider's default omits the 384/512 variants).
+const CLIENT_AUTH_ALGS = [
+  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512', 'Ed25519', 'EdDSA',
+];
+
 const DEFAULT_CLIENTS = [
   {
     client_id: 'kstlib-confidential',
@@ -99,6 +116,16 @@ const DEFAULT_CLIENTS = [
     client_secret: 'kstlib-es256-secret',
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
+  },
+  {
+    client_id: 'kstlib-private-key-jwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: { keys: PRIVATE_KEY_JWT_PUBLIC_KEYS },
+  },
+  {
+    client_id: 'kstlib-client-secret-jwt',
+    client_secret: CLIENT_SECRET_JWT_SECRET,
+    token_endpoint_auth_method: 'client_secret_jwt',
   },
 ].map((client) => ({
   application_type: 'native',
@@ -426,6 +453,7 @@ function buildProvider() {
       profile: ['name', 'preferred_username'],
       email: ['email', 'email_verified'],
     },
+    enabledJWA: { clientAuthSigningAlgValues: CLIENT_AUTH_ALGS },
     features: {
       devInteractions: { enabled: true },
       revocation: { enabled: true },

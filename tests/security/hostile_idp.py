@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import gzip
 import hashlib
 import json
 import secrets
 import socket
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,8 +101,38 @@ class Scenario(StrEnum):
     TOKEN_DOWN = "token_down"
     TOKEN_SLOW = "token_slow"
     REFRESH_OTHER_SUB = "refresh_other_sub"
+    TOKEN_ERROR = "token_error"
+    TOKEN_DRIP = "token_drip"
     # userinfo
     USERINFO_OTHER_SUB = "userinfo_other_sub"
+    # revocation
+    REVOCATION_HUGE = "revocation_huge"
+    # encodings and pace (discovery)
+    DISCOVERY_GZIP_STACKED = "discovery_gzip_stacked"
+    DISCOVERY_GZIP_BOMB = "discovery_gzip_bomb"
+    DISCOVERY_GZIP_ONCE = "discovery_gzip_once"
+    DISCOVERY_BROTLI = "discovery_brotli"
+    DISCOVERY_DRIP_BODY = "discovery_drip_body"
+    DISCOVERY_DRIP_HEADERS = "discovery_drip_headers"
+
+
+#: Size of the decompression bombs once inflated (100 MiB of zeros).
+BOMB_INFLATED_BYTES = 100 * 1024 * 1024
+
+
+def _gzip_zeros(size: int) -> bytes:
+    """``size`` zero bytes gzip-compressed, built without ever holding them (a few 100 KB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    parts = [packer.compress(block) for _ in range(size // len(block))]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def _gzip(data: bytes, layers: int = 1) -> bytes:
+    for _ in range(layers):
+        data = gzip.compress(data, compresslevel=9)
+    return data
 
 
 def at_hash(access_token: str) -> str:
@@ -187,6 +220,17 @@ class HostileIdP:
         #: Bytes of the huge bodies that the client accepted, and whether the write broke off.
         self.huge_bytes_written = 0
         self.huge_write_aborted = False
+        #: TOKEN_ERROR's answer: (status, JSON body, extra headers).
+        self.token_error: tuple[int, dict[str, Any], dict[str, str]] = (
+            400,
+            {"error": "invalid_grant"},
+            {},
+        )
+        #: Seconds between two bytes of the dripping scenarios; whether a drip got to its end.
+        self.drip_interval = 0.2
+        self.drip_finished = False
+        #: Request headers last received, per route (lower-case names).
+        self.seen_headers: dict[str, dict[str, str]] = {}
         self.hits.clear()
 
     # ---------------------------------------------------------------- lifecycle
@@ -403,6 +447,8 @@ class HostileIdP:
     def _serve(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         path = handler.path.split("?", 1)[0]
         scenario = self.scenario
+        with self._lock:
+            self.seen_headers[path] = {k.lower(): v for k, v in handler.headers.items()}
         if path == "/.well-known/openid-configuration":
             self._hit("discovery")
             if scenario is Scenario.DISCOVERY_REDIRECT:
@@ -410,6 +456,14 @@ class HostileIdP:
                 self._send(handler, 302, b"", {"Location": location})
             elif scenario is Scenario.DISCOVERY_503 and self._take_failure():
                 self._unavailable(handler)
+            elif scenario in _ENCODED_DISCOVERY:
+                body, encoding = _ENCODED_DISCOVERY[scenario](self)
+                headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+                self._send(handler, 200, body, headers)
+            elif scenario is Scenario.DISCOVERY_DRIP_BODY:
+                self._drip(handler, json.dumps(self.discovery_document()).encode(), headers=False)
+            elif scenario is Scenario.DISCOVERY_DRIP_HEADERS:
+                self._drip(handler, json.dumps(self.discovery_document()).encode(), headers=True)
             else:
                 if scenario is Scenario.DISCOVERY_SLOW:
                     self._wake.wait(self.delay)
@@ -428,7 +482,10 @@ class HostileIdP:
             self._json(handler, 200, {"sub": sub, "name": sub.title()})
         elif path == "/revoke" and handler.command == "POST":
             self._hit("revocation")
-            self._send(handler, 200, b"", {})
+            if scenario is Scenario.REVOCATION_HUGE:
+                self._huge(handler, declared=False)
+            else:
+                self._send(handler, 200, b"", {})
         elif path.startswith("/api/"):
             self._api(handler, path)
         else:
@@ -457,6 +514,16 @@ class HostileIdP:
                 self._huge(handler, declared=True)
             case Scenario.TOKEN_HUGE_UNDECLARED:
                 self._huge(handler, declared=False)
+            case Scenario.TOKEN_ERROR:
+                status, doc, headers = self.token_error
+                self._send(
+                    handler,
+                    status,
+                    json.dumps(doc).encode(),
+                    {"Content-Type": "application/json", **headers},
+                )
+            case Scenario.TOKEN_DRIP:
+                self._drip(handler, json.dumps(self.token_response(grant_type)).encode())
             case _:
                 self._json(handler, 200, self.token_response(grant_type))
 
@@ -504,6 +571,28 @@ class HostileIdP:
         with self._lock:
             self.huge_bytes_written = written
 
+    def _drip(self, handler: BaseHTTPRequestHandler, body: bytes, *, headers: bool = False) -> None:
+        """Send a 200 JSON answer one byte every ``drip_interval`` seconds: only the body
+        (headers at once), or the header block too. Stops when the client hangs up."""
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        handler.close_connection = True
+        try:
+            if not headers:
+                handler.wfile.write(head)
+                handler.wfile.flush()
+            for byte in (head if headers else b"") + body:
+                if self._wake.wait(self.drip_interval):
+                    return
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+        except OSError:
+            return
+        with self._lock:
+            self.drip_finished = True
+
     def _json(self, handler: BaseHTTPRequestHandler, status: int, doc: Any) -> None:
         body = json.dumps(doc).encode()
         self._send(handler, status, body, {"Content-Type": "application/json"})
@@ -521,6 +610,27 @@ class HostileIdP:
             handler.wfile.write(body)
         except OSError:  # the client gave up (a timeout test): nothing to do
             handler.close_connection = True
+
+
+@functools.cache
+def _bomb() -> bytes:
+    return _gzip_zeros(BOMB_INFLATED_BYTES)
+
+
+def _discovery_bytes(server: HostileIdP) -> bytes:
+    return json.dumps(server.discovery_document()).encode()
+
+
+#: Discovery answers with a Content-Encoding: scenario -> (server -> (body, header value)).
+_ENCODED_DISCOVERY: dict[Scenario, Any] = {
+    # The issue's case: a few hundred bytes, three gzip layers over a huge inflated body.
+    Scenario.DISCOVERY_GZIP_STACKED: lambda s: (_gzip(_bomb(), 2), "gzip, gzip, gzip"),
+    # One layer, 100 MiB once inflated.
+    Scenario.DISCOVERY_GZIP_BOMB: lambda s: (_bomb(), "gzip"),
+    # One honest layer: accepted.
+    Scenario.DISCOVERY_GZIP_ONCE: lambda s: (_gzip(_discovery_bytes(s)), "gzip"),
+    Scenario.DISCOVERY_BROTLI: lambda s: (_discovery_bytes(s), "br"),
+}
 
 
 @contextmanager

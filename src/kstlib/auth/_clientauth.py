@@ -2,40 +2,98 @@
 
 Every request a provider sends to the token, revocation or introspection
 endpoint goes through :meth:`ClientAuthentication.apply`, which adds the
-client's credentials to the form body and headers. Methods of RFC 6749 2.3.1
-(``client_secret_basic``, ``client_secret_post``) and ``none`` (public
-clients) live here; ``private_key_jwt`` / ``client_secret_jwt`` (RFC 7523)
-slot in as further subclasses registered in :data:`CLIENT_AUTH_METHODS`.
+client's credentials to the form body and headers. The methods, all in the one
+registry :data:`CLIENT_AUTH_METHODS` (the configuration validates
+``token_endpoint_auth_method`` against it):
+
+* ``client_secret_basic`` / ``client_secret_post`` (RFC 6749 2.3.1);
+* ``none`` (public clients: only ``client_id``);
+* ``client_secret_jwt`` (RFC 7523): a JWT signed with HS256/384/512 keyed with the
+  client secret;
+* ``private_key_jwt`` (RFC 7523): a JWT signed with the client's private key
+  (``client_key``, its id ``client_key_id``).
+
+The assertion of the JWT methods has ``iss`` = ``sub`` = the client id, ``aud`` = the
+endpoint it is sent to (the token endpoint for grants), a unique ``jti``, ``iat`` and
+``exp`` one minute later, so a captured assertion is useless elsewhere and soon. The
+signing module (and ``cryptography``) is imported on first use only.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from typing import ClassVar
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import quote
 
 from kstlib.auth.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from kstlib.auth._signing import SigningKey
+
 __all__ = [
+    "ASSERTION_TYPE",
+    "CLIENT_ASSERTION_ALGORITHMS",
     "CLIENT_AUTH_METHODS",
+    "CLIENT_AUTH_REQUIREMENTS",
+    "HMAC_ASSERTION_ALGORITHMS",
+    "KEY_METHODS",
     "SECRET_METHODS",
     "ClientAuthentication",
     "ClientSecretBasic",
+    "ClientSecretJWT",
     "ClientSecretPost",
     "NoClientAuthentication",
+    "PrivateKeyJWT",
     "select_client_authentication",
 ]
 
+#: ``client_assertion_type`` of RFC 7523 2.2.
+ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Algorithms of ``client_secret_jwt`` assertions.
+HMAC_ASSERTION_ALGORITHMS: Final[frozenset[str]] = frozenset({"HS256", "HS384", "HS512"})
+#: Algorithms a client assertion may be signed with (``client_assertion_alg``); kept equal
+#: to ``kstlib.auth._signing.SIGNING_ALGORITHMS`` (a test checks), standard library only
+#: here so the configuration can validate without loading ``cryptography``.
+CLIENT_ASSERTION_ALGORITHMS: Final[frozenset[str]] = frozenset(
+    {
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+        "EdDSA", "Ed25519", "Ed448", *HMAC_ASSERTION_ALGORITHMS,
+    }
+)  # fmt: skip
+#: Seconds a client assertion is valid.
+ASSERTION_LIFETIME: Final = 60
+
 
 class ClientAuthentication:
-    """Base class: adds client credentials to one token-endpoint request."""
+    """Base class: adds client credentials to one token-endpoint request.
+
+    ``requires`` names the setting the method cannot work without (``client_secret``,
+    ``client_key``, or None).
+    """
 
     method: ClassVar[str] = ""
+    requires: ClassVar[str | None] = None
 
-    def __init__(self, client_id: str, client_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        client_key: str | Mapping[str, Any] | None = None,
+        client_key_id: str | None = None,
+        assertion_alg: str | None = None,
+        provider_name: str | None = None,
+    ) -> None:
         self.client_id = client_id
         self._client_secret = client_secret
+        self._client_key = client_key
+        self.client_key_id = client_key_id
+        self.assertion_alg = assertion_alg
+        self.provider_name = provider_name
 
     def apply(self, data: dict[str, str], headers: dict[str, str], *, endpoint: str) -> None:
         """Mutate ``data`` (form body) and ``headers`` for a request to ``endpoint``."""
@@ -58,6 +116,7 @@ class ClientSecretBasic(ClientAuthentication):
     """HTTP Basic with the form-urlencoded id and secret (RFC 6749 2.3.1)."""
 
     method = "client_secret_basic"
+    requires = "client_secret"
 
     def apply(self, data: dict[str, str], headers: dict[str, str], *, endpoint: str) -> None:
         user = quote(self.client_id, safe="")
@@ -70,17 +129,124 @@ class ClientSecretPost(ClientAuthentication):
     """``client_id`` and ``client_secret`` in the form body."""
 
     method = "client_secret_post"
+    requires = "client_secret"
 
     def apply(self, data: dict[str, str], headers: dict[str, str], *, endpoint: str) -> None:
         data["client_id"] = self.client_id
         data["client_secret"] = self._client_secret or ""
 
 
+class _JWTAssertion(ClientAuthentication):
+    """A signed JWT in ``client_assertion`` (RFC 7521 4.2, RFC 7523 3)."""
+
+    default_alg: ClassVar[str] = ""
+
+    def __init__(self, client_id: str, client_secret: str | None = None, **kwargs: Any) -> None:
+        super().__init__(client_id, client_secret, **kwargs)
+        self._key: SigningKey | None = None
+        self._key_lock = threading.Lock()
+
+    def signing_key(self) -> SigningKey:
+        """The key assertions are signed with (loaded once; errors name the setting)."""
+        with self._key_lock:
+            if self._key is None:
+                from kstlib.auth._signing import SigningError
+
+                try:
+                    self._key = self._load_key()
+                except SigningError as exc:
+                    raise self._config_error(self.requires or "client_key", exc.reason) from None
+            return self._key
+
+    def _load_key(self) -> SigningKey:
+        raise NotImplementedError
+
+    def algorithm(self) -> str:
+        return self.assertion_alg or self.default_alg or self.signing_key().default_algorithm
+
+    def _config_error(self, key: str, problem: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"Provider '{self.provider_name}': {key} cannot be used for {self.method}: {problem}",
+            provider=self.provider_name,
+            key=key,
+        )
+
+    def assertion(self, audience: str) -> str:
+        """A fresh client assertion for ``audience`` (the endpoint it is sent to)."""
+        from kstlib.auth._signing import SigningError, sign_jws
+
+        now = int(time.time())
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": audience,
+            "jti": secrets.token_urlsafe(24),
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME,
+        }
+        key = self.signing_key()
+        try:
+            return sign_jws(claims, key, self.algorithm())
+        except SigningError as exc:
+            raise self._config_error(self.requires or "client_key", exc.reason) from None
+
+    def apply(self, data: dict[str, str], headers: dict[str, str], *, endpoint: str) -> None:
+        data["client_assertion_type"] = ASSERTION_TYPE
+        data["client_assertion"] = self.assertion(endpoint)
+
+
+class ClientSecretJWT(_JWTAssertion):
+    """``client_secret_jwt``: the assertion is an HMAC keyed with the client secret."""
+
+    method = "client_secret_jwt"
+    requires = "client_secret"
+    default_alg = "HS256"
+
+    def _load_key(self) -> SigningKey:
+        from kstlib.auth._signing import hmac_key
+
+        return hmac_key(self._client_secret or "")
+
+
+class PrivateKeyJWT(_JWTAssertion):
+    """``private_key_jwt``: the assertion is signed with the client's private key."""
+
+    method = "private_key_jwt"
+    requires = "client_key"
+
+    def _load_key(self) -> SigningKey:
+        from kstlib.auth._signing import SigningError, load_signing_key
+
+        if self._client_key is None:
+            raise SigningError("no client_key is configured")
+        key = load_signing_key(self._client_key, kid=self.client_key_id)
+        if key.kty == "oct":
+            raise SigningError("an HMAC secret is not a private key; use client_secret_jwt")
+        return key
+
+
 CLIENT_AUTH_METHODS: dict[str, type[ClientAuthentication]] = {
-    cls.method: cls for cls in (NoClientAuthentication, ClientSecretBasic, ClientSecretPost)
+    cls.method: cls
+    for cls in (
+        NoClientAuthentication,
+        ClientSecretBasic,
+        ClientSecretPost,
+        ClientSecretJWT,
+        PrivateKeyJWT,
+    )
+}
+#: Method -> the setting it cannot work without (None: nothing).
+CLIENT_AUTH_REQUIREMENTS: Mapping[str, str | None] = {
+    name: cls.requires for name, cls in CLIENT_AUTH_METHODS.items()
 }
 #: Methods that authenticate with the client secret.
-SECRET_METHODS: frozenset[str] = frozenset({ClientSecretBasic.method, ClientSecretPost.method})
+SECRET_METHODS: frozenset[str] = frozenset(
+    name for name, needs in CLIENT_AUTH_REQUIREMENTS.items() if needs == "client_secret"
+)
+#: Methods that authenticate with a private key.
+KEY_METHODS: frozenset[str] = frozenset(
+    name for name, needs in CLIENT_AUTH_REQUIREMENTS.items() if needs == "client_key"
+)
 
 
 def select_client_authentication(
@@ -90,14 +256,23 @@ def select_client_authentication(
     configured: str | None = None,
     server_supported: Sequence[str] | None = None,
     provider_name: str | None = None,
+    client_key: str | Mapping[str, Any] | None = None,
+    client_key_id: str | None = None,
+    assertion_alg: str | None = None,
 ) -> ClientAuthentication:
     """Choose how this client authenticates.
 
-    The configured method wins. Otherwise: with a secret,
-    ``client_secret_basic`` (RFC 8414's default) unless the server's
+    The configured method wins. Otherwise: with a ``client_key``, ``private_key_jwt``;
+    with a secret, ``client_secret_basic`` (RFC 8414's default) unless the server's
     ``token_endpoint_auth_methods_supported`` lists only ``client_secret_post``;
-    without a secret, ``none``.
+    without either, ``none``.
     """
+    options: dict[str, Any] = {
+        "client_key": client_key,
+        "client_key_id": client_key_id,
+        "assertion_alg": assertion_alg,
+        "provider_name": provider_name,
+    }
     if configured:
         cls = CLIENT_AUTH_METHODS.get(configured)
         if cls is None:
@@ -107,17 +282,23 @@ def select_client_authentication(
                 provider=provider_name,
                 key="token_endpoint_auth_method",
             )
-        if cls is not NoClientAuthentication and not client_secret:
+        needed = cls.requires
+        if (
+            needed is not None
+            and not {"client_secret": client_secret, "client_key": client_key}[needed]
+        ):
             raise ConfigurationError(
                 f"Provider '{provider_name}': token_endpoint_auth_method '{configured}' "
-                "needs a client_secret",
+                f"needs a {needed}",
                 provider=provider_name,
-                key="client_secret",
+                key=needed,
             )
-        return cls(client_id, client_secret)
+        return cls(client_id, client_secret, **options)
+    if client_key is not None:
+        return PrivateKeyJWT(client_id, client_secret, **options)
     if not client_secret:
-        return NoClientAuthentication(client_id)
+        return NoClientAuthentication(client_id, **options)
     supported = list(server_supported or [])
     if supported and "client_secret_basic" not in supported and "client_secret_post" in supported:
-        return ClientSecretPost(client_id, client_secret)
-    return ClientSecretBasic(client_id, client_secret)
+        return ClientSecretPost(client_id, client_secret, **options)
+    return ClientSecretBasic(client_id, client_secret, **options)

@@ -2,11 +2,15 @@
 
 * :func:`build_http_client` makes the ``httpx.Client`` a provider uses:
   configured headers, TLS settings, timeouts, and the trace hooks.
-* :func:`request_json` performs one call with a response size limit, bounded
-  retries with backoff for idempotent requests (connect errors, 5xx, 429 with
-  ``Retry-After``), and turns every transport or parsing failure into an
-  :class:`HTTPFailure` with a one-line reason. Callers map it onto the typed
-  error of their step (discovery, token exchange, refresh...).
+* :func:`request` is the one bounded reader of every IdP answer (discovery, JWKS,
+  token, userinfo, introspection, revocation, preflight, device): a total deadline
+  per attempt (headers and body, whatever the server's pace), a byte budget counted
+  on the wire and after decompression (``Accept-Encoding: identity``; at most one
+  gzip/deflate layer, inflated incrementally), no redirects, bounded retries with
+  backoff for idempotent requests (connect errors, 5xx, 429 with ``Retry-After``).
+* :func:`request_json` adds strict JSON decoding. Both turn every transport or
+  parsing failure into an :class:`HTTPFailure` with a one-line reason; callers map
+  it onto the typed error of their step (discovery, token exchange, refresh...).
 * :class:`HTTPTraceLogger` logs requests and responses at the TRACE level
   (5) through the single redaction path of :mod:`kstlib.auth.redaction`.
 """
@@ -16,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,14 +44,21 @@ __all__ = [
     "HTTPFailure",
     "HTTPTraceLogger",
     "JSONResponse",
+    "RawResponse",
     "RetryPolicy",
     "build_http_client",
+    "request",
+    "request_budget",
     "request_json",
 ]
 
 #: Largest IdP response (discovery, JWKS, token) accepted; anything bigger is hostile or broken.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 _USER_AGENT = f"kstlib-auth/{__version__}"
+#: Total seconds one IdP request may take when the client sets no timeout at all.
+DEFAULT_REQUEST_BUDGET = 30.0
+#: The one ``Content-Encoding`` layer accepted besides identity -> zlib ``wbits``.
+_ENCODINGS: dict[str, int] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class HTTPFailure(Exception):
@@ -89,6 +102,26 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_retries=0)
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An IdP answer read through the bounded reader: the (closed) response and its body."""
+
+    response: httpx.Response
+    body: bytes
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers
+
+    def json_or_none(self) -> Any:
+        """The body as strict JSON, None when it is not JSON."""
+        return _try_json(self.body)
 
 
 @dataclass
@@ -186,7 +219,11 @@ def build_http_client(
         get_logger("kstlib.auth._http").warning(
             "TLS certificate verification is disabled for identity-provider calls"
         )
-    all_headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+    all_headers = {
+        "User-Agent": _USER_AGENT,
+        "Accept": "application/json",
+        "Accept-Encoding": "identity",
+    }
     all_headers.update(headers or {})
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if tracer is not None:
@@ -215,25 +252,96 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+class _BudgetExceeded(Exception):
+    """The body passed the byte budget (on the wire or once decompressed)."""
+
+
+def _too_large(response: httpx.Response, detail: str) -> HTTPFailure:
+    return HTTPFailure(
+        f"response from {response.request.url.host} is too large ({detail})",
+        status_code=response.status_code,
+    )
+
+
+def _decoder(response: httpx.Response) -> Any:
+    """A zlib decompressor for the one ``Content-Encoding`` layer allowed, None for identity.
+
+    Stacked encodings (``gzip, gzip``) and encodings other than gzip/deflate are refused:
+    every layer multiplies what a few bytes on the wire cost in memory and CPU.
+    """
+    header = ",".join(response.headers.get_list("content-encoding"))
+    layers = [part.strip().lower() for part in header.split(",") if part.strip()]
+    layers = [layer for layer in layers if layer != "identity"]
+    if not layers:
+        return None
+    if len(layers) > 1 or layers[0] not in _ENCODINGS:
         raise HTTPFailure(
-            f"response from {response.request.url.host} is too large "
-            f"({declared} bytes, limit {max_bytes})",
+            f"{response.request.url.host} answered with Content-Encoding "
+            f"{header.strip()[:60]!r}; only identity or one gzip/deflate layer is accepted",
             status_code=response.status_code,
         )
+    return zlib.decompressobj(_ENCODINGS[layers[0]])
+
+
+def _read_limited(
+    response: httpx.Response, max_bytes: int, cancelled: threading.Event | None = None
+) -> bytes:
+    """The body of ``response``, at most ``max_bytes`` on the wire and after decompression.
+
+    Raw bytes are read (httpx decodes nothing) and at most one gzip/deflate layer is
+    inflated here, incrementally, never past the budget: a small compressed body cannot
+    expand into gigabytes. ``cancelled`` stops the read between chunks (deadline passed).
+    """
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(response, f"{declared} bytes, limit {max_bytes}")
+    decoder = _decoder(response)
     chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
+    wire = size = 0
+    for raw in response.iter_raw():
+        if cancelled is not None and cancelled.is_set():
+            break
+        wire += len(raw)
+        if wire > max_bytes:
+            raise _too_large(response, f"over {max_bytes} bytes")
+        chunk = raw if decoder is None else _inflate(decoder, raw, max_bytes - size, response)
         size += len(chunk)
         if size > max_bytes:
+            raise _too_large(response, f"over {max_bytes} bytes")
+        chunks.append(chunk)
+    if decoder is not None and not decoder.eof and wire:
+        raise HTTPFailure(
+            f"{response.request.url.host} sent a truncated compressed body",
+            status_code=response.status_code,
+            retryable=True,
+        )
+    return b"".join(chunks)
+
+
+def _inflate(decoder: Any, chunk: bytes, room: int, response: httpx.Response) -> bytes:
+    """Decompress ``chunk``, producing at most ``room + 1`` bytes (one more means too large)."""
+    if decoder.eof:
+        if chunk:
             raise HTTPFailure(
-                f"response from {response.request.url.host} is too large (over {max_bytes} bytes)",
+                f"{response.request.url.host} sent data after the end of its compressed body",
                 status_code=response.status_code,
             )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return b""
+    try:
+        out = decoder.decompress(chunk, room + 1)
+    except zlib.error:
+        raise HTTPFailure(
+            f"{response.request.url.host} sent a corrupt compressed body",
+            status_code=response.status_code,
+        ) from None
+    if len(out) > room or decoder.unconsumed_tail:
+        raise _too_large(response, f"over {room} bytes once decompressed")
+    if decoder.eof and decoder.unused_data:
+        raise HTTPFailure(
+            f"{response.request.url.host} sent data after the end of its compressed body",
+            status_code=response.status_code,
+        )
+    return bytes(out)
 
 
 def _describe_non_json(body: bytes, content_type: str) -> str:
@@ -269,6 +377,84 @@ def _transport_reason(exc: httpx.TransportError, url: str) -> str:
     return f"network error talking to {host} ({type(exc).__name__})"
 
 
+def request_budget(client: httpx.Client) -> float:
+    """Seconds one request to the IdP may take in total: the client's read timeout."""
+    timeout = client.timeout
+    for value in (timeout.read, timeout.pool, timeout.connect):
+        if value is not None:
+            return float(value)
+    return DEFAULT_REQUEST_BUDGET
+
+
+def request(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    data: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+    retry: RetryPolicy = NO_RETRY,
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    tracer: HTTPTraceLogger | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    timeout: float | None = None,
+    prepare: Callable[[httpx.Request], None] | None = None,
+) -> RawResponse:
+    """Send one request and read its answer through the bounded reader; no JSON decoding.
+
+    Every attempt has a total deadline of ``timeout`` seconds (default: the client's read
+    timeout) from sending to the last byte of the body, whatever the server's pace; the
+    body is limited to ``max_bytes`` on the wire and after decompression (identity is
+    asked for; one gzip/deflate layer is tolerated). Retries (per ``retry``) on connect
+    errors, timeouts, 5xx and 429; use a retry policy only for idempotent requests.
+    Redirects are never followed. ``prepare`` may add to each built request (a DPoP
+    proof). Raises :class:`HTTPFailure` with a one-line reason.
+    """
+    budget = request_budget(client) if timeout is None else float(timeout)
+    sent_headers = {"Accept-Encoding": "identity", **(headers or {})}
+    attempt = 0
+    while True:
+        try:
+            response, body = _send_and_read(
+                client,
+                method,
+                url,
+                data=data,
+                headers=sent_headers,
+                auth=auth,
+                max_bytes=max_bytes,
+                budget=budget,
+                prepare=prepare,
+            )
+        except httpx.TransportError as exc:  # connect, timeout, or reset mid-response
+            if attempt < retry.max_retries:
+                sleep(retry.delay(attempt, None))
+                attempt += 1
+                continue
+            raise HTTPFailure(_transport_reason(exc, url), retryable=True) from None
+        except _DeadlinePassed:
+            if attempt < retry.max_retries:
+                sleep(retry.delay(attempt, None))
+                attempt += 1
+                continue
+            raise HTTPFailure(
+                f"timed out talking to {httpx.URL(url).host} "
+                f"(no complete answer within {budget:g} s)",
+                retryable=True,
+            ) from None
+        if tracer is not None:
+            tracer.on_response(response, body)
+        status = response.status_code
+        if (status >= 500 or status == 429) and attempt < retry.max_retries:
+            retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+            if retry_after is None or retry_after <= retry.max_retry_after:
+                sleep(retry.delay(attempt, retry_after))
+                attempt += 1
+                continue
+        return RawResponse(response, body)
+
+
 def request_json(
     client: httpx.Client,
     method: str,
@@ -281,56 +467,52 @@ def request_json(
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     tracer: HTTPTraceLogger | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    timeout: float | None = None,
+    prepare: Callable[[httpx.Request], None] | None = None,
 ) -> JSONResponse:
-    """Send one request and decode its JSON answer.
+    """Send one request through :func:`request` and decode its JSON answer.
 
-    Retries (per ``retry``) on connect errors, timeouts, 5xx and 429; use a
-    retry policy only for idempotent requests. Raises :class:`HTTPFailure`
-    for transport failures, oversized or non-JSON bodies, and redirects
-    (never followed: a redirect to another host is not trusted).
+    Raises :class:`HTTPFailure` for transport failures, a passed deadline, oversized or
+    non-JSON bodies, refused encodings, redirects (never followed: a redirect to another
+    host is not trusted), and 5xx/429 left after the retries.
     """
-    attempt = 0
-    while True:
-        try:
-            response, body = _send_and_read(
-                client, method, url, data=data, headers=headers, auth=auth, max_bytes=max_bytes
-            )
-        except httpx.TransportError as exc:  # connect, timeout, or reset mid-response
-            if attempt < retry.max_retries:
-                sleep(retry.delay(attempt, None))
-                attempt += 1
-                continue
-            raise HTTPFailure(_transport_reason(exc, url), retryable=True) from None
-        if tracer is not None:
-            tracer.on_response(response, body)
-        status = response.status_code
-        if (status >= 500 or status == 429) and attempt < retry.max_retries:
-            retry_after = _retry_after_seconds(response.headers.get("retry-after"))
-            if retry_after is None or retry_after <= retry.max_retry_after:
-                sleep(retry.delay(attempt, retry_after))
-                attempt += 1
-                continue
-        if 300 <= status < 400:
-            location = response.headers.get("location", "")
-            raise HTTPFailure(
-                f"{response.request.url.host} answered with a redirect "
-                f"(HTTP {status} to {redact_url(location)!s}); redirects are not followed",
-                status_code=status,
-            )
-        if status >= 500 or status == 429:
-            data_or_none = _try_json(body)
-            raise HTTPFailure(
-                f"{response.request.url.host} answered HTTP {status}",
-                status_code=status,
-                retryable=True,
-                **oauth_error_fields(data_or_none),
-            )
-        parsed = _decode_json(body, response)
-        return JSONResponse(
+    raw = request(
+        client,
+        method,
+        url,
+        data=data,
+        headers=headers,
+        auth=auth,
+        retry=retry,
+        max_bytes=max_bytes,
+        tracer=tracer,
+        sleep=sleep,
+        timeout=timeout,
+        prepare=prepare,
+    )
+    response, body = raw.response, raw.body
+    status = response.status_code
+    if 300 <= status < 400:
+        location = response.headers.get("location", "")
+        raise HTTPFailure(
+            f"{response.request.url.host} answered with a redirect "
+            f"(HTTP {status} to {redact_url(location)!s}); redirects are not followed",
             status_code=status,
-            headers=response.headers,
-            data=parsed,
         )
+    if status >= 500 or status == 429:
+        data_or_none = _try_json(body)
+        raise HTTPFailure(
+            f"{response.request.url.host} answered HTTP {status}",
+            status_code=status,
+            retryable=True,
+            **oauth_error_fields(data_or_none),
+        )
+    parsed = _decode_json(body, response)
+    return JSONResponse(status_code=status, headers=response.headers, data=parsed)
+
+
+class _DeadlinePassed(Exception):
+    """The attempt did not complete within its total deadline."""
 
 
 def _send_and_read(
@@ -342,13 +524,45 @@ def _send_and_read(
     headers: Mapping[str, str] | None,
     auth: httpx.Auth | tuple[str, str] | None,
     max_bytes: int,
+    budget: float,
+    prepare: Callable[[httpx.Request], None] | None = None,
 ) -> tuple[httpx.Response, bytes]:
+    """Send and read in a worker thread; give up when ``budget`` seconds have passed.
+
+    httpx's timeouts bound each socket operation, not the whole exchange: a server
+    dripping a byte just under the read timeout could hold the caller (and the locks it
+    holds) forever. The worker is a daemon thread told to stop at the next chunk; the
+    caller never waits past the deadline.
+    """
     request = client.build_request(method, url, data=data, headers=headers)
-    response = client.send(request, auth=auth, stream=True)
-    try:
-        return response, _read_limited(response, max_bytes)
-    finally:
-        response.close()
+    if prepare is not None:
+        prepare(request)
+    done = threading.Event()
+    cancelled = threading.Event()
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            response = client.send(request, auth=auth, stream=True, follow_redirects=False)
+            try:
+                outcome.append((response, _read_limited(response, max_bytes, cancelled)))
+            finally:
+                response.close()
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name="kstlib-idp-request", daemon=True)
+    worker.start()
+    if not done.wait(budget):
+        cancelled.set()
+        raise _DeadlinePassed
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    response, body = result
+    return response, body
 
 
 def _refuse_constant(name: str) -> Any:

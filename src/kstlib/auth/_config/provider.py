@@ -11,8 +11,10 @@ from kstlib.auth._config.values import (
     _ENDPOINT_FIELDS,
     DEFAULT_REDIRECT_URI,
     _algorithms,
+    _assertion_alg,
     _auth_method,
     _bool,
+    _client_key,
     _extra,
     _FieldError,
     _headers,
@@ -36,7 +38,7 @@ class AuthProviderConfig:
     ``token_url``. URLs must be absolute https, or http on a loopback host; ``redirect_uri``
     must be a loopback URL unless ``server_side``. ``scopes`` also accepts a space-separated
     string. Frozen: derive a variant with :func:`dataclasses.replace`, which validates again.
-    ``repr()`` never shows the client secret nor credential headers.
+    ``repr()`` never shows the client secret, the client key nor credential headers.
 
     Raises:
         ConfigurationError: A field has a wrong type or value; ``key`` names the field.
@@ -74,6 +76,12 @@ class AuthProviderConfig:
     refresh_skew: float = 60.0
     #: Accepted ID token algorithms (None: what discovery advertises, within JWS_ALGORITHMS).
     id_token_signing_alg_values: list[str] | None = None
+    #: private_key_jwt: the client's private key (PEM text, a JWK, or a secret reference).
+    client_key: str | dict[str, Any] | None = None
+    #: The ``kid`` of ``client_key`` sent in the assertion header (None: the JWK's own).
+    client_key_id: str | None = None
+    #: Algorithm of client assertions (None: from the key, HS256 for client_secret_jwt).
+    client_assertion_alg: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in _checked_provider_fields(self).items():
@@ -93,6 +101,7 @@ class AuthProviderConfig:
             for value in (getattr(self, f.name),)
         }
         values["client_secret"] = None if self.client_secret is None else REDACTED
+        values["client_key"] = None if self.client_key is None else REDACTED
         values["headers"] = {
             name: REDACTED if _is_secret_header(name) else redact_text(value)
             for name, value in self.headers.items()
@@ -126,7 +135,9 @@ def _checked_endpoints(cfg: AuthProviderConfig) -> dict[str, str | None]:
 def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
     """Every field of ``cfg`` checked and normalised, in declaration order."""
     client_secret = _optional_text("client_secret", cfg.client_secret)
+    client_key = _client_key(cfg.client_key)
     server_side = _bool("server_side", cfg.server_side)
+    method = _auth_method(cfg.token_endpoint_auth_method, client_secret, client_key)
     return {
         "client_id": _text("client_id", cfg.client_id),
         "client_secret": client_secret,
@@ -139,7 +150,7 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "ssl_verify": _bool("ssl_verify", cfg.ssl_verify),
         "ssl_ca_bundle": _optional_path("ssl_ca_bundle", cfg.ssl_ca_bundle),
         "extra": _extra(cfg.extra),
-        "token_endpoint_auth_method": _auth_method(cfg.token_endpoint_auth_method, client_secret),
+        "token_endpoint_auth_method": method,
         "post_logout_redirect_uri": _optional_url(
             "post_logout_redirect_uri", cfg.post_logout_redirect_uri
         ),
@@ -148,4 +159,7 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "max_retries": _int("max_retries", cfg.max_retries, 0, 10),
         "refresh_skew": _number("refresh_skew", cfg.refresh_skew, 0, 86400),
         "id_token_signing_alg_values": _algorithms(cfg.id_token_signing_alg_values),
+        "client_key": client_key,
+        "client_key_id": _optional_text("client_key_id", cfg.client_key_id),
+        "client_assertion_alg": _assertion_alg(cfg.client_assertion_alg, method),
     }

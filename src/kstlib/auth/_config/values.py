@@ -11,7 +11,12 @@ from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from kstlib._redaction import redact_url
-from kstlib.auth._clientauth import CLIENT_AUTH_METHODS, SECRET_METHODS
+from kstlib.auth._clientauth import (
+    CLIENT_ASSERTION_ALGORITHMS,
+    CLIENT_AUTH_METHODS,
+    CLIENT_AUTH_REQUIREMENTS,
+    HMAC_ASSERTION_ALGORITHMS,
+)
 from kstlib.auth._names import ALLOWED_ALGORITHMS, ENDPOINT_ALIASES, ENDPOINT_FIELDS
 from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import ConfigurationError
@@ -53,7 +58,6 @@ DEFAULT_REDIRECT_URI: Final = "http://127.0.0.1:8400/callback"
 DEFAULT_CONFIG_SCOPES: Final = ("openid", "profile", "email")
 
 _MAX_CALLBACK_TIMEOUT = 600
-_SECRET_METHODS = SECRET_METHODS
 _ENDPOINT_FIELDS = ("issuer", *ENDPOINT_FIELDS)
 _ENDPOINT_ALIASES = ENDPOINT_ALIASES
 #: Provider keys that choose classes rather than configure them: read as written, not resolved.
@@ -230,16 +234,61 @@ def _extra(value: object) -> dict[str, Any]:
     return extra
 
 
-def _auth_method(value: object, client_secret: str | None) -> str | None:
+def _auth_method(value: object, client_secret: str | None, client_key: object = None) -> str | None:
     method = _optional_text("token_endpoint_auth_method", value)
-    if method is not None and method not in TOKEN_ENDPOINT_AUTH_METHODS:
+    if method is None:
+        return None
+    if method not in TOKEN_ENDPOINT_AUTH_METHODS:
         raise _FieldError(
             "token_endpoint_auth_method",
             f"unknown method {method!r}; valid: {', '.join(TOKEN_ENDPOINT_AUTH_METHODS)}",
         )
-    if method in _SECRET_METHODS and client_secret is None:
-        raise _FieldError("token_endpoint_auth_method", f"{method} needs a client_secret")
+    needed = CLIENT_AUTH_REQUIREMENTS[method]
+    present = {"client_secret": client_secret, "client_key": client_key}
+    if needed is not None and present[needed] is None:
+        raise _FieldError("token_endpoint_auth_method", f"{method} needs a {needed}")
     return method
+
+
+def _client_key(value: object) -> str | dict[str, Any] | None:
+    """A private key: PEM text, a JWK (mapping or JSON text), a reference or an absolute path.
+
+    Only the shape is checked here (no ``cryptography`` at configuration time); the key is
+    parsed when the provider first authenticates, with an error naming ``client_key``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value) or not isinstance(value.get("kty"), str):
+            raise _FieldError("client_key", "a JWK mapping needs a 'kty' and string keys")
+        return copy.deepcopy(dict(value))
+    if not isinstance(value, str):
+        raise _FieldError(
+            "client_key",
+            f"expected PEM text, a JWK, a file:// or sops:// reference, got {_kind(value)}",
+        )
+    return _text("client_key", value)
+
+
+def _assertion_alg(value: object, method: str | None) -> str | None:
+    alg = _optional_text("client_assertion_alg", value)
+    if alg is None:
+        return None
+    valid = ", ".join(sorted(CLIENT_ASSERTION_ALGORITHMS))
+    if alg not in CLIENT_ASSERTION_ALGORITHMS:
+        refused = "is never used" if alg.lower() == "none" else "is not supported"
+        raise _FieldError("client_assertion_alg", f"{alg!r} {refused}; valid: {valid}")
+    hmac_alg = alg in HMAC_ASSERTION_ALGORITHMS
+    if method == "client_secret_jwt" and not hmac_alg:
+        raise _FieldError(
+            "client_assertion_alg", f"client_secret_jwt signs with HS256/384/512, not {alg}"
+        )
+    if method == "private_key_jwt" and hmac_alg:
+        raise _FieldError(
+            "client_assertion_alg",
+            f"private_key_jwt signs with the private key, not {alg} (use client_secret_jwt)",
+        )
+    return alg
 
 
 def _algorithms(value: object) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 import time
@@ -17,9 +18,11 @@ from kstlib.auth._http import (
     HTTPFailure,
     HTTPTraceLogger,
     JSONResponse,
+    RawResponse,
     RetryPolicy,
     build_http_client,
     oauth_error_fields,
+    request,
     request_json,
 )
 from kstlib.auth._names import METADATA_ENDPOINTS
@@ -28,6 +31,7 @@ from kstlib.auth.errors import (
     AuthError,
     AuthorizationError,
     ConfigurationError,
+    DiscoveryError,
     TokenError,
     TokenExchangeError,
     TokenRefreshError,
@@ -59,10 +63,16 @@ PENDING_TTL = 900.0
 MAX_PENDING = 32
 
 #: OAuth error codes after which trying again later may work / never works.
-_RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+#: ``authorization_pending`` / ``slow_down`` (RFC 8628 3.5) tell a polling grant to wait;
+#: ``use_dpop_nonce`` (RFC 9449 8) to send again with the server's nonce.
+POLL_ERRORS = frozenset({"authorization_pending", "slow_down", "use_dpop_nonce"})
+_RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error", *POLL_ERRORS})
 _FATAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
 _ENDPOINT_FIELDS = METADATA_ENDPOINTS
+
+#: What a token-endpoint call is, for its error type and message.
+GrantKind = Literal["exchange", "refresh", "grant"]
 
 
 @dataclass
@@ -219,13 +229,39 @@ class OAuth2Provider(AbstractAuthProvider):
         return {}
 
     def endpoint(self, name: str) -> str | None:
-        """An endpoint URL: the configured one wins, else the server's metadata."""
+        """An endpoint URL: the configured one wins, else the server's metadata.
+
+        A discovered endpoint passes the rule of a configured one (absolute https, or
+        http on a loopback host): an IdP behind a TLS-terminating proxy that advertises
+        ``http://`` endpoints must not receive secrets or serve keys in clear text.
+
+        Raises:
+            DiscoveryError: the discovered URL breaks the rule (the message names the
+                metadata field and the configuration key that overrides it).
+        """
         field_name = _ENDPOINT_FIELDS[name]
         explicit = getattr(self.config, field_name, None)
         if explicit:
             return str(explicit)
         value = self._server_metadata().get(name)
-        return value if isinstance(value, str) and value else None
+        if not isinstance(value, str) or not value:
+            return None
+        self._check_discovered_url(name, value)
+        return value
+
+    def _check_discovered_url(self, name: str, url: str) -> None:
+        from kstlib.auth._config.values import _FieldError, _url
+
+        try:
+            _url(name, url)
+        except _FieldError as exc:
+            raise DiscoveryError(
+                f"Provider '{self.name}': the discovery document's {name} {exc.problem}; "
+                f"fix the URL the IdP advertises (behind a proxy: its public https URL) or "
+                f"set '{_ENDPOINT_FIELDS[name]}' explicitly in the provider's configuration",
+                issuer=self.config.issuer,
+                reason=f"insecure {name}",
+            ) from None
 
     def _require_endpoint(self, name: str) -> str:
         url = self.endpoint(name)
@@ -248,6 +284,9 @@ class OAuth2Provider(AbstractAuthProvider):
                 configured=self.config.token_endpoint_auth_method,
                 server_supported=supported if isinstance(supported, list) else None,
                 provider_name=self.name,
+                client_key=self.config.client_key,
+                client_key_id=self.config.client_key_id,
+                assertion_alg=self.config.client_assertion_alg,
             )
         return self._client_auth
 
@@ -423,9 +462,49 @@ class OAuth2Provider(AbstractAuthProvider):
 
     # -- token endpoint --------------------------------------------------------------------
 
-    def _token_request(
-        self, data: dict[str, str], *, kind: Literal["exchange", "refresh"]
-    ) -> dict[str, Any]:
+    def token_request(self, grant_type: str, **params: str) -> Token:
+        """Send one grant to the token endpoint; return the validated token, NOT stored.
+
+        The one door of every grant (authorization code, refresh, device code, client
+        credentials, token exchange...): ``grant_type`` and ``params`` form the body; the
+        client authenticates as configured (``token_endpoint_auth_method``); the answer
+        is read through the bounded reader (size limit, total deadline of ``timeout``);
+        OAuth errors become typed errors; the token is validated (an ID token in the
+        answer is verified by an OIDC provider) before it is returned. Storing it is the
+        caller's decision (:meth:`save_token`): a grant that logs a user in stores, a
+        one-off exchange may not.
+
+        A POST is never retried (a code or device code is single-use).
+
+        Raises:
+            TokenExchangeError: the server refused, or the request failed. ``error_code``
+                carries the OAuth error; ``authorization_pending``, ``slow_down`` and
+                ``use_dpop_nonce`` come with ``retryable=True`` so a polling grant
+                (device flow) waits and asks again.
+            TokenValidationError: the returned token failed validation.
+            ConfigurationError: no token endpoint, or unusable client credentials.
+        """
+        if not isinstance(grant_type, str) or not grant_type.strip():
+            raise ValueError("grant_type must be a non-empty string")
+        data = {"grant_type": grant_type}
+        for name, value in params.items():
+            if name == "grant_type" or not isinstance(value, str):
+                raise ValueError(f"token_request parameter {name!r} must be a string")
+            data[name] = value
+        raw = self._token_request(data, kind="grant")
+        token = self._token_from_response(raw, kind="grant")
+        return self._validate_granted(token)
+
+    async def atoken_request(self, grant_type: str, **params: str) -> Token:
+        """:meth:`token_request` for asyncio callers; runs in a worker thread (the
+        provider's one HTTP client and its bounded reader), never blocking the loop."""
+        return await asyncio.to_thread(self.token_request, grant_type, **params)
+
+    def _validate_granted(self, token: Token) -> Token:
+        """Check a token from :meth:`token_request` (OIDC verifies an ID token in it)."""
+        return token
+
+    def _token_request(self, data: dict[str, str], *, kind: GrantKind) -> dict[str, Any]:
         """POST a grant to the token endpoint with client authentication; return its JSON."""
         endpoint = self._require_endpoint("token_endpoint")
         headers: dict[str, str] = {}
@@ -444,9 +523,7 @@ class OAuth2Provider(AbstractAuthProvider):
             )
         return response.data
 
-    def _grant_error(
-        self, kind: Literal["exchange", "refresh"], failure: HTTPFailure | JSONResponse
-    ) -> TokenError:
+    def _grant_error(self, kind: GrantKind, failure: HTTPFailure | JSONResponse) -> TokenError:
         reason, code, desc = _server_message(failure)
         status = failure.status_code
         retryable = (
@@ -463,18 +540,21 @@ class OAuth2Provider(AbstractAuthProvider):
                 error_code=code,
                 status_code=status,
             )
+        details: dict[str, Any] = {}
+        if desc:
+            details["error_description"] = desc
+        if isinstance(failure, JSONResponse) and code in POLL_ERRORS:
+            details.update(_poll_details(failure))
         return TokenExchangeError(
             f"Token request to '{self.name}' failed: {reason}",
             reason=reason,
             error_code=code,
             status_code=status,
             retryable=retryable,
-            details={"error_description": desc} if desc else None,
+            details=details or None,
         )
 
-    def _token_from_response(
-        self, raw: dict[str, Any], *, kind: Literal["exchange", "refresh"]
-    ) -> Token:
+    def _token_from_response(self, raw: dict[str, Any], *, kind: GrantKind) -> Token:
         try:
             return Token.from_response(raw)
         except TokenValidationError as exc:
@@ -564,21 +644,55 @@ class OAuth2Provider(AbstractAuthProvider):
         data = {"token": value, "token_type_hint": hint}
         headers: dict[str, str] = {}
         self.client_authentication().apply(data, headers, endpoint=endpoint)
+        what = f"Revocation of the {hint.replace('_', ' ')} at '{self.name}' failed"
         try:
-            response = self.http_client.post(endpoint, data=data, headers=headers)
-        except httpx.TransportError as exc:
-            raise AuthError(
-                f"Revocation at '{self.name}' failed: {type(exc).__name__}",
-                details={"endpoint": endpoint},
-            ) from None
-        if response.status_code != 200:
+            answer = request(
+                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+            )
+        except HTTPFailure as failure:
+            raise AuthError(f"{what}: {failure.reason}", details={"endpoint": endpoint}) from None
+        if answer.status_code != 200:
             reason, code, _ = _server_message(
-                JSONResponse(response.status_code, response.headers, _safe_json(response))
+                JSONResponse(answer.status_code, answer.headers, answer.json_or_none())
             )
             raise AuthError(
-                f"Revocation of the {hint.replace('_', ' ')} at '{self.name}' failed: {reason}",
-                details={"status_code": response.status_code, "error": code},
+                f"{what}: {reason}",
+                details={"status_code": answer.status_code, "error": code},
             )
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def introspect(self, token: str, *, token_type_hint: str | None = None) -> dict[str, Any]:
+        """Ask the introspection endpoint (RFC 7662) about ``token``; return its answer.
+
+        The client authenticates as at the token endpoint; the answer is read through the
+        bounded reader and must be a JSON object with a boolean ``active``.
+
+        Raises:
+            ConfigurationError: no introspection endpoint is configured or discovered.
+            AuthError: the request failed or the answer is not an introspection response.
+        """
+        endpoint = self._require_endpoint("introspection_endpoint")
+        data = {"token": token}
+        if token_type_hint:
+            data["token_type_hint"] = token_type_hint
+        headers: dict[str, str] = {}
+        self.client_authentication().apply(data, headers, endpoint=endpoint)
+        what = f"Introspection at '{self.name}' failed"
+        try:
+            response = request_json(
+                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+            )
+        except HTTPFailure as failure:
+            raise AuthError(f"{what}: {failure.reason}") from None
+        if not response.is_success:
+            reason, code, _ = _server_message(response)
+            raise AuthError(
+                f"{what}: {reason}", details={"status_code": response.status_code, "error": code}
+            )
+        if not isinstance(response.data, dict) or not isinstance(response.data.get("active"), bool):
+            raise AuthError(f"{what}: the answer has no boolean 'active' (RFC 7662 2.2)")
+        return response.data
 
     # -- userinfo --------------------------------------------------------------------------
 
@@ -589,7 +703,10 @@ class OAuth2Provider(AbstractAuthProvider):
         return token
 
     def get_userinfo(self, token: Token | None = None) -> dict[str, Any]:
-        """Fetch the user's claims from the UserInfo endpoint (Bearer access token).
+        """Fetch the user's claims from the UserInfo endpoint.
+
+        The access token is sent with its own type (``Bearer``, or ``DPoP`` with the
+        proof :meth:`authorize_request` adds), through the bounded reader.
 
         Raises:
             ConfigurationError: no userinfo endpoint is configured or discovered.
@@ -597,13 +714,15 @@ class OAuth2Provider(AbstractAuthProvider):
         """
         token = self._token_for_call(token)
         endpoint = self._require_endpoint("userinfo_endpoint")
+        scheme = str(getattr(token.token_type, "value", token.token_type)) or "Bearer"
         try:
             response = request_json(
                 self.http_client,
                 "GET",
                 endpoint,
-                headers={"Authorization": f"Bearer {token.access_token}"},
+                headers={"Authorization": f"{scheme} {token.access_token}"},
                 tracer=self.tracer,
+                prepare=lambda sent: self.authorize_request(sent, token),
             )
         except HTTPFailure as failure:
             raise AuthError(f"UserInfo request to '{self.name}' failed: {failure.reason}") from None
@@ -655,7 +774,7 @@ class OAuth2Provider(AbstractAuthProvider):
         if url is None:
             return PreflightResult(name, PreflightStatus.FAILURE, f"no {name} configured")
         method = "POST" if name == "token_endpoint" else "GET"
-        response = self.http_client.request(method, url)
+        response: RawResponse = request(self.http_client, method, url, tracer=self.tracer)
         if response.status_code >= 500:
             return PreflightResult(
                 name, PreflightStatus.FAILURE, f"{url} answered HTTP {response.status_code}"
@@ -668,8 +787,15 @@ class OAuth2Provider(AbstractAuthProvider):
         )
 
 
-def _safe_json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
+def _poll_details(response: JSONResponse) -> dict[str, Any]:
+    """What a polling grant needs from an error answer: the new ``interval`` (slow_down,
+    RFC 8628 3.5) and the server's ``DPoP-Nonce`` (use_dpop_nonce, RFC 9449 8)."""
+    details: dict[str, Any] = {}
+    data = response.data if isinstance(response.data, dict) else {}
+    interval = data.get("interval")
+    if isinstance(interval, int) and not isinstance(interval, bool) and 0 < interval <= 3600:
+        details["interval"] = interval
+    nonce = response.headers.get("dpop-nonce")
+    if nonce and len(nonce) <= 512 and nonce.isascii() and nonce.isprintable():
+        details["dpop_nonce_header"] = nonce
+    return details

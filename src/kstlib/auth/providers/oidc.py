@@ -227,6 +227,13 @@ class OIDCProvider(OAuth2Provider):
         self._validate_id_token(token, nonce=nonce)
         return token
 
+    def _validate_granted(self, token: Token) -> Token:
+        """An ID token in the answer to :meth:`token_request` is verified like at login
+        (no nonce: only the authorization code flow has one)."""
+        if token.id_token is not None:
+            self._validate_id_token(token, nonce=None)
+        return token
+
     def _validate_refreshed(self, token: Token, *, previous: Token) -> Token:
         """A refreshed ID token keeps the ``iss``, ``sub``, ``aud`` and nonce of the first."""
         if token.id_token is None or token.id_token == previous.id_token:
