@@ -450,6 +450,7 @@ def test_token_refreshes_a_stale_token_first(logged_in: CLI, idp: IdP) -> None:
     stored = logged_in.stored()
     assert stored is not None
     stored.expires_at = datetime.now(UTC) + timedelta(seconds=5)  # inside the refresh skew
+    stored.issued_at = stored.expires_at - timedelta(hours=1)  # of a 1 h token (no clamping)
     get_token_storage_for_provider("conf").save("conf", stored)
     proc = logged_in.run("auth", "token")  # the real entry point: fast path declines, app refreshes
     assert proc.returncode == 0, proc.stderr

@@ -36,9 +36,12 @@ def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileTokenStorage:
 
 
 def _token(lifetime: timedelta) -> Token:
+    """A 1 h token with ``lifetime`` left (the skew is clamped to half a token's lifetime)."""
+    expires_at = datetime.now(UTC) + lifetime
     return Token(
         access_token=ACCESS,
-        expires_at=datetime.now(UTC) + lifetime,
+        expires_at=expires_at,
+        issued_at=expires_at - timedelta(hours=1),
         refresh_token="fast-path-refresh-token",
         scope=["openid", "email"],
     )
