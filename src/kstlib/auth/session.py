@@ -162,6 +162,11 @@ class ProviderAuth(httpx.Auth):
         override = self._skew_override
         return self.provider.config.refresh_skew if override is None else override
 
+    @refresh_skew.setter
+    def refresh_skew(self, value: float | None) -> None:
+        self._skew_override = value
+        self._cached = None  # the next request asks the provider with the new skew
+
     # -- the destination -------------------------------------------------------------------
 
     def _check_destination(self, request: httpx.Request) -> None:
