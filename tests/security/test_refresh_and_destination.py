@@ -122,6 +122,29 @@ def test_jwks_outage_with_a_still_valid_token_keeps_serving(
     assert provider.token_storage.load(PROVIDER_NAME) == nearly
 
 
+def test_keys_rotated_and_unreachable_after_the_grant_is_an_honest_refresh_error(
+    hostile: HostileIdP, clock: FakeClock
+) -> None:
+    """The residual case: the keys were loaded, but the refreshed ID token is signed with a
+    new key and the JWKS is down when it is fetched. The rotated refresh token is spent:
+    TokenRefreshError(retryable=False) says to log in; nothing unverified is stored."""
+    hostile.reset()
+    provider = make_provider(hostile, cache=MetadataCache(clock=clock))
+    before = login(provider, hostile)
+    clock.advance(31)  # past the unknown-kid re-fetch cooldown, not past the JWKS TTL
+    hostile.scenario = Scenario.ID_ROTATED_KID
+    hostile.jwks_down = True
+    with pytest.raises(TokenRefreshError) as err:
+        provider.refresh()
+    assert err.value.retryable is False
+    message = str(err.value)
+    assert "could not be validated" in message and "HTTP 503" in message
+    assert "run `kstlib auth login hostile`" in message and "\n" not in message
+    assert hostile.count("token:refresh_token") == 1
+    assert provider.token_storage.load(PROVIDER_NAME) == before
+    provider.close()
+
+
 # --------------------------------------------------------------------------- destinations
 
 SECRET_QUERY = "leak-me-not-123"
