@@ -35,6 +35,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -151,6 +152,9 @@ def _mine(mode: str, n: int, args: dict[str, Any], api: str, workdir: Path) -> C
     from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
 
     stale = Token.from_response(_stale(args["raw"]))
+    # a 1 h token 5 s from expiry (a token merely 5 s long is fresh: the skew is clamped
+    # to half the lifetime)
+    stale.issued_at = stale.issued_at - timedelta(seconds=3595)
     if mode == "processes":
         FileTokenStorage(workdir).save("storm", stale)
         return _processes("kstlib", n, args, api, workdir)

@@ -450,12 +450,42 @@ def test_token_refreshes_a_stale_token_first(logged_in: CLI, idp: IdP) -> None:
     stored = logged_in.stored()
     assert stored is not None
     stored.expires_at = datetime.now(UTC) + timedelta(seconds=5)  # inside the refresh skew
+    stored.issued_at = stored.expires_at - timedelta(hours=1)  # of a 1 h token (no clamping)
     get_token_storage_for_provider("conf").save("conf", stored)
     proc = logged_in.run("auth", "token")  # the real entry point: fast path declines, app refreshes
     assert proc.returncode == 0, proc.stderr
     fresh = logged_in.stored()
     assert fresh is not None and fresh.access_token != stored.access_token
     assert proc.stdout == fresh.access_token + "\n"
+
+
+def test_token_with_a_refused_refresh_token_sends_it_once(logged_in: CLI, idp: IdP) -> None:
+    """After invalid_grant the dead refresh token is marked in the stored token: later
+    `auth token` runs (each a new process) never send it again; once the access token has
+    expired, the error says to log in."""
+    stored = logged_in.stored()
+    assert stored is not None
+    stored.refresh_token = "a-refresh-token-the-idp-refuses"
+    stored.expires_at = datetime.now(UTC) + timedelta(seconds=30)  # inside the skew
+    stored.issued_at = stored.expires_at - timedelta(hours=1)
+    storage = get_token_storage_for_provider("conf")
+    storage.save("conf", stored)
+    idp.reset_stats()
+    for _ in range(3):
+        proc = logged_in.run("auth", "token")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == stored.access_token + "\n"
+    assert idp.stats().get("token:refresh_token", 0) == 1
+    marked = logged_in.stored()
+    assert marked is not None
+    entry = json.loads(logged_in.invoke("auth", "status", "conf", "--json").stdout)[0]
+    assert entry["refreshable"] is False
+    marked.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    storage.save("conf", marked)
+    proc = logged_in.run("auth", "token")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "run `kstlib auth login conf`" in proc.stderr
+    assert idp.stats().get("token:refresh_token", 0) == 1
 
 
 # ------------------------------------------------------------------ whoami, providers, preflight

@@ -36,9 +36,12 @@ def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileTokenStorage:
 
 
 def _token(lifetime: timedelta) -> Token:
+    """A 1 h token with ``lifetime`` left (the skew is clamped to half a token's lifetime)."""
+    expires_at = datetime.now(UTC) + lifetime
     return Token(
         access_token=ACCESS,
-        expires_at=datetime.now(UTC) + lifetime,
+        expires_at=expires_at,
+        issued_at=expires_at - timedelta(hours=1),
         refresh_token="fast-path-refresh-token",
         scope=["openid", "email"],
     )
@@ -85,6 +88,36 @@ def test_stale_token_is_left_to_the_full_command(
     written: list[str] = []
     assert run_fast_path(["auth", "token"], written.append) is None
     assert written == []
+
+
+def test_a_fresh_30s_token_is_printed_by_the_fast_path(stored: FileTokenStorage) -> None:
+    """Measured defect: a 30 s access token (skew 60 s) made every `auth token` a refresh."""
+    expires_at = datetime.now(UTC) + timedelta(seconds=29)
+    short = Token(
+        access_token=ACCESS,
+        expires_at=expires_at,
+        issued_at=expires_at - timedelta(seconds=30),
+        refresh_token="fast-path-refresh-token",
+    )
+    stored.save("corp", short)
+    written: list[str] = []
+    assert run_fast_path(["auth", "token"], written.append) == 0
+    assert written == [ACCESS + "\n"]
+
+
+def test_the_fast_path_uses_the_configured_refresh_skew(
+    stored: FileTokenStorage, tmp_path: Path
+) -> None:
+    config = tmp_path / "kstlib.conf.yml"
+    data = yaml.safe_load(config.read_text())
+    data["auth"]["providers"]["corp"]["refresh_skew"] = 600
+    config.write_text(yaml.safe_dump(data))
+    stored.save("corp", _token(timedelta(seconds=300)))  # a 1 h token, 5 min left
+    assert run_fast_path(["auth", "token"], print) is None  # stale with a 10 min skew
+    data["auth"]["providers"]["corp"]["refresh_skew"] = "soon"  # invalid: the full CLI says so
+    config.write_text(yaml.safe_dump(data))
+    stored.save("corp", _token(timedelta(hours=1)))
+    assert run_fast_path(["auth", "token"], print) is None
 
 
 def test_missing_token_or_unknown_provider_is_left_to_the_full_command(

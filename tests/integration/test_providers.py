@@ -183,7 +183,13 @@ def test_refresh_failure_leaves_stored_token(idp: IdP) -> None:
     provider.revoke()
     with pytest.raises(TokenRefreshError):
         provider.refresh()
-    assert provider.token_storage.load("test") == token
+    kept = provider.token_storage.load("test")  # the same tokens; the refresh token marked dead
+    assert kept is not None and (kept.access_token, kept.refresh_token, kept.id_token) == (
+        token.access_token,
+        token.refresh_token,
+        token.id_token,
+    )
+    assert not provider.can_renew(kept)
 
 
 def test_revoke_then_introspection_inactive_and_refresh_fails(idp: IdP) -> None:
@@ -321,7 +327,8 @@ def test_get_token_refreshes_when_stale(idp: IdP) -> None:
 
     provider = make_oidc(idp, CONFIDENTIAL)
     token = login(provider)
-    stale = replace(token, expires_at=datetime.now(UTC) + timedelta(seconds=5))
+    expires_at = datetime.now(UTC) + timedelta(seconds=5)  # a 1 h token, 5 s from expiry
+    stale = replace(token, expires_at=expires_at, issued_at=expires_at - timedelta(hours=1))
     provider.save_token(stale)
     got = provider.get_token()
     assert got is not None and got.access_token != token.access_token

@@ -30,9 +30,25 @@ from tests.idp_support import CONFIDENTIAL, IdP
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def rejected(token: Token, access_token: str) -> Token:
+    """``token`` with an access token the API refuses, obtained a minute ago.
+
+    A token obtained in the last few seconds is not renewed on a 401 (it would be
+    refused the same way), so the rejected token must be older than that.
+    """
+    return replace(
+        token, access_token=access_token, issued_at=token.issued_at - timedelta(minutes=1)
+    )
+
+
 def stale(token: Token) -> Token:
-    """The same token, but expiring within the refresh skew (still valid at the IdP)."""
-    return replace(token, expires_at=datetime.now(UTC) + timedelta(seconds=5))
+    """The same token, but expiring within the refresh skew (still valid at the IdP).
+
+    Issued an hour before it expires: the skew is clamped to half the lifetime, so a
+    token merely 5 s long (issued now, expiring in 5 s) would not be stale yet.
+    """
+    expires_at = datetime.now(UTC) + timedelta(seconds=5)
+    return replace(token, expires_at=expires_at, issued_at=expires_at - timedelta(hours=1))
 
 
 @pytest.fixture
@@ -186,7 +202,7 @@ def test_4_processes_sharing_a_file_storage_one_refresh(idp: IdP, tmp_path: Path
 def test_401_refresh_and_replay_once(idp: IdP, provider: OIDCProvider) -> None:
     token = provider.token_storage.load("test")
     assert token is not None
-    provider.save_token(replace(token, access_token="revoked-or-unknown-access-token"))
+    provider.save_token(rejected(token, "revoked-or-unknown-access-token"))
     idp.reset_stats()
     with AuthSession(provider) as session:
         response = session.post(idp.api_url("x"), json={"a": 1})
@@ -198,7 +214,7 @@ def test_401_refresh_and_replay_once(idp: IdP, provider: OIDCProvider) -> None:
 def test_401_async_refresh_and_replay(idp: IdP, provider: OIDCProvider) -> None:
     token = provider.token_storage.load("test")
     assert token is not None
-    provider.save_token(replace(token, access_token="unknown-access-token"))
+    provider.save_token(rejected(token, "unknown-access-token"))
     idp.reset_stats()
 
     async def main() -> int:
@@ -212,7 +228,7 @@ def test_401_async_refresh_and_replay(idp: IdP, provider: OIDCProvider) -> None:
 def test_401_with_a_streamed_body_is_not_replayed(idp: IdP, provider: OIDCProvider) -> None:
     token = provider.token_storage.load("test")
     assert token is not None
-    provider.save_token(replace(token, access_token="unknown-access-token"))
+    provider.save_token(rejected(token, "unknown-access-token"))
     idp.reset_stats()
 
     def body() -> object:
@@ -227,7 +243,7 @@ def test_401_with_a_streamed_body_is_not_replayed(idp: IdP, provider: OIDCProvid
 def test_retry_on_401_disabled(idp: IdP, provider: OIDCProvider) -> None:
     token = provider.token_storage.load("test")
     assert token is not None
-    provider.save_token(replace(token, access_token="unknown-access-token"))
+    provider.save_token(rejected(token, "unknown-access-token"))
     with AuthSession(provider, retry_on_401=False) as session:
         assert session.get(idp.api_url("x")).status_code == 401
 
@@ -272,7 +288,10 @@ def test_failed_refresh_reaches_caller_and_keeps_stored_token(
     with AuthSession(provider) as session, pytest.raises(TokenRefreshError) as err:
         session.get(idp.api_url("x"))
     assert err.value.retryable is False and "kstlib auth login test" in str(err.value)
-    assert provider.token_storage.load("test") == dead
+    kept = provider.token_storage.load("test")
+    assert kept is not None  # the same tokens, only marked: the refresh token is dead
+    assert (kept.access_token, kept.refresh_token) == (dead.access_token, dead.refresh_token)
+    assert provider.refresh_token_rejected(kept)
 
 
 def test_slow_idp_does_not_stall_other_tasks(idp: IdP, provider: OIDCProvider) -> None:

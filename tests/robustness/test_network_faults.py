@@ -26,6 +26,7 @@ from kstlib.auth.errors import (
     TokenRefreshError,
 )
 from kstlib.auth.models import Token
+from kstlib.auth.providers import base
 from kstlib.auth.providers.oidc import OIDCProvider
 from tests.security.hostile_idp import (
     PROVIDER_NAME,
@@ -328,7 +329,9 @@ def test_jwks_503_then_ok_logs_in(hostile: HostileIdP) -> None:
 
 
 def _with_expiry(token: Token, seconds: float) -> Token:
-    return replace(token, expires_at=datetime.now(UTC) + timedelta(seconds=seconds))
+    """``token`` expiring in ``seconds``, issued an hour before (the skew is not clamped)."""
+    expires_at = datetime.now(UTC) + timedelta(seconds=seconds)
+    return replace(token, expires_at=expires_at, issued_at=expires_at - timedelta(hours=1))
 
 
 async def _burst(session: AuthSession, url: str, n: int) -> list[int | BaseException]:
@@ -373,8 +376,9 @@ def test_outage_with_an_expired_token_gives_callers_a_clear_error(hostile: Hosti
 
 
 def test_outage_with_a_nearly_expired_token_keeps_serving(
-    hostile: HostileIdP, caplog: pytest.LogCaptureFixture
+    hostile: HostileIdP, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(base, "REFRESH_RETRY_PAUSE", 0.5)  # the provider's pause, shortened
     provider = make_provider(hostile)
     nearly = _with_expiry(login(provider, hostile), 30)  # valid, but inside the 60 s skew
     provider.save_token(nearly)
@@ -393,6 +397,7 @@ def test_outage_with_a_nearly_expired_token_keeps_serving(
     ), caplog.text
     assert stored(provider) == nearly
     hostile.scenario = Scenario.NORMAL
+    time.sleep(0.6)  # past the provider's pause after the failed attempt
     refreshes_before = hostile.count("token:refresh_token")
 
     async def back() -> list[int | BaseException]:

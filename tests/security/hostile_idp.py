@@ -212,6 +212,8 @@ class HostileIdP:
         self.retry_after: str | None = "0"
         #: How many 503 answers before serving normally again (None: always 503).
         self.fail_times: int | None = None
+        #: The JWKS answers 503 (as in JWKS_503) whatever the scenario.
+        self.jwks_down = False
         #: access_token lifetime in token responses.
         self.expires_in = 600
         #: The access token of TOKEN_UNUSABLE_ACCESS_TOKEN (the ID token's at_hash matches it).
@@ -470,7 +472,7 @@ class HostileIdP:
                 self._json(handler, 200, self.discovery_document())
         elif path == "/jwks":
             self._hit("jwks")
-            if scenario is Scenario.JWKS_503 and self._take_failure():
+            if (scenario is Scenario.JWKS_503 or self.jwks_down) and self._take_failure():
                 self._unavailable(handler)
             else:
                 self._json(handler, 200, self.jwks_document())

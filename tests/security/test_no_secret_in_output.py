@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -281,7 +282,11 @@ def test_library_journey_leaks_no_secret(
     asyncio.run(calls())
     current = storage.load("corp")
     assert current is not None
-    bogus = replace(current, access_token="bogus-access-token-" + "x" * 20)
+    bogus = replace(  # obtained a minute ago: a 401 on a just-obtained token renews nothing
+        current,
+        access_token="bogus-access-token-" + "x" * 20,
+        issued_at=current.issued_at - timedelta(minutes=1),
+    )
     secrets.add("bogus_access_token", bogus.access_token)
     provider.save_token(bogus)
     with httpx.Client(auth=ProviderAuth(provider)) as client:

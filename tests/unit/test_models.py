@@ -211,3 +211,38 @@ def test_from_dict_only_typed_errors(data: object) -> None:
         Token.from_dict(data)  # type: ignore[arg-type]
     except TokenValidationError:
         pass
+
+
+def _lived(lifetime: float, left: float) -> Token:
+    """A token of ``lifetime`` seconds with ``left`` seconds to go."""
+    expires_at = datetime.now(UTC) + timedelta(seconds=left)
+    return Token(
+        access_token="a", expires_at=expires_at, issued_at=expires_at - timedelta(seconds=lifetime)
+    )
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "skew", "effective"),
+    [(30, 60, 15), (60, 60, 30), (3600, 60, 60), (3600, 300, 300), (400, 300, 200), (10, 0, 0)],
+)
+def test_effective_skew_is_at_most_half_the_lifetime(
+    lifetime: float, skew: float, effective: float
+) -> None:
+    assert _lived(lifetime, lifetime).effective_skew(skew) == pytest.approx(effective)
+
+
+def test_a_short_token_is_stale_only_in_the_second_half_of_its_life() -> None:
+    """Measured defect: a 30 s token was stale from birth with the default 60 s skew."""
+    assert not _lived(30, 29).is_stale()
+    assert not _lived(30, 16).is_stale()
+    assert _lived(30, 14).is_stale()
+    assert 13 <= _lived(30, 29).refresh_due_in() <= 14
+    assert _lived(3600, 30).is_stale() and not _lived(3600, 90).is_stale()
+    assert _lived(3600, -1).is_stale()
+
+
+def test_staleness_of_a_token_of_unknown_lifetime_follows_is_expired() -> None:
+    fresh = Token(access_token="a")
+    old = Token(access_token="a", issued_at=datetime.now(UTC) - timedelta(hours=2))
+    assert not fresh.is_stale() and 3500 < fresh.refresh_due_in() <= 3600
+    assert old.is_stale() and old.is_expired

@@ -20,6 +20,7 @@ __all__ = [
     "CallbackServerError",
     "ConfigurationError",
     "DiscoveryError",
+    "InsecureDestinationError",
     "TokenError",
     "TokenExchangeError",
     "TokenExpiredError",
@@ -45,6 +46,27 @@ class DiscoveryError(AuthError):
         self.issuer = issuer
         self.reason = reason or message
         self.status_code = status_code
+
+
+class InsecureDestinationError(AuthError):
+    """A token was about to be sent where it must not go; nothing was sent.
+
+    ``reason`` is ``"plain http"`` (RFC 6750 section 5.3: bearer tokens need TLS) or
+    ``"origin not allowed"`` (outside the session's ``allowed_origins``); ``origin``
+    is the request's ``scheme://host[:port]`` (never its path or query).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        origin: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.reason = reason
+        self.origin = origin
 
 
 class AuthorizationError(AuthError):

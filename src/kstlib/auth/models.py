@@ -14,6 +14,7 @@ from kstlib.auth.errors import TokenValidationError
 
 __all__ = [
     "DEFAULT_REFRESH_SKEW",
+    "MAX_SKEW_FRACTION",
     "AuthFlow",
     "PreflightReport",
     "PreflightResult",
@@ -24,6 +25,9 @@ __all__ = [
 
 #: Seconds before expiry at which a token is refreshed proactively.
 DEFAULT_REFRESH_SKEW = 60.0
+#: The refresh skew never exceeds this fraction of a token's lifetime, so a short-lived
+#: token (30 s, 60 s) is not refreshed at every use.
+MAX_SKEW_FRACTION = 0.5
 #: A token of unknown lifetime is considered expired after this long.
 _UNKNOWN_LIFETIME = timedelta(hours=1)
 #: Longest ``expires_in`` accepted (ten years); beyond that the server is broken or hostile.
@@ -240,6 +244,33 @@ class Token:
         if self.expires_at is None:
             return self.is_expired
         return _utcnow() + timedelta(seconds=skew) >= self.expires_at
+
+    def effective_skew(self, skew: float = DEFAULT_REFRESH_SKEW) -> float:
+        """``skew``, clamped to :data:`MAX_SKEW_FRACTION` of the lifetime (issue to expiry).
+
+        A 30 s token with the default 60 s skew is refreshed 15 s before it expires,
+        not at every use. Unknown lifetime: ``skew`` unchanged.
+        """
+        if self.expires_at is None:
+            return max(skew, 0.0)
+        lifetime = (self.expires_at - self.issued_at).total_seconds()
+        return max(0.0, min(skew, lifetime * MAX_SKEW_FRACTION))
+
+    def refresh_due_in(self, skew: float = DEFAULT_REFRESH_SKEW) -> float:
+        """Seconds until this token is stale (0 or less: stale now).
+
+        The one staleness decision, shared by providers, sessions and the CLI's fast
+        path: stale :meth:`effective_skew` seconds before expiry; a token of unknown
+        lifetime turns stale when :attr:`is_expired` says so (an hour after issue).
+        """
+        now = _utcnow()
+        if self.expires_at is None:
+            return (self.issued_at + _UNKNOWN_LIFETIME - now).total_seconds()
+        return (self.expires_at - now).total_seconds() - self.effective_skew(skew)
+
+    def is_stale(self, skew: float = DEFAULT_REFRESH_SKEW) -> bool:
+        """True when the token should be renewed before use (see :meth:`refresh_due_in`)."""
+        return self.refresh_due_in(skew) <= 0
 
     @property
     def refresh_expires_at(self) -> datetime | None:

@@ -1,12 +1,18 @@
-"""Token injection and refresh for httpx: ``ProviderAuth`` and ``AuthSession``.
+"""Token injection for httpx: ``ProviderAuth`` and ``AuthSession``.
 
 :class:`ProviderAuth` is an ``httpx.Auth``: give it to any ``httpx.Client``
-or ``httpx.AsyncClient`` you own. Its logic lives in ONE generator,
+or ``httpx.AsyncClient`` you own. Which token to use, and when to renew it,
+is the provider's decision (:meth:`~kstlib.auth.providers.base.AbstractAuthProvider.acquire`);
+``ProviderAuth`` only caches the ready-made header until the provider says
+the token turns stale. Its logic lives in ONE generator,
 :meth:`ProviderAuth._flow`, which yields either a request to send or an
-instruction (``get a token`` / ``refresh``); two small drivers carry the
-instructions out with sync or async I/O. The async driver never blocks the
-event loop: storage reads and the refresh run in worker threads, behind an
-asyncio lock and the storage's async cross-process lock.
+instruction (``get a token`` / ``the server rejected this one``); two small
+drivers ask the provider with sync or async I/O. The async driver never
+blocks the event loop.
+
+Before any byte is sent, the request's destination is checked: plain http
+to a non-loopback host is refused (RFC 6750 section 5.3), and so is an
+origin outside ``allowed_origins`` when the caller set one.
 
 :class:`AuthSession` is a thin owner of one lazily created sync client and
 one async client that use the same ``ProviderAuth``.
@@ -18,14 +24,17 @@ import asyncio
 import threading
 import time
 import types
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Collection, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 
-from kstlib.auth.errors import TokenExpiredError, TokenRefreshError
+from kstlib.auth._net import is_loopback_host
+from kstlib.auth.errors import ConfigurationError, InsecureDestinationError
 from kstlib.auth.models import Token, TokenType
+from kstlib.auth.providers.base import AcquiredToken
 from kstlib.auth.redaction import get_logger
 
 if TYPE_CHECKING:
@@ -35,24 +44,22 @@ __all__ = ["AuthSession", "ProviderAuth"]
 
 _log = get_logger("kstlib.auth.session")
 
-#: Seconds a still-valid token is used as is after a failed proactive refresh, before the
-#: next attempt (an outage costs one refresh attempt per pause, not one per request).
-REFRESH_RETRY_PAUSE = 5.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
 class _NeedToken:
-    """Instruction: give the flow a usable token (refreshing proactively if stale)."""
+    """Instruction: give the flow the token to use now."""
 
 
 @dataclass(frozen=True)
-class _NeedRefresh:
-    """Instruction: the server rejected ``seen``; give the flow a refreshed token."""
+class _Rejected:
+    """Instruction: the server rejected ``seen`` (401); give the flow what to replay with."""
 
     seen: Token
 
 
-_Instruction = httpx.Request | _NeedToken | _NeedRefresh
+_Instruction = httpx.Request | _NeedToken | _Rejected
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,46 @@ def _replayable(request: httpx.Request) -> bool:
     return True
 
 
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    host = host.lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    scheme = scheme.lower()
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _parse_origin(value: str) -> str:
+    """``scheme://host[:port]`` of an allowed origin, normalised; ConfigurationError if not one."""
+    problem = None
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        problem, parts, port = "not a valid URL", None, None
+    if parts is not None:
+        if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+            problem = "not an http(s) origin"
+        elif parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+            problem = "an origin has no path, query, fragment or credentials"
+    if problem is not None or parts is None or not parts.hostname:
+        raise ConfigurationError(
+            f"allowed_origins: {value!r} is {problem or 'not an origin'} "
+            "(expected scheme://host[:port])",
+            key="allowed_origins",
+        )
+    return _origin(parts.scheme, parts.hostname, port)
+
+
 class ProviderAuth(httpx.Auth):
     """``httpx.Auth`` that injects the provider's token and refreshes it single-flight.
+
+    ``refresh_skew`` overrides the provider's ``refresh_skew`` for this client: it is
+    handed to the provider, whose one staleness decision (clamped to half the token's
+    lifetime) uses it. ``allow_insecure_http`` permits plain http to non-loopback
+    hosts (refused by default); ``allowed_origins``, when given, is the only set of
+    ``scheme://host[:port]`` the token is sent to.
 
     Example:
         >>> client = httpx.Client(auth=ProviderAuth(provider))  # doctest: +SKIP
@@ -91,19 +136,66 @@ class ProviderAuth(httpx.Auth):
         auto_refresh: bool = True,
         retry_on_401: bool = True,
         refresh_skew: float | None = None,
+        allow_insecure_http: bool = False,
+        allowed_origins: Collection[str] | None = None,
     ) -> None:
         self.provider = provider
         self.auto_refresh = auto_refresh
         self.retry_on_401 = retry_on_401
-        self.refresh_skew = provider.config.refresh_skew if refresh_skew is None else refresh_skew
+        self._skew_override = refresh_skew
+        self.allow_insecure_http = allow_insecure_http
+        if isinstance(allowed_origins, str):
+            allowed_origins = [allowed_origins]
+        self.allowed_origins: frozenset[str] | None = (
+            None
+            if allowed_origins is None
+            else frozenset(_parse_origin(origin) for origin in allowed_origins)
+        )
         self._cached: _Cached | None = None
 
     def __repr__(self) -> str:
         return f"ProviderAuth(provider={self.provider.name!r})"
 
+    @property
+    def refresh_skew(self) -> float:
+        """The skew this client asks the provider to use (the provider's when not set)."""
+        override = self._skew_override
+        return self.provider.config.refresh_skew if override is None else override
+
+    @refresh_skew.setter
+    def refresh_skew(self, value: float | None) -> None:
+        self._skew_override = value
+        self._cached = None  # the next request asks the provider with the new skew
+
+    # -- the destination -------------------------------------------------------------------
+
+    def _check_destination(self, request: httpx.Request) -> None:
+        """Refuse to attach the token to plain http (non-loopback) or a foreign origin."""
+        url = request.url
+        scheme = url.scheme
+        if scheme == "https" and self.allowed_origins is None:
+            return
+        origin = _origin(scheme, url.host, url.port)
+        if scheme != "https" and not self.allow_insecure_http and not is_loopback_host(url.host):
+            raise InsecureDestinationError(
+                f"Refused to send the token of '{self.provider.name}' over plain http to "
+                f"{origin} (RFC 6750 5.3 requires TLS); use https, or pass "
+                "allow_insecure_http=True to accept the risk",
+                reason="plain http",
+                origin=origin,
+            )
+        if self.allowed_origins is not None and origin not in self.allowed_origins:
+            raise InsecureDestinationError(
+                f"Refused to send the token of '{self.provider.name}' to {origin}: not in "
+                "this session's allowed_origins",
+                reason="origin not allowed",
+                origin=origin,
+            )
+
     # -- the one flow ----------------------------------------------------------------------
 
     def _flow(self, request: httpx.Request) -> Generator[_Instruction, Any, None]:
+        self._check_destination(request)
         cached: _Cached = yield _NeedToken()
         self._authorize(request, cached)
         response: httpx.Response = yield request
@@ -113,18 +205,18 @@ class ProviderAuth(httpx.Auth):
             response = yield request
         if response.status_code != 401 or not self.retry_on_401 or not _replayable(request):
             return
-        if not cached.token.is_refreshable:
-            return
-        _log.debug("401 from %s; refreshing the token once and replaying", request.url.host)
-        cached = yield _NeedRefresh(cached.token)
-        self._authorize(request, cached)
+        renewed: _Cached = yield _Rejected(cached.token)
+        if renewed.token.access_token == cached.token.access_token:
+            return  # the provider did not renew it (just obtained, or backing off): keep the 401
+        _log.debug("401 from %s; replaying once with the renewed token", request.url.host)
+        self._authorize(request, renewed)
         yield request
 
     def _authorize(self, request: httpx.Request, cached: _Cached) -> None:
         request.headers["Authorization"] = cached.header
         self.provider.authorize_request(request, cached.token)
 
-    # -- token bookkeeping (no I/O) --------------------------------------------------------
+    # -- the header cache (no I/O) ---------------------------------------------------------
 
     def _fresh_cached(self) -> _Cached | None:
         cached = self._cached
@@ -132,45 +224,10 @@ class ProviderAuth(httpx.Auth):
             return cached
         return None
 
-    def _remember(self, token: Token, *, stale_at: float | None = None) -> _Cached:
-        if stale_at is None:
-            expires_in = token.expires_in
-            if expires_in is None:
-                fresh = not token.needs_refresh(self.refresh_skew)
-                stale_at = time.monotonic() + 60.0 if fresh else 0.0
-            else:
-                stale_at = time.monotonic() + expires_in - self.refresh_skew
-        cached = _Cached(token, _header_for(token), stale_at)
+    def _remember(self, acquired: AcquiredToken) -> _Cached:
+        cached = _Cached(acquired.token, _header_for(acquired.token), acquired.stale_at)
         self._cached = cached
         return cached
-
-    def _check_usable(self, token: Token | None) -> Token:
-        """Raise when there is no token, or an expired one that cannot be refreshed."""
-        name = self.provider.name
-        if token is None:
-            raise TokenExpiredError(f"Not logged in to '{name}'; run `kstlib auth login {name}`")
-        if token.is_expired and not (self.auto_refresh and token.is_refreshable):
-            raise TokenExpiredError(
-                f"The token of '{name}' has expired and cannot be refreshed; "
-                f"run `kstlib auth login {name}`"
-            )
-        return token
-
-    def _needs_refresh(self, token: Token) -> bool:
-        return self.auto_refresh and token.is_refreshable and token.needs_refresh(self.refresh_skew)
-
-    def _after_failed_refresh(self, token: Token, error: TokenRefreshError) -> _Cached:
-        """Keep serving a still-valid token; try the refresh again after a short pause.
-
-        Without the pause every request of an outage would try (and wait for) a refresh.
-        """
-        if token.is_expired:
-            raise error
-        _log.warning(
-            "Proactive refresh of '%s' failed; using the current token", self.provider.name
-        )
-        pause = min(REFRESH_RETRY_PAUSE, max(float(token.expires_in or 0), 0.0))
-        return self._remember(token, stale_at=time.monotonic() + pause)
 
     # -- sync driver -----------------------------------------------------------------------
 
@@ -178,17 +235,11 @@ class ProviderAuth(httpx.Auth):
         cached = self._fresh_cached()
         if cached is not None:
             return cached
-        storage = self.provider.token_storage
-        token = self._check_usable(storage.load(self.provider.name))
-        if self._needs_refresh(token):
-            try:
-                token = self.provider.refresh_if_stale(token)
-            except TokenRefreshError as error:
-                return self._after_failed_refresh(token, error)
-        return self._remember(token)
+        acquired = self.provider.acquire(skew=self._skew_override, auto_refresh=self.auto_refresh)
+        return self._remember(acquired)
 
-    def _refresh_sync(self, seen: Token) -> _Cached:
-        return self._remember(self.provider.refresh_if_stale(seen, force=True))
+    def _rejected_sync(self, seen: Token) -> _Cached:
+        return self._remember(self.provider.acquire(seen, rejected=True, skew=self._skew_override))
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -201,7 +252,7 @@ class ProviderAuth(httpx.Auth):
             elif isinstance(instruction, _NeedToken):
                 reply = self._token_sync()
             else:
-                reply = self._refresh_sync(instruction.seen)
+                reply = self._rejected_sync(instruction.seen)
             try:
                 instruction = flow.send(reply)
             except StopIteration:
@@ -213,17 +264,15 @@ class ProviderAuth(httpx.Auth):
         cached = self._fresh_cached()
         if cached is not None:
             return cached
-        storage = self.provider.token_storage
-        token = self._check_usable(await storage.aload(self.provider.name))
-        if self._needs_refresh(token):
-            try:
-                token = await self.provider.arefresh_if_stale(token)
-            except TokenRefreshError as error:
-                return self._after_failed_refresh(token, error)
-        return self._remember(token)
+        acquired = await self.provider.aacquire(
+            skew=self._skew_override, auto_refresh=self.auto_refresh
+        )
+        return self._remember(acquired)
 
-    async def _refresh_async(self, seen: Token) -> _Cached:
-        return self._remember(await self.provider.arefresh_if_stale(seen, force=True))
+    async def _rejected_async(self, seen: Token) -> _Cached:
+        return self._remember(
+            await self.provider.aacquire(seen, rejected=True, skew=self._skew_override)
+        )
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -236,7 +285,7 @@ class ProviderAuth(httpx.Auth):
             elif isinstance(instruction, _NeedToken):
                 reply = await self._token_async()
             else:
-                reply = await self._refresh_async(instruction.seen)
+                reply = await self._rejected_async(instruction.seen)
             try:
                 instruction = flow.send(reply)
             except StopIteration:
@@ -266,12 +315,20 @@ class AuthSession:
         retry_on_401: bool = True,
         ssl_verify: bool | None = None,
         ssl_ca_bundle: str | None = None,
+        allow_insecure_http: bool = False,
+        allowed_origins: Collection[str] | None = None,
     ) -> None:
         self.provider = provider
         self.timeout = timeout
         self.auto_refresh = auto_refresh
         self.retry_on_401 = retry_on_401
-        self.auth = ProviderAuth(provider, auto_refresh=auto_refresh, retry_on_401=retry_on_401)
+        self.auth = ProviderAuth(
+            provider,
+            auto_refresh=auto_refresh,
+            retry_on_401=retry_on_401,
+            allow_insecure_http=allow_insecure_http,
+            allowed_origins=allowed_origins,
+        )
         self._verify = self._resolve_verify(provider, ssl_verify, ssl_ca_bundle)
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None

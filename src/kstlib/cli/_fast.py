@@ -2,7 +2,8 @@
 
 ``kstlib auth token`` runs in shell prompts and as a kubectl credential plugin,
 on every call. When the arguments are plain (``auth token [provider]
-[--format F | --header | --json]``) and the stored token is fresh, it is
+[--format F | --header | --json]``) and the stored token is fresh (by the
+same staleness decision as the providers: ``Token.is_stale``), it is
 printed from here with the standard library, the configuration loader and
 the token storage only: no Typer, no Rich, no httpx, no cryptography, no
 network. Anything else returns None, and the caller runs the full command
@@ -167,7 +168,13 @@ def parse_token_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
 
 
 def _fresh_token(provider: str | None) -> Token | None:
-    """The stored token of the resolved provider when it needs no refresh; else None."""
+    """The stored token of the resolved provider when it is not stale; else None.
+
+    Staleness is the providers' own decision (:meth:`Token.is_stale`, the skew clamped
+    to half the token's lifetime) with the provider's ``refresh_skew`` checked by the
+    configuration's own validator; an invalid value leaves the work to the full CLI.
+    """
+    from kstlib.auth._config.values import _number
     from kstlib.auth.config import (
         get_provider_config,
         get_token_storage_for_provider,
@@ -181,10 +188,13 @@ def _fresh_token(provider: str | None) -> Token | None:
     token = get_token_storage_for_provider(name, config=loaded).load(name)
     if token is None:
         return None
-    skew = (get_provider_config(name, config=loaded) or {}).get("refresh_skew")
-    if isinstance(skew, bool) or not isinstance(skew, int | float):
-        skew = DEFAULT_REFRESH_SKEW
-    return None if token.needs_refresh(float(skew)) else token
+    configured = (get_provider_config(name, config=loaded) or {}).get("refresh_skew")
+    skew = (
+        DEFAULT_REFRESH_SKEW
+        if configured is None
+        else _number("refresh_skew", configured, 0, 86400)
+    )
+    return None if token.is_stale(skew) else token
 
 
 def run_fast_path(argv: Sequence[str], write: Callable[[str], object]) -> int | None:
@@ -206,6 +216,9 @@ def run_fast_path(argv: Sequence[str], write: Callable[[str], object]) -> int | 
             token = _fresh_token(provider)
     except Exception:  # every failure is reported by the full command line
         return None
+    # a ResourceWarning is the garbage collector's news about some other object of the
+    # process (an unclosed socket), not a message about this command or its configuration
+    caught = [w for w in caught if not issubclass(w.category, ResourceWarning)]
     if token is None or caught:  # a warning (an ignored config file...) is the full CLI's to show
         return None
     write(format_token(token, output_format) + "\n")

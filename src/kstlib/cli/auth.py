@@ -30,7 +30,6 @@ from kstlib.auth.errors import (
     AuthError,
     AuthorizationError,
     ConfigurationError,
-    TokenExpiredError,
     TokenStorageError,
 )
 from kstlib.auth.redaction import redact_text, redact_urls
@@ -154,13 +153,6 @@ def _subject(token: Token) -> str | None:
     decoded = decode_jwt_unverified(token.id_token) if token.id_token else None
     sub = decoded[1].get("sub") if decoded else None
     return sub if isinstance(sub, str) else None
-
-
-def _not_logged_in(name: str) -> TokenExpiredError:
-    return TokenExpiredError(
-        f"Not logged in to '{name}' (no token, or an expired one that cannot be refreshed); "
-        f"run `kstlib auth login {name}`"
-    )
 
 
 class _Notice:
@@ -434,6 +426,7 @@ def _iso(when: datetime | None) -> str | None:
 def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
     """What ``status --json`` says about one provider (no network, no secret)."""
     from kstlib.auth.config import get_token_storage_for_provider
+    from kstlib.auth.providers.base import marked_refused
 
     entry: dict[str, Any] = {
         "provider": name,
@@ -467,7 +460,7 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
         expires_at=_iso(token.expires_at),
         expires_in=expires_in,
         expiring_soon=expires_in is not None and 0 <= expires_in < soon,
-        refreshable=token.is_refreshable,
+        refreshable=token.is_refreshable and not marked_refused(token),
         refresh_expires_at=_iso(token.refresh_expires_at),
     )
     return entry
@@ -560,16 +553,12 @@ def _output_format(chosen: TokenFormat | None, header: bool, as_json: bool) -> s
 
 
 def _current_token(provider: OAuth2Provider, *, force: bool) -> Token:
-    """The access token to print: refreshed first when forced or (nearly) expired."""
-    if force:
-        stored = provider.token_storage.load(provider.name)
-        if stored is None:
-            raise _not_logged_in(provider.name)
-        return provider.refresh_if_stale(stored, force=True)
-    token = provider.get_token()
-    if token is None or token.is_expired:
-        raise _not_logged_in(provider.name)
-    return token
+    """The access token to print, as the provider decides (renewed when forced or stale).
+
+    Raises TokenExpiredError (not logged in, or expired and not renewable) or
+    TokenRefreshError; both say what to run.
+    """
+    return provider.acquire(force=force).token
 
 
 def _print_decoded(name: str, token: Token) -> None:
@@ -630,9 +619,7 @@ def whoami(
     loaded = _load()
     name = _resolve(provider, loaded)
     with _provider(name, loaded) as prov:
-        if prov.get_token() is None:
-            raise _not_logged_in(name)
-        info = prov.get_userinfo()
+        info = prov.get_userinfo(prov.acquire().token)
     if as_json or raw:
         echo_json(info)
     else:

@@ -1,15 +1,23 @@
-"""``AbstractAuthProvider``: the provider contract and single-flight refresh.
+"""``AbstractAuthProvider``: the provider contract and the one token pipeline.
 
-A refresh is coordinated here once for every caller (``get_token``, the
-sync and async paths of :class:`~kstlib.auth.session.ProviderAuth`, the CLI):
+The provider decides which token a caller uses now; everyone asks it
+(:meth:`~AbstractAuthProvider.acquire` / :meth:`~AbstractAuthProvider.aacquire`):
+``ProviderAuth``/``AuthSession``, ``get_token``, the CLI. A renewal is
+coordinated here once for every caller:
 
-    check -> lock (thread lock / asyncio lock, then the storage's
-    cross-process lock) -> reload from storage -> re-check -> refresh ->
+    load -> fresh? done -> lock (thread lock / asyncio lock, then the
+    storage's cross-process lock) -> reload -> re-check -> renew ->
     validate -> save -> release
 
 so however many threads, tasks and processes share one storage, a stale
-token causes exactly one refresh request at the identity provider, and a
-rotating refresh token is never spent twice.
+token causes exactly one request at the identity provider, and a rotating
+refresh token is never spent twice. Staleness is one decision,
+:meth:`Token.refresh_due_in <kstlib.auth.models.Token.refresh_due_in>` (the
+skew clamped to half the token's lifetime), also used by the CLI's fast path.
+After a failure the provider keeps a still-valid token for a short pause; after
+``invalid_grant`` it marks the refresh token dead (in the stored token, so other
+processes see it) and never sends it again; a token that a resource server
+rejects (401) is renewed at most once per growing pause.
 """
 
 from __future__ import annotations
@@ -22,10 +30,16 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
-from kstlib.auth.errors import TokenRefreshError
+from kstlib.auth.errors import (
+    TokenError,
+    TokenExpiredError,
+    TokenRefreshError,
+    TokenStorageError,
+)
 from kstlib.auth.redaction import fingerprint, get_logger
 
 if TYPE_CHECKING:
@@ -35,40 +49,101 @@ if TYPE_CHECKING:
     from kstlib.auth.models import AuthFlow, PreflightReport, Token
     from kstlib.auth.token import AbstractTokenStorage
 
-__all__ = ["AbstractAuthProvider"]
+__all__ = ["AbstractAuthProvider", "AcquiredToken"]
 
 _log = get_logger("kstlib.auth.providers")
 
 #: Longest wait for another thread/process to finish its refresh.
 REFRESH_LOCK_TIMEOUT = 60.0
+#: Seconds a still-valid token is used as is after a failed proactive refresh, before the
+#: next attempt (an outage costs one refresh attempt per pause, not one per request).
+REFRESH_RETRY_PAUSE = 5.0
+#: A token obtained less than this many seconds ago is not renewed because a resource
+#: server rejected it (401): a new token would be rejected the same way.
+REJECTION_GRACE = 10.0
+#: After a renewal caused by a 401, further 401s renew again only after this pause,
+#: doubled for each such renewal in a row (up to :data:`REJECTION_BACKOFF_MAX`).
+REJECTION_BACKOFF = 10.0
+REJECTION_BACKOFF_MAX = 300.0
+#: Metadata key of a stored token whose refresh token the server refused (``invalid_grant``):
+#: the refresh token's fingerprint, so the mark dies with that refresh token.
+REFRESH_REJECTED_KEY = "kstlib_refresh_token_rejected"
+
+
+@dataclass(frozen=True)
+class AcquiredToken:
+    """What :meth:`AbstractAuthProvider.acquire` answers: the token to use now, and until when.
+
+    ``stale_at`` is a :func:`time.monotonic` time: until then the caller may keep
+    using ``token`` without asking again (a session caches its header until then).
+    """
+
+    token: Token
+    stale_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"AcquiredToken(token={self.token!r}, stale_in={self.stale_at - time.monotonic():.1f})"
+        )
 
 
 @dataclass(frozen=True)
 class _RefreshFailure:
-    """The last failed refresh: for which refresh token (a fingerprint), why, and when."""
+    """The last failed renewal: for which refresh token (a fingerprint), why, and when."""
 
     refresh_token: str
     error: TokenRefreshError
     at: float
 
-    def applies_to(self, token: Token, arrived_at: float) -> bool:
+    def shared_with(self, token: Token, arrived_at: float) -> bool:
         """Whether a caller that asked at ``arrived_at`` gets this failure instead of a retry.
 
         A retryable failure (outage) goes to the callers that were already queued
         behind it, so an outage never becomes a storm, while a caller arriving later
         tries again (the first call after the IdP returns works). A non-retryable one
-        (``invalid_grant``) stands until the stored refresh token changes.
+        stands until the stored refresh token changes.
         """
         if fingerprint(token.refresh_token) != self.refresh_token:
             return False
         return not self.error.retryable or self.at >= arrived_at
 
+    def pauses(self, token: Token, now: float) -> bool:
+        """Whether a still-valid ``token`` is kept as is (no new attempt) at ``now``."""
+        return (
+            self.error.retryable
+            and fingerprint(token.refresh_token) == self.refresh_token
+            and now < self.at + REFRESH_RETRY_PAUSE
+        )
+
+
+def _copy(error: TokenRefreshError) -> TokenRefreshError:
+    return TokenRefreshError(
+        error.message,
+        reason=error.reason,
+        retryable=error.retryable,
+        error_code=error.error_code,
+        status_code=error.status_code,
+    )
+
+
+def marked_refused(token: Token) -> bool:
+    """Whether the stored ``token`` carries the mark of a refused refresh token."""
+    label = token.metadata.get(REFRESH_REJECTED_KEY)
+    return bool(token.refresh_token) and label == fingerprint(token.refresh_token)
+
+
+def _seconds_left(token: Token) -> float:
+    """Seconds until ``token`` expires (0 when expired; an hour after issue when unknown)."""
+    if token.expires_at is None:
+        return max(token.refresh_due_in(0.0), 0.0)
+    return max((token.expires_at - datetime.now(UTC)).total_seconds(), 0.0)
+
 
 class AbstractAuthProvider(ABC):
     """Base class for OAuth2/OIDC authentication providers.
 
-    Subclasses implement the flow-specific methods; token retrieval and
-    refresh coordination are shared.
+    Subclasses implement the flow-specific methods; which token to use, and
+    when and how often to renew it, is decided here for every caller.
 
     Attributes:
         name: Provider identifier (matches the config key).
@@ -89,7 +164,14 @@ class AbstractAuthProvider(ABC):
         )
         self._async_locks_guard = threading.Lock()
         self._last_failure: _RefreshFailure | None = None
-        self._last_refreshed: Token | None = None
+        #: The last token this process renewed, and the monotonic time the renewal ended.
+        self._last_refreshed: tuple[Token, float] | None = None
+        #: Fingerprints of refresh tokens refused with invalid_grant (also when the mark
+        #: could not be saved in the storage).
+        self._rejected_refresh_tokens: set[str] = set()
+        #: Monotonic time of the last renewal caused by a 401, and how many in a row.
+        self._rejection_at: float | None = None
+        self._rejection_streak = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, storage={self.token_storage.describe()})"
@@ -138,6 +220,40 @@ class AbstractAuthProvider(ABC):
         """
         return False
 
+    # -- renewal (what a grant overrides) --------------------------------------------------
+
+    def can_renew(self, token: Token) -> bool:
+        """Whether this provider can get a new token to replace ``token`` without the user.
+
+        The default: ``token`` has a refresh token that the server has not refused
+        (``invalid_grant``). Providers with another way to renew (client credentials,
+        token exchange) override this and :meth:`_renew`.
+        """
+        return bool(token.refresh_token) and not self.refresh_token_rejected(token)
+
+    def refresh_token_rejected(self, token: Token) -> bool:
+        """Whether the server refused the refresh token of ``token`` (``invalid_grant``)."""
+        if not token.refresh_token:
+            return False
+        return marked_refused(token) or (
+            fingerprint(token.refresh_token) in self._rejected_refresh_tokens
+        )
+
+    def _renew(self, token: Token) -> Token:
+        """Get, validate and store a new token replacing ``token``; the caller holds the locks.
+
+        The default is the refresh grant (:meth:`_refresh_and_store`).
+        """
+        return self._refresh_and_store(token)
+
+    def _refresh_and_store(self, token: Token) -> Token:
+        """Refresh ``token`` and store the result; the caller holds the refresh guard.
+
+        The default delegates to :meth:`refresh` (for custom providers);
+        OAuth2Provider overrides it with the real grant.
+        """
+        return self.refresh(token)
+
     # -- token access ----------------------------------------------------------------------
 
     @property
@@ -147,24 +263,18 @@ class AbstractAuthProvider(ABC):
         return token is not None and not token.is_expired
 
     def get_token(self, *, auto_refresh: bool = True) -> Token | None:
-        """Return the stored token, refreshing it first when it is (nearly) expired.
+        """Return the token to use, renewed first when it is stale (see :meth:`acquire`).
 
-        Returns None when nothing is stored. A refresh failure raises
-        :class:`TokenRefreshError`, unless the current token is still valid
-        (only inside the refresh skew), in which case it is returned.
+        Returns None when nothing is stored, or when the token has expired and cannot
+        be renewed. A failed renewal raises :class:`TokenRefreshError`, unless the
+        current token is still valid (only inside the refresh skew): then it is returned.
         """
-        token = self.token_storage.load(self.name)
-        if token is None or not auto_refresh or not self._is_stale(token):
-            return token
-        if not token.is_refreshable:
-            return None if token.is_expired else token
+        if not auto_refresh:
+            return self.token_storage.load(self.name)
         try:
-            return self.refresh_if_stale(token)
-        except TokenRefreshError:
-            if token.is_expired:
-                raise
-            _log.warning("Proactive refresh for '%s' failed; using the current token", self.name)
-            return token
+            return self.acquire().token
+        except TokenExpiredError:
+            return None
 
     def save_token(self, token: Token) -> None:
         """Save a token to storage."""
@@ -174,10 +284,317 @@ class AbstractAuthProvider(ABC):
         """Remove the token from storage."""
         self.token_storage.delete(self.name)
 
-    # -- refresh coordination --------------------------------------------------------------
+    # -- the pipeline: decisions (no I/O) --------------------------------------------------
 
-    def _is_stale(self, token: Token) -> bool:
-        return token.needs_refresh(self.config.refresh_skew)
+    def _skew(self, skew: float | None) -> float:
+        return self.config.refresh_skew if skew is None else skew
+
+    def _not_logged_in(self) -> TokenExpiredError:
+        name = self.name
+        return TokenExpiredError(f"Not logged in to '{name}'; run `kstlib auth login {name}`")
+
+    def _cannot_renew(self, token: Token) -> TokenError:
+        """The error for a token that has expired (or must be renewed) and cannot be."""
+        name = self.name
+        if self.refresh_token_rejected(token):
+            return TokenRefreshError(
+                f"The token of '{name}' has expired and its refresh token was refused by the "
+                f"server (invalid_grant); run `kstlib auth login {name}`",
+                reason="refresh token refused",
+                retryable=False,
+                error_code="invalid_grant",
+            )
+        return TokenExpiredError(
+            f"The token of '{name}' has expired and cannot be refreshed; "
+            f"run `kstlib auth login {name}`"
+        )
+
+    @staticmethod
+    def _until_expiry(token: Token, now: float) -> AcquiredToken:
+        return AcquiredToken(token, now + _seconds_left(token))
+
+    @staticmethod
+    def _fresh(token: Token, skew: float, now: float) -> AcquiredToken:
+        return AcquiredToken(token, now + max(token.refresh_due_in(skew), 0.0))
+
+    def _plan(
+        self, token: Token | None, skew: float, now: float, *, renew: bool = True
+    ) -> AcquiredToken | None:
+        """Without a lock: the token to use as is, or None when it must be renewed."""
+        if token is None:
+            raise self._not_logged_in()
+        due = token.refresh_due_in(skew)
+        if due > 0:
+            return AcquiredToken(token, now + due)
+        if not renew or not self.can_renew(token):
+            if token.is_expired:
+                raise self._cannot_renew(token)
+            return self._until_expiry(token, now)
+        failure = self._last_failure
+        if failure is not None and not token.is_expired and failure.pauses(token, now):
+            end = min(failure.at + REFRESH_RETRY_PAUSE, now + _seconds_left(token))
+            return AcquiredToken(token, end)
+        return None
+
+    def _may_renew_rejected(self, token: Token, now: float) -> bool:
+        """Whether a token a resource server rejected (401) may be renewed now."""
+        age = (datetime.now(UTC) - token.issued_at).total_seconds()
+        if age < REJECTION_GRACE:
+            return False  # just obtained: a new one would be refused the same way
+        if self._rejection_at is None:
+            return True
+        doublings = min(max(self._rejection_streak - 1, 0), 16)
+        pause = min(REJECTION_BACKOFF * float(2**doublings), REJECTION_BACKOFF_MAX)
+        return now - self._rejection_at >= pause
+
+    def _note_rejection_renewal(self, now: float) -> None:
+        last = self._rejection_at
+        recent = last is not None and now - last < 2 * REJECTION_BACKOFF_MAX
+        self._rejection_streak = self._rejection_streak + 1 if recent else 1
+        self._rejection_at = now
+
+    def _decide(
+        self,
+        current: Token | None,
+        seen: Token | None,
+        *,
+        force: bool,
+        rejected: bool,
+        skew: float,
+        arrived_at: float,
+    ) -> AcquiredToken | None:
+        """Under the locks: the token to use, or None when ``current`` must be renewed now."""
+        now = time.monotonic()
+        if current is None:
+            raise self._not_logged_in()
+        if seen is not None and current.access_token != seen.access_token:
+            # someone else renewed (or logged in) while this caller waited for the lock
+            return self._fresh(current, skew, now)
+        if not force and not rejected:
+            planned = self._plan(current, skew, now)
+            if planned is not None:
+                return planned
+        failure = self._last_failure
+        if failure is not None and failure.shared_with(current, arrived_at):
+            # the renewal this caller queued behind has just failed: share its outcome
+            raise _copy(failure.error)
+        if not self.can_renew(current):
+            if current.is_expired:
+                raise self._cannot_renew(current)
+            if force:
+                raise self._no_renewal(current)
+            return self._until_expiry(current, now)  # a 401 on it: the caller keeps the 401
+        if rejected and not self._may_renew_rejected(current, now):
+            _log.debug("Not renewing the token of '%s' after a 401: backing off", self.name)
+            return self._fresh(current, skew, now)
+        return None
+
+    def _no_renewal(self, token: Token) -> TokenRefreshError:
+        name = self.name
+        if self.refresh_token_rejected(token):
+            why = "its refresh token was refused by the server (invalid_grant)"
+        else:
+            why = "it has no refresh token"
+        return TokenRefreshError(
+            f"The token of '{name}' cannot be refreshed: {why}; run `kstlib auth login {name}`",
+            reason="cannot renew",
+            retryable=False,
+        )
+
+    def _refreshed_meanwhile(
+        self, seen: Token | None, skew: float, arrived_at: float
+    ) -> AcquiredToken | None:
+        """The token this process renewed while the caller waited, if still fresh.
+
+        Checked right after the in-process lock, before the storage's lock and a
+        reload: a burst of callers queued behind one renewal costs no storage I/O.
+        Only a renewal that ended after the caller asked counts (an older one may
+        since have been replaced in the storage).
+        """
+        last = self._last_refreshed
+        if last is None or seen is None:
+            return None
+        recent, ended_at = last
+        if (
+            ended_at >= arrived_at
+            and recent.access_token != seen.access_token
+            and not recent.is_stale(skew)
+        ):
+            return self._fresh(recent, skew, time.monotonic())
+        return None
+
+    def _after_failure(
+        self, token: Token | None, error: TokenRefreshError, *, proactive: bool
+    ) -> AcquiredToken:
+        """Keep serving a still-valid token after a failed proactive renewal, else raise."""
+        if not proactive or token is None or token.is_expired:
+            raise error
+        now = time.monotonic()
+        if not self.can_renew(token):
+            _log.warning(
+                "The refresh token of '%s' was refused (invalid_grant); using the current "
+                "token until it expires, then run `kstlib auth login %s`",
+                self.name,
+                self.name,
+            )
+            return self._until_expiry(token, now)
+        _log.warning("Proactive refresh of '%s' failed; using the current token", self.name)
+        return AcquiredToken(token, now + min(REFRESH_RETRY_PAUSE, _seconds_left(token)))
+
+    # -- the pipeline: renewal -------------------------------------------------------------
+
+    def _renew_recording(
+        self, token: Token, skew: float, *, rejected: bool = False
+    ) -> AcquiredToken:
+        """:meth:`_renew`, remembering a failure for the callers queued behind."""
+        now = time.monotonic()
+        if rejected:
+            self._note_rejection_renewal(now)
+        try:
+            renewed = self._renew(token)
+        except TokenRefreshError as error:
+            if error.error_code == "invalid_grant":
+                self._mark_refresh_rejected(token)
+            self._last_failure = _RefreshFailure(
+                fingerprint(token.refresh_token), error, time.monotonic()
+            )
+            raise
+        self._last_failure = None
+        self._last_refreshed = (renewed, time.monotonic())
+        return self._fresh(renewed, skew, time.monotonic())
+
+    def _mark_refresh_rejected(self, token: Token) -> None:
+        """Remember (here and in the storage) that the refresh token of ``token`` is dead."""
+        label = fingerprint(token.refresh_token)
+        self._rejected_refresh_tokens.add(label)
+        stored = self.token_storage.load(self.name)
+        if stored is None or stored.refresh_token != token.refresh_token:
+            return
+        marked = replace(stored, metadata={**stored.metadata, REFRESH_REJECTED_KEY: label})
+        try:
+            self.save_token(marked)
+        except TokenStorageError as exc:
+            _log.warning("Could not mark the refused refresh token of '%s': %s", self.name, exc)
+
+    # -- the pipeline: entry points --------------------------------------------------------
+
+    def acquire(
+        self,
+        seen: Token | None = None,
+        *,
+        force: bool = False,
+        rejected: bool = False,
+        skew: float | None = None,
+        auto_refresh: bool = True,
+    ) -> AcquiredToken:
+        """The token to use now (renewed single-flight when stale), and until when.
+
+        Args:
+            seen: The token the caller holds. With ``force`` or ``rejected``, when
+                the stored token is already another one (renewed meanwhile), that
+                one is returned and nothing is sent.
+            force: Renew now, whatever the token's age (``kstlib auth token --refresh``).
+            rejected: ``seen`` was refused by a resource server (401): renew it, unless
+                it was obtained in the last :data:`REJECTION_GRACE` seconds or a
+                renewal for a 401 happened within the (growing) backoff; then ``seen``
+                itself comes back (the caller should not replay).
+            skew: Seconds before expiry at which a token is stale (default: the
+                provider's ``refresh_skew``); clamped to half the token's lifetime.
+            auto_refresh: False: never renew, only load and check.
+
+        Raises:
+            TokenExpiredError: nothing is stored, or the token has expired and cannot
+                be renewed (run ``kstlib auth login``).
+            TokenRefreshError: the renewal failed and the token cannot be used
+                (``retryable`` says whether trying later may help).
+        """
+        skew_s = self._skew(skew)
+        arrived_at = time.monotonic()
+        proactive = not (force or rejected)
+        if proactive:
+            seen = self.token_storage.load(self.name)
+            planned = self._plan(seen, skew_s, arrived_at, renew=auto_refresh)
+            if planned is not None:
+                return planned
+        try:
+            with self.refresh_guard():
+                recent = self._refreshed_meanwhile(seen, skew_s, arrived_at)
+                if recent is not None:
+                    return recent
+                current = self.token_storage.load(self.name)
+                decided = self._decide(
+                    current,
+                    seen,
+                    force=force,
+                    rejected=rejected,
+                    skew=skew_s,
+                    arrived_at=arrived_at,
+                )
+                if decided is not None or current is None:
+                    return self._checked(decided)
+                return self._renew_recording(current, skew_s, rejected=rejected)
+        except TokenRefreshError as error:
+            return self._after_failure(seen, error, proactive=proactive)
+
+    async def aacquire(
+        self,
+        seen: Token | None = None,
+        *,
+        force: bool = False,
+        rejected: bool = False,
+        skew: float | None = None,
+        auto_refresh: bool = True,
+    ) -> AcquiredToken:
+        """:meth:`acquire` for asyncio callers; never blocks the event loop.
+
+        Tasks queue on an asyncio lock, then on the storage's async cross-process
+        lock; the renewal's HTTP call and storage I/O run in a worker thread.
+        """
+        skew_s = self._skew(skew)
+        arrived_at = time.monotonic()
+        proactive = not (force or rejected)
+        if proactive:
+            seen = await self.token_storage.aload(self.name)
+            planned = self._plan(seen, skew_s, arrived_at, renew=auto_refresh)
+            if planned is not None:
+                return planned
+        try:
+            async with self._async_lock():
+                recent = self._refreshed_meanwhile(seen, skew_s, arrived_at)
+                if recent is not None:
+                    return recent
+                async with self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT):
+                    current = await self.token_storage.aload(self.name)
+                    decided = self._decide(
+                        current,
+                        seen,
+                        force=force,
+                        rejected=rejected,
+                        skew=skew_s,
+                        arrived_at=arrived_at,
+                    )
+                    if decided is not None or current is None:
+                        return self._checked(decided)
+                    return await asyncio.to_thread(
+                        self._renew_holding_lock, current, skew_s, rejected
+                    )
+        except TokenRefreshError as error:
+            return self._after_failure(seen, error, proactive=proactive)
+
+    def _checked(self, acquired: AcquiredToken | None) -> AcquiredToken:
+        if acquired is None:
+            raise self._not_logged_in()
+        return acquired
+
+    def refresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
+        """Single-flight refresh for sync callers: ``acquire(seen, force=force).token``."""
+        return self.acquire(seen, force=force).token
+
+    async def arefresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
+        """Single-flight refresh for asyncio callers: ``aacquire(seen, force=force).token``."""
+        return (await self.aacquire(seen, force=force)).token
+
+    # -- locks -----------------------------------------------------------------------------
 
     @contextmanager
     def refresh_guard(self) -> Iterator[None]:
@@ -197,87 +614,6 @@ class AbstractAuthProvider(ABC):
             finally:
                 self._guard_state.depth = 0
 
-    def _checked(self, token: Token | None) -> Token:
-        if token is None:
-            raise TokenRefreshError(
-                f"No token stored for '{self.name}'; run `kstlib auth login {self.name}`",
-                reason="no token",
-                retryable=False,
-            )
-        return token
-
-    def _refreshed_meanwhile(self, seen: Token | None) -> Token | None:
-        """The token this process refreshed while the caller waited, if still fresh.
-
-        Checked right after the in-process lock, before the storage's lock and a
-        reload: a burst of callers queued behind one refresh costs no storage I/O.
-        """
-        recent = self._last_refreshed
-        if (
-            recent is not None
-            and seen is not None
-            and recent.access_token != seen.access_token
-            and recent.issued_at >= seen.issued_at  # newer than what the caller rejected
-            and not self._is_stale(recent)
-        ):
-            return recent
-        return None
-
-    def _decide(
-        self, current: Token | None, seen: Token | None, force: bool, arrived_at: float
-    ) -> Token | None:
-        """Under the lock: ``current`` when no refresh is needed (any more), else None."""
-        if current is None:
-            return None
-        if seen is not None and current.access_token != seen.access_token:
-            return current  # someone else refreshed while we waited for the lock
-        if not force and not self._is_stale(current):
-            return current
-        failure = self._last_failure
-        if failure is not None and failure.applies_to(current, arrived_at):
-            # The refresh this caller queued behind has just failed: share its outcome.
-            error = failure.error
-            raise TokenRefreshError(
-                error.message,
-                reason=error.reason,
-                retryable=error.retryable,
-                error_code=error.error_code,
-                status_code=error.status_code,
-            )
-        return None
-
-    def _refresh_recording(self, token: Token) -> Token:
-        """:meth:`_refresh_and_store`, remembering a failure for the callers queued behind."""
-        try:
-            refreshed = self._refresh_and_store(token)
-        except TokenRefreshError as error:
-            self._last_failure = _RefreshFailure(
-                fingerprint(token.refresh_token), error, time.monotonic()
-            )
-            raise
-        self._last_failure = None
-        self._last_refreshed = refreshed
-        return refreshed
-
-    def refresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
-        """Single-flight refresh for sync callers.
-
-        ``seen`` is the token the caller found stale (or rejected with a 401,
-        with ``force=True``). If another thread or process replaced it while
-        this one waited for the lock, the replacement is returned and no
-        request is sent.
-        """
-        arrived_at = time.monotonic()
-        with self.refresh_guard():
-            recent = self._refreshed_meanwhile(seen)
-            if recent is not None:
-                return recent
-            current = self.token_storage.load(self.name)
-            fresh = self._decide(current, seen, force, arrived_at)
-            if fresh is not None or current is None:
-                return self._checked(fresh)
-            return self._refresh_recording(current)
-
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         with self._async_locks_guard:
@@ -287,29 +623,7 @@ class AbstractAuthProvider(ABC):
                 self._async_locks[loop] = lock
             return lock
 
-    async def arefresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
-        """Single-flight refresh for asyncio callers; never blocks the event loop.
-
-        Tasks queue on an asyncio lock, then on the storage's async
-        cross-process lock; the refresh's HTTP call and storage I/O run in a
-        worker thread.
-        """
-        arrived_at = time.monotonic()
-        async with self._async_lock():
-            recent = self._refreshed_meanwhile(seen)
-            if recent is not None:
-                return recent
-            return await self._arefresh_locked(seen, force, arrived_at)
-
-    async def _arefresh_locked(self, seen: Token | None, force: bool, arrived_at: float) -> Token:
-        async with self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT):
-            current = await self.token_storage.aload(self.name)
-            fresh = self._decide(current, seen, force, arrived_at)
-            if fresh is not None or current is None:
-                return self._checked(fresh)
-            return await asyncio.to_thread(self._refresh_holding_lock, current)
-
-    def _refresh_holding_lock(self, token: Token) -> Token:
+    def _renew_holding_lock(self, token: Token, skew: float, rejected: bool) -> AcquiredToken:
         """Run in a worker thread for an asyncio caller that holds the storage lock.
 
         Marks this thread as a holder so that :meth:`refresh` does not try to
@@ -318,17 +632,9 @@ class AbstractAuthProvider(ABC):
         """
         self._guard_state.depth = 1
         try:
-            return self._refresh_recording(token)
+            return self._renew_recording(token, skew, rejected=rejected)
         finally:
             self._guard_state.depth = 0
-
-    def _refresh_and_store(self, token: Token) -> Token:
-        """Refresh ``token`` and store the result; the caller holds the refresh guard.
-
-        The default delegates to :meth:`refresh` (for custom providers);
-        OAuth2Provider overrides it with the real grant.
-        """
-        return self.refresh(token)
 
     # -- context manager -------------------------------------------------------------------
 

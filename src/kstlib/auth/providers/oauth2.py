@@ -44,7 +44,7 @@ from kstlib.auth.models import (
     PreflightStatus,
     Token,
 )
-from kstlib.auth.providers.base import AbstractAuthProvider
+from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvider
 from kstlib.auth.redaction import get_logger, redact_text
 
 if TYPE_CHECKING:
@@ -577,12 +577,14 @@ class OAuth2Provider(AbstractAuthProvider):
         """Refresh a token (the stored one by default), validate it, store it, return it.
 
         Holds the provider's refresh lock and the storage's cross-process lock,
-        so concurrent callers never spend a rotating refresh token twice.
+        so concurrent callers never spend a rotating refresh token twice. A
+        refresh token the server refused (``invalid_grant``) is never sent again.
 
         Raises:
-            TokenRefreshError: no refresh token, or the server refused
+            TokenRefreshError: no usable refresh token, or the refresh failed
                 (``retryable=False`` for ``invalid_grant``; True for network
-                errors and 5xx). The stored token is left as it was.
+                errors, 5xx, and an unreachable discovery/JWKS, checked before
+                the refresh token is spent). The stored token is left as it was.
         """
         with self.refresh_guard():
             current = token if token is not None else self.token_storage.load(self.name)
@@ -591,7 +593,38 @@ class OAuth2Provider(AbstractAuthProvider):
                     f"No token stored for '{self.name}'; run `kstlib auth login {self.name}`",
                     reason="no token",
                 )
-            return self._refresh_and_store(current)
+            if self.refresh_token_rejected(current):
+                raise self._no_renewal(current)
+            return self._renew_recording(current, self.config.refresh_skew).token
+
+    def _prepare_refresh(self) -> None:
+        """Load what validating the refreshed tokens needs, before the refresh token is spent.
+
+        Plain OAuth2 needs nothing; OIDC loads discovery and the JWKS (cached).
+        """
+
+    def _refresh_failure(
+        self, exc: AuthError, *, spent: bool, rotated: bool = False
+    ) -> TokenRefreshError:
+        """A failure of the refresh path that is not the grant's own, as a TokenRefreshError."""
+        status = getattr(exc, "status_code", None)
+        transient = str(exc).startswith("cannot fetch") and (
+            status is None or status >= 500 or status == 429
+        )
+        if spent:
+            what = "the refreshed tokens could not be validated"
+            hint = f"; run `kstlib auth login {self.name}`" if rotated else ""
+            retryable = transient and not rotated
+        else:
+            what = "not sent (nothing was spent)"
+            hint = ""
+            retryable = transient
+        return TokenRefreshError(
+            f"Token refresh for '{self.name}' failed, {what}: {exc}{hint}",
+            reason=str(exc),
+            retryable=retryable,
+            status_code=status if isinstance(status, int) else None,
+        )
 
     def _refresh_and_store(self, token: Token) -> Token:
         if not token.refresh_token:
@@ -600,17 +633,31 @@ class OAuth2Provider(AbstractAuthProvider):
                 f"run `kstlib auth login {self.name}`",
                 reason="no refresh token",
             )
+        try:
+            self._prepare_refresh()
+            self._require_endpoint("token_endpoint")
+        except (TokenRefreshError, ConfigurationError):
+            raise
+        except AuthError as exc:  # discovery or keys unreachable: keep the refresh token
+            raise self._refresh_failure(exc, spent=False) from None
         raw = self._token_request(
             {"grant_type": "refresh_token", "refresh_token": token.refresh_token}, kind="refresh"
         )
         new = self._token_from_response(raw, kind="refresh")
+        new.metadata.pop(REFRESH_REJECTED_KEY, None)  # a mark is ours, never the server's
+        rotated = new.refresh_token is not None and new.refresh_token != token.refresh_token
         if new.refresh_token is None:
             new.refresh_token = token.refresh_token
             if "refresh_expires_at" in token.metadata:
                 new.metadata.setdefault("refresh_expires_at", token.metadata["refresh_expires_at"])
         if not new.scope:
             new.scope = list(token.scope)
-        new = self._validate_refreshed(new, previous=token)
+        try:
+            new = self._validate_refreshed(new, previous=token)
+        except (TokenError, ConfigurationError):
+            raise
+        except AuthError as exc:  # e.g. a key rotation whose new JWKS cannot be fetched
+            raise self._refresh_failure(exc, spent=True, rotated=rotated) from None
         if new.id_token is None:
             new.id_token = token.id_token
         self.save_token(new)

@@ -234,6 +234,16 @@ class OIDCProvider(OAuth2Provider):
             self._validate_id_token(token, nonce=None)
         return token
 
+    def _prepare_refresh(self) -> None:
+        """Before the refresh token is spent: discovery and the JWKS are loaded (cached).
+
+        A refreshed ID token is verified against these keys; were they unreachable
+        after the grant, the new token set would be lost with the spent refresh token.
+        """
+        jwks_uri = self.endpoint("jwks_uri")
+        if jwks_uri is not None:
+            self._cache.jwks(self.http_client, jwks_uri, retry=self._retry, tracer=self.tracer)
+
     def _validate_refreshed(self, token: Token, *, previous: Token) -> Token:
         """A refreshed ID token keeps the ``iss``, ``sub``, ``aud`` and nonce of the first."""
         if token.id_token is None or token.id_token == previous.id_token:
