@@ -62,6 +62,7 @@ __all__ = [
     "b64url_encode",
     "decode_jws",
     "json_copy",
+    "number_claim",
     "parse_jwk",
     "validate_claims",
     "verify_signature",
@@ -767,7 +768,12 @@ def verify_signature(
 # --------------------------------------------------------------------------- claims
 
 
-def _number(payload: Mapping[str, Any], name: str) -> float | None:
+def number_claim(payload: Mapping[str, Any], name: str) -> float | None:
+    """The NumericDate claim ``name`` as a finite float (``None`` when absent).
+
+    Raises:
+        JOSEError: the claim is not a finite number (booleans are not numbers).
+    """
     value = payload.get(name)
     if value is None:
         return None
@@ -797,13 +803,13 @@ def _check_audience(payload: Mapping[str, Any], audience: str) -> None:
 
 
 def _check_times(payload: Mapping[str, Any], leeway: float, now: float) -> None:
-    exp = _number(payload, "exp")
+    exp = number_claim(payload, "exp")
     if exp is not None and now >= exp + leeway:
         _fail(f"token expired at {_utc(exp)}", claim="exp")
-    iat = _number(payload, "iat")
+    iat = number_claim(payload, "iat")
     if iat is not None and iat > now + leeway:
         _fail(f"token is issued in the future ({_utc(iat)})", claim="iat")
-    nbf = _number(payload, "nbf")
+    nbf = number_claim(payload, "nbf")
     if nbf is not None and nbf > now + leeway:
         _fail(f"token is not valid before {_utc(nbf)}", claim="nbf")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -37,6 +37,12 @@ from kstlib.auth._discovery import (
     select_key,
 )
 from kstlib.auth._http import HTTPTraceLogger, RetryPolicy
+from kstlib.auth._idtoken import (
+    ID_TOKEN_REQUIRED_CLAIMS,
+    IDTokenPolicy,
+    narrow_algorithms,
+    validate_id_token,
+)
 from kstlib.auth._jose import (
     ALLOWED_ALGORITHMS,
     IGNORED_KEY_HEADERS,
@@ -64,7 +70,7 @@ STEP_NAMES: Final = (
 )
 _TOKEN_TYPES: Final = ("id_token", "access_token")
 _REQUIRED_CLAIMS: Final = {
-    "id_token": ("iss", "sub", "aud", "exp", "iat"),
+    "id_token": ID_TOKEN_REQUIRED_CLAIMS,
     "access_token": ("iss", "exp"),
 }
 _ACCESS_TOKEN_TYPS: Final = frozenset({"at+jwt", "application/at+jwt"})
@@ -182,7 +188,7 @@ class _IssuerFacts:
     message: str
     details: dict[str, Any]  # flat (scalars only): hand out ``details.copy()``
     document: Callable[[], dict[str, Any]]  # fresh private copies of the document
-    id_token_algs: frozenset[str] | None  # the allow-list narrowed to what the issuer signs with
+    id_token_algs: frozenset[str]  # the allow-list narrowed to what the issuer signs with
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,13 +228,16 @@ class _Run:
     """Mutable state of one check (attributes appear as the steps, run in order, set them)."""
 
     __slots__ = (
+        "access_token",
         "candidates",
         "described",
         "issuer",
         "issuer_facts",
         "jwks_uri",
         "jws",
+        "key",
         "keys",
+        "nonce",
         "pinned",
         "report",
         "token",
@@ -240,11 +249,21 @@ class _Run:
     jwks_uri: str
     keys: KeySet
     candidates: list[PublicJWK]
+    key: PublicJWK
 
-    def __init__(self, token: Any, token_type: str, report: TokenCheckReport) -> None:
+    def __init__(
+        self,
+        token: Any,
+        token_type: str,
+        report: TokenCheckReport,
+        access_token: str | None,
+        nonce: str | None,
+    ) -> None:
         self.token = token
         self.token_type = token_type
         self.report = report
+        self.access_token = access_token
+        self.nonce = nonce
         self.pinned = False
         self.described: PublicJWK | None = None
 
@@ -292,6 +311,7 @@ class TokenChecker:
         self._issuer_memo: dict[int, _IssuerFacts] = {}
         self._keyset_memo: dict[int, _KeySetFacts] = {}
         self._key_memo: dict[int, _KeyFacts] = {}
+        self._last_policy: IDTokenPolicy | None = None
         self._steps: tuple[tuple[str, Callable[[_Run], _Outcome]], ...] = tuple(
             zip(
                 STEP_NAMES,
@@ -312,10 +332,17 @@ class TokenChecker:
         token_str: str,
         *,
         token_type: str = "id_token",  # noqa: S107 - a token kind, not a secret
+        access_token: str | None = None,
+        nonce: str | None = None,
     ) -> TokenCheckReport:
-        """Run the full validation chain; never raises for a bad token."""
+        """Run the full validation chain; never raises for a bad token.
+
+        For an ID token, ``access_token`` (the one issued with it) is checked against its
+        ``at_hash``, and ``nonce`` (the one of the login) against its ``nonce``; the claim
+        rules are those a provider applies (:func:`kstlib.auth._idtoken.validate_id_token`).
+        """
         report = TokenCheckReport(token_type=token_type)
-        run = _Run(token_str, token_type, report)
+        run = _Run(token_str, token_type, report, access_token, nonce)
         for name, step in self._steps:
             try:
                 message, details = step(run)
@@ -435,6 +462,7 @@ class TokenChecker:
         jws = run.jws
         allowed = self._algorithms_for(run)
         key = select_key(jws, run.candidates, allowed)
+        run.key = key
         facts = self._key_facts(key)
         if key is not run.described:  # the one candidate was described by the previous step
             _describe_key(run.report, facts)
@@ -455,22 +483,49 @@ class TokenChecker:
         if audience is not None:
             report.audience_match = _audience_contains(payload.get("aud"), audience)
         now = time.time()
-        validate_claims(
-            payload,
-            issuer=run.issuer,
-            audience=audience,
-            leeway=self.leeway,
-            now=now,
-            require=_REQUIRED_CLAIMS[run.token_type],
-        )
-        self._check_azp(run)
+        if run.token_type == "id_token":
+            policy = self._policy(run)
+            validate_id_token(run.jws, run.key, policy, access_token=run.access_token, now=now)
+        else:
+            validate_claims(
+                payload,
+                issuer=run.issuer,
+                audience=audience,
+                leeway=self.leeway,
+                now=now,
+                require=_REQUIRED_CLAIMS[run.token_type],
+            )
         details = _time_details(payload, now)
         details["audience_checked"] = audience is not None
         details["issuer_pinned"] = run.pinned
         message = f"claims are valid; {details['expires']}"
         if audience is None:
             message += "; audience not checked (no expected audience)"
+        if run.token_type == "id_token" and run.access_token is not None and "at_hash" in payload:
+            details["at_hash_checked"] = True
+            message += "; at_hash matches the access token"
         return message, details
+
+    def _policy(self, run: _Run) -> IDTokenPolicy:
+        """The ID token policy of this check (the last one is reused while nothing changed)."""
+        allowed = run.issuer_facts.id_token_algs
+        policy = self._last_policy
+        if (
+            policy is None
+            or policy.allowed_algorithms is not allowed
+            or policy.issuer != run.issuer
+            or policy.audience != self.expected_audience
+            or policy.leeway != self.leeway
+        ):
+            policy = self._last_policy = IDTokenPolicy(
+                issuer=run.issuer,
+                audience=self.expected_audience,
+                allowed_algorithms=allowed,
+                leeway=self.leeway,
+            )
+        if run.nonce is not None:
+            return replace(policy, nonce=run.nonce)
+        return policy
 
     # ---------------------------------------------------------------- derived data
 
@@ -491,13 +546,8 @@ class TokenChecker:
                 "itself (pass an expected issuer to prove who issued it)"
             )
         snapshot = found.document_copy()  # private: only copies of it are handed out
-        advertised = snapshot.get("id_token_signing_alg_values_supported")
         allowed = self.allowed_algorithms
-        id_token_algs = (
-            allowed & {a for a in advertised if isinstance(a, str)}
-            if isinstance(advertised, list)
-            else None
-        )
+        id_token_algs = narrow_algorithms(allowed, snapshot)
         return _IssuerFacts(
             found=found,
             issuer=issuer,
@@ -573,7 +623,7 @@ class TokenChecker:
         """The allow-list, narrowed for ID tokens to what the issuer says it signs with."""
         jws = run.jws
         narrowed = run.issuer_facts.id_token_algs
-        if run.token_type != "id_token" or narrowed is None:
+        if run.token_type != "id_token":
             return self.allowed_algorithms
         if jws.header["alg"] not in narrowed:
             raise _StepFailed(
@@ -581,13 +631,6 @@ class TokenChecker:
                 f"id_token_signing_alg_values_supported {sorted(narrowed)}"
             )
         return narrowed
-
-    def _check_azp(self, run: _Run) -> None:
-        """OIDC Core 3.1.3.7: an ID token's ``azp``, when present, names the client."""
-        azp = run.jws.payload.get("azp")
-        expected = self.expected_audience
-        if run.token_type == "id_token" and expected is not None and azp not in (None, expected):
-            raise JOSEError(f"authorized party (azp) {azp!r} is not {expected!r}", claim="azp")
 
 
 # --------------------------------------------------------------------------- module helpers
