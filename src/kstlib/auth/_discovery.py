@@ -216,8 +216,8 @@ class MetadataCache:
 
     Args:
         default_ttl: Seconds an entry lives when the server sends no ``max-age``.
-        jwks_refetch_cooldown: Least seconds between two JWKS fetches of one URL
-            triggered by an unknown ``kid``.
+        jwks_refetch_cooldown: Least seconds between two JWKS re-fetches of one URL
+            triggered by an unknown ``kid`` (ordinary fetches do not count).
         min_ttl / max_ttl: Bounds applied to a server's ``max-age`` (``no-cache``
             counts as 0, so ``min_ttl`` keeps a warm cache useful).
         max_entries: Most documents of each kind kept (least recently used dropped).
@@ -329,7 +329,8 @@ class MetadataCache:
         """Keys of ``jwks_uri`` that may verify ``jws`` (by ``alg`` type and ``kid``).
 
         When no key matches because the ``kid`` is unknown (or the token has none),
-        the JWKS is fetched again once, unless it was fetched within the cooldown.
+        the JWKS is fetched again once, unless another re-fetch for an unknown ``kid``
+        happened within the cooldown.
         """
         keys = self.jwks(client, jwks_uri, retry=retry, tracer=tracer)
         found = keys.candidates(jws.alg, jws.kid)
@@ -381,7 +382,11 @@ class MetadataCache:
         return self._stripes[zlib.crc32(key.encode()) % _LOCK_STRIPES]
 
     def _claim_refetch(self, jwks_uri: str) -> bool:
-        """Atomically take the right to re-fetch ``jwks_uri`` if the cooldown allows it."""
+        """Atomically take the right to re-fetch ``jwks_uri`` for an unknown ``kid``.
+
+        Only such re-fetches start the cooldown: the first fetch (or one after the TTL)
+        does not, so a key rotated in right after a process started is found at once.
+        """
         now = self._clock()
         with self._lock:
             last = self._jwks_attempts.get(jwks_uri)
@@ -467,8 +472,6 @@ class MetadataCache:
         retry: RetryPolicy,
         tracer: HTTPTraceLogger | None,
     ) -> tuple[KeySet, float]:
-        with self._lock:
-            self._note_attempt(jwks_uri, self._clock())
         response = self._get(client, jwks_uri, what="JWKS", issuer=None, retry=retry, tracer=tracer)
         try:
             keys = KeySet.from_jwks(response.data)
