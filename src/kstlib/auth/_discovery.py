@@ -507,17 +507,24 @@ def _validated_document(data: Any, issuer: str, url: str) -> dict[str, Any]:
     return data
 
 
-_SHARED: MetadataCache | None = None
+#: The process-wide caches, one per TLS trust setting (verify, CA bundle).
+_SHARED: dict[tuple[bool, str | None], MetadataCache] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_cache() -> MetadataCache:
-    """The process-wide cache used by providers (created on first use)."""
-    global _SHARED  # noqa: PLW0603 - a lazily created process singleton
+def shared_cache(*, ssl_verify: bool = True, ssl_ca_bundle: str | None = None) -> MetadataCache:
+    """The process-wide cache of clients with these TLS settings (created on first use).
+
+    The TLS settings are part of the key: a document fetched without certificate
+    verification, or trusting another CA bundle, is never served to a client that
+    verifies differently.
+    """
+    key = (True, ssl_ca_bundle) if ssl_verify else (False, None)
     with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = MetadataCache()
-        return _SHARED
+        cache = _SHARED.get(key)
+        if cache is None:
+            cache = _SHARED[key] = MetadataCache()
+        return cache
 
 
 # --------------------------------------------------------------------------- verification

@@ -67,7 +67,16 @@ class OIDCProvider(OAuth2Provider):
         metadata_cache: MetadataCache | None = None,
     ) -> None:
         super().__init__(name, config, token_storage, http_client=http_client, tracer=tracer)
-        self._cache = metadata_cache if metadata_cache is not None else shared_cache()
+        if metadata_cache is None:
+            # Documents are shared only between clients that trust TLS alike: by the TLS
+            # settings of the client built from the config; an injected client (whose
+            # settings are its own) gets a cache of its own.
+            metadata_cache = (
+                shared_cache(ssl_verify=config.ssl_verify, ssl_ca_bundle=config.ssl_ca_bundle)
+                if http_client is None
+                else MetadataCache()
+            )
+        self._cache = metadata_cache
 
     # -- discovery -------------------------------------------------------------------------
 
