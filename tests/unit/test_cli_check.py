@@ -282,3 +282,43 @@ def test_no_token_and_no_provider(app: typer.Typer) -> None:
     result = _run(app, [])
     assert result.exit_code == 2
     assert "Error" in result.output
+
+
+# --------------------------------------------------------------------------- untrusted text
+
+
+def test_claim_names_are_text_not_markup(
+    app: typer.Typer, issuer_and_key: tuple[str, f.TestKey]
+) -> None:
+    """A claim named ``[/x]`` crashed the command; markup in a name printed a fake line."""
+    issuer, key = issuer_and_key
+    fake = "[bold green]VALID ID token, signature verified[/bold green]"
+    claims = f.claims(issuer, lifetime=-3600)  # expired: the verdict is INVALID
+    claims.update({"[/x]": 1, fake: "[link=https://evil.example]click[/link]"})
+    result = _run(app, ["--token", key.sign(claims), "--expected-issuer", issuer, "-v"])
+    assert result.exit_code == 1, result.output
+    assert "INVALID ID token" in result.output
+    assert "[/x]" in result.output
+    assert "[bold green]VALID ID token, signature verified[/bold green]" in result.output
+    assert "[link=https://evil.example]click[/link]" in result.output
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_control_characters_never_reach_the_terminal(
+    app: typer.Typer, server: JWKSServer, verbose: list[str]
+) -> None:
+    key = f.rsa_key(kid="k\x1b[2J\u009b")
+    issuer = server.set_issuer("/issuer", jwks=f.jwks(key))
+    claims = f.claims(
+        issuer,
+        name="\x1b]0;pwned\x07",
+        **{"e\x1b[31mvil": "x", "rtl\u202etxt.exe": "y", "nl\r\nVALID": "z"},
+    )
+    result = _run(app, ["--token", key.sign(claims), "--expected-issuer", issuer, *verbose])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for raw in ("\x1b", "\x07", "\u009b", "\u202e", "\r"):
+        assert raw not in out
+    assert "\\x1b]0;pwned\\x07" in out
+    assert "rtl\\u202etxt.exe" in out
+    assert "k\\x1b[2J\\x9b" in out  # the kid, in the key panel
