@@ -102,9 +102,26 @@ def test_unpinned_issuer_is_flagged(
     app: typer.Typer, issuer_and_key: tuple[str, f.TestKey]
 ) -> None:
     issuer, key = issuer_and_key
-    result = _run(app, ["--token", key.sign(f.claims(issuer))])
+    token = key.sign(f.claims(issuer))
+    result = _run(app, ["--token", token, "--allow-loopback-issuer"])
     assert result.exit_code == 0, result.output
-    assert "issuer not pinned" in result.output
+    assert "VALID ID token (issuer not pinned)" in result.stdout
+    assert "warning: issuer not pinned" in result.stderr
+    as_json = _run(app, ["--token", token, "--allow-loopback-issuer", "--json"])
+    assert json.loads(as_json.stdout)["valid"] is True  # stdout stays pure JSON
+    assert "warning: issuer not pinned" in as_json.stderr
+
+
+def test_unpinned_loopback_issuer_needs_the_opt_in(
+    app: typer.Typer, server: JWKSServer, issuer_and_key: tuple[str, f.TestKey]
+) -> None:
+    issuer, key = issuer_and_key
+    result = _run(app, ["--token", key.sign(f.claims(issuer))])
+    assert result.exit_code == 1, result.output
+    assert "Discover issuer failed" in result.stdout
+    assert "loopback" in result.stdout
+    assert "warning: issuer not pinned" in result.stderr  # said even when the check fails
+    assert server.count() == 0
 
 
 def test_garbage_token_exit_1_with_steps_not_run(app: typer.Typer) -> None:

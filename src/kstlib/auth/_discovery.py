@@ -61,6 +61,8 @@ __all__ = [
     "json_copy",
     "oauth_metadata_url",
     "require_https_or_loopback",
+    "require_same_origin",
+    "require_unpinned_issuer",
     "select_key",
     "shared_cache",
     "verify_jwt",
@@ -129,6 +131,58 @@ def check_jwks_uri(jwks_uri: str, *, issuer: str) -> None:
         issuer=issuer,
         reason="insecure jwks_uri",
     )
+
+
+def require_unpinned_issuer(issuer: str, *, allow_loopback: bool = False) -> None:
+    """Refuse an issuer taken from an unverified token unless it is an https URL without a
+    query, off this machine; with ``allow_loopback``, a loopback issuer (http or https) too.
+
+    The token chooses this URL: without these rules a crafted token could make the caller
+    GET any address it can reach, with a chosen path and query.
+
+    Raises:
+        DiscoveryError: the issuer is malformed, not https, has a query, or is loopback.
+    """
+    scheme, host = _split_url(issuer, "token issuer")
+    _check_issuer(issuer)
+    if is_loopback_host(host):
+        if allow_loopback:
+            return
+        raise DiscoveryError(
+            f"token issuer {issuer!r} is on this machine (loopback) and the issuer is not "
+            "pinned: pass the expected issuer, or allow loopback issuers explicitly",
+            issuer=issuer,
+            reason="loopback issuer not allowed",
+        )
+    if scheme != "https":
+        raise DiscoveryError(
+            f"token issuer {issuer!r} uses plain http; an issuer that is not pinned must be "
+            "https",
+            issuer=issuer,
+            reason="insecure URL",
+        )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def require_same_origin(url: str, *, issuer: str, what: str = "jwks_uri") -> None:
+    """Refuse ``url`` unless it has the scheme, host and port of ``issuer``.
+
+    Raises:
+        DiscoveryError: ``url`` is malformed or on another origin.
+    """
+    _split_url(url, what)
+    if _origin(url) != _origin(issuer):
+        raise DiscoveryError(
+            f"{what} {url!r} is not on the origin of the issuer {issuer!r}; with an issuer "
+            "that is not pinned, only the issuer's own server is contacted",
+            issuer=issuer,
+            reason="foreign origin",
+        )
 
 
 def discovery_url(issuer: str) -> str:

@@ -12,9 +12,10 @@ Security properties (each one is tested):
 * keys come only from the issuer's JWKS: ``jku``/``x5u``/``jwk``/``x5c``
   headers are never followed;
 * with an expected issuer, the token's ``iss`` is compared before any network
-  call; without one, the report says the issuer was not pinned and only https
-  (or loopback) URLs are fetched; the discovery document must name the same
-  issuer;
+  call; without one, the report says the issuer was not pinned, the issuer must be
+  https without a query and off this machine (unless ``allow_loopback_issuer``),
+  and its ``jwks_uri`` must be on its own origin; the discovery document must
+  name the same issuer;
 * ``check()`` never raises for a bad token: every failure is a failed step.
 """
 
@@ -33,7 +34,8 @@ from kstlib.auth._discovery import (
     Discovered,
     MetadataCache,
     check_jwks_uri,
-    require_https_or_loopback,
+    require_same_origin,
+    require_unpinned_issuer,
     select_key,
 )
 from kstlib.auth._http import HTTPTraceLogger, RetryPolicy
@@ -275,7 +277,8 @@ class TokenChecker:
         http_client: Client for discovery and JWKS requests (its TLS settings apply).
         expected_issuer: Pin the issuer: the token's ``iss`` must equal it, checked
             before any network call. Without it, the issuer is taken from the token
-            (and reported as not pinned).
+            (and reported as not pinned): it must then be an https URL without a query,
+            off this machine, and its ``jwks_uri`` must be on its own origin.
         expected_audience: The ``aud`` the token must contain (e.g. the client id).
         leeway: Seconds of clock skew allowed on ``exp``/``iat``/``nbf``.
         cache: Discovery/JWKS cache; by default one private to this checker, so a
@@ -283,6 +286,10 @@ class TokenChecker:
         allowed_algorithms: Accepted signature algorithms (a subset of the default).
         retry: Retry policy of discovery/JWKS fetches (default: the cache's).
         tracer: HTTP trace logger.
+        allow_loopback_issuer: Without an expected issuer, also accept an issuer on this
+            machine (``localhost``, ``127.0.0.1``, ``::1``; http or https), e.g. a
+            development IdP. Off by default: a token must not make the checker call
+            local services.
     """
 
     def __init__(
@@ -296,6 +303,7 @@ class TokenChecker:
         allowed_algorithms: frozenset[str] = ALLOWED_ALGORITHMS,
         retry: RetryPolicy | None = None,
         tracer: HTTPTraceLogger | None = None,
+        allow_loopback_issuer: bool = False,
     ) -> None:
         if not math.isfinite(leeway) or leeway < 0:
             raise ValueError("leeway must be a finite, non-negative number of seconds")
@@ -307,6 +315,7 @@ class TokenChecker:
         self.allowed_algorithms = frozenset(allowed_algorithms) & ALLOWED_ALGORITHMS
         self.retry = retry
         self.tracer = tracer
+        self.allow_loopback_issuer = allow_loopback_issuer
         # Derived data per cached discovery document, key set and key (see _remember).
         self._issuer_memo: dict[int, _IssuerFacts] = {}
         self._keyset_memo: dict[int, _KeySetFacts] = {}
@@ -605,7 +614,7 @@ class TokenChecker:
             return self.expected_issuer
         if not isinstance(token_iss, str) or not token_iss:
             raise _StepFailed("the token has no 'iss' claim; pass the expected issuer")
-        require_https_or_loopback(token_iss, what="token issuer")
+        require_unpinned_issuer(token_iss, allow_loopback=self.allow_loopback_issuer)
         run.issuer = token_iss
         return token_iss
 
@@ -616,7 +625,7 @@ class TokenChecker:
         if pinned:
             check_jwks_uri(jwks_uri, issuer=found.issuer)
         else:
-            require_https_or_loopback(jwks_uri, what="jwks_uri")
+            require_same_origin(jwks_uri, issuer=found.issuer)
         return jwks_uri
 
     def _algorithms_for(self, run: _Run) -> frozenset[str]:

@@ -68,6 +68,13 @@ def _text(value: object, style: str = "") -> Text:
     return Text(_safe_text(value), style=style)
 
 
+_UNPINNED_WARNING: Final = (
+    "warning: issuer not pinned: the token names its own issuer, so this check proves only "
+    "that the token matches the keys that issuer publishes; pass --expected-issuer URL or a "
+    "provider"
+)
+
+
 class _UsageError(Exception):
     """The check cannot run; the message tells the user what to do."""
 
@@ -112,6 +119,13 @@ def check_command(
     expected_audience: Annotated[
         str | None, typer.Option("--expected-audience", help="Audience the token must name.")
     ] = None,
+    allow_loopback_issuer: Annotated[
+        bool,
+        typer.Option(
+            "--allow-loopback-issuer",
+            help="Without a pinned issuer, also accept one on this machine (a development IdP).",
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also show header, payload, discovery, PEM.")
     ] = False,
@@ -132,12 +146,18 @@ def check_command(
             client,
             expected_issuer=target.expected_issuer,
             expected_audience=target.expected_audience,
+            allow_loopback_issuer=allow_loopback_issuer,
         )
         report = checker.check(target.token, token_type=target.token_type)
+    unpinned = target.expected_issuer is None
+    if unpinned:  # on stderr: it must be seen, and must not break --json
+        Console(stderr=True, highlight=False).print(Text(_UNPINNED_WARNING, style="yellow"))
     if as_json:
         typer.echo(json.dumps(report_as_json(report), indent=2, sort_keys=True))
     else:
-        console.print(render_report(report, verbose=verbose, note=target.audience_note))
+        console.print(
+            render_report(report, verbose=verbose, note=target.audience_note, unpinned=unpinned)
+        )
     raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
 
 
@@ -244,10 +264,20 @@ def report_as_json(report: TokenCheckReport) -> dict[str, Any]:
 
 
 def render_report(
-    report: TokenCheckReport, *, verbose: bool = False, note: str | None = None
+    report: TokenCheckReport,
+    *,
+    verbose: bool = False,
+    note: str | None = None,
+    unpinned: bool | None = None,
 ) -> Group:
-    """The Rich rendering of a report: verdict, steps, key, certificate, claims."""
-    parts: list[Any] = [_verdict_panel(report, note), _steps_table(report)]
+    """The Rich rendering of a report: verdict, steps, key, certificate, claims.
+
+    ``unpinned``: whether the check ran without an expected issuer (``None``: as far as
+    the report shows it).
+    """
+    if unpinned is None:
+        unpinned = _issuer_unpinned(report)
+    parts: list[Any] = [_verdict_panel(report, note, unpinned), _steps_table(report)]
     if report.key_fingerprint:
         parts.append(_key_panel(report))
     if report.x509_info:
@@ -259,18 +289,23 @@ def render_report(
     return Group(*parts)
 
 
-def _verdict_panel(report: TokenCheckReport, note: str | None) -> Panel:
+def _verdict_panel(report: TokenCheckReport, note: str | None, unpinned: bool) -> Panel:
     kind = "ID token" if report.token_type == "id_token" else "access token"
     if report.valid:
         text = Text(f"VALID {kind}", style="bold green")
+        if unpinned:
+            text.append(" (issuer not pinned)", style="bold yellow")
         text.append(f"\nsigned with {_safe_text(report.signature_algorithm)}", style="green")
     else:
         failed = report.failed_step
         where = _STEP_TITLES.get(failed.name, failed.name) if failed else "check"
         text = Text(f"INVALID {kind}", style="bold red")
         text.append(f"\n{_safe_text(where)} failed: {_safe_text(report.error)}", style="red")
-    if _issuer_unpinned(report):
-        text.append("\nissuer not pinned: pass --expected-issuer (or a provider)", style="yellow")
+    if unpinned:
+        text.append(
+            "\nissuer not pinned: the token chose it; pass --expected-issuer (or a provider)",
+            style="yellow",
+        )
     if note:
         text.append(f"\n{note}", style="yellow")
     return Panel(text, title="Token check", border_style="green" if report.valid else "red")
