@@ -156,8 +156,7 @@ def require_unpinned_issuer(issuer: str, *, allow_loopback: bool = False) -> Non
         )
     if scheme != "https":
         raise DiscoveryError(
-            f"token issuer {issuer!r} uses plain http; an issuer that is not pinned must be "
-            "https",
+            f"token issuer {issuer!r} uses plain http; an issuer that is not pinned must be https",
             issuer=issuer,
             reason="insecure URL",
         )
