@@ -164,7 +164,7 @@ def test_json_output(app: typer.Typer, issuer_and_key: tuple[str, f.TestKey]) ->
 def test_json_output_of_invalid_token(app: typer.Typer) -> None:
     result = _run(app, ["--token", "a.b.c", "--json"])
     assert result.exit_code == 1
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the unpinned-issuer warning goes to stderr
     assert data["valid"] is False
     assert data["error"]
 

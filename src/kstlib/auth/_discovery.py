@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from kstlib.auth._http import (
 )
 from kstlib.auth._jose import (
     JWS,
+    Derivable,
     JOSEError,
     KeySet,
     PublicJWK,
@@ -209,13 +210,14 @@ def _check_issuer(issuer: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Discovered:
+class Discovered(Derivable):
     """A discovery document and where it came from (shared: read it, do not mutate it)."""
 
     issuer: str
     url: str
     document: dict[str, Any]
     _text: str = field(default="", repr=False, compare=False)
+    _derived: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, issuer: str, url: str, document: dict[str, Any]) -> Discovered:

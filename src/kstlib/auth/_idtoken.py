@@ -140,7 +140,8 @@ def validate_id_token(
     sub = claims.get("sub")
     if sub is not None and (not isinstance(sub, str) or not sub):
         raise JOSEError("token has no 'sub' (it must be a non-empty string)", claim="sub")
-    _check_azp(claims, policy.audience)
+    if "azp" in claims or type(claims.get("aud")) is list:
+        _check_azp(claims, policy.audience)
     if policy.nonce is not None:
         _check_nonce(claims, policy.nonce)
     if policy.max_age is not None:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import httpx
 
@@ -77,13 +77,7 @@ _REQUIRED_CLAIMS: Final = {
 }
 _ACCESS_TOKEN_TYPS: Final = frozenset({"at+jwt", "application/at+jwt"})
 _KEY_HEADERS: Final = frozenset(IGNORED_KEY_HEADERS)
-#: Most derived entries a checker keeps per issuer document / key set (each holds a private
-#: snapshot, so this stays well under the cache's own bound), and per key (a JWKS may hold
-#: up to MAX_JWKS_KEYS keys: a checker must not thrash on one large key set).
-_MEMO_MAX: Final = 64
-_KEY_MEMO_MAX: Final = 256
 _logger = get_logger("kstlib.auth.check")
-T = TypeVar("T")
 
 
 @dataclass
@@ -191,6 +185,7 @@ class _IssuerFacts:
     details: dict[str, Any]  # flat (scalars only): hand out ``details.copy()``
     document: Callable[[], dict[str, Any]]  # fresh private copies of the document
     id_token_algs: frozenset[str]  # the allow-list narrowed to what the issuer signs with
+    policy: IDTokenPolicy  # the ID token policy of checks against this issuer (no nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,18 +207,6 @@ class _KeyFacts:
     summary: dict[str, Any]  # flat (scalars only): hand out ``summary.copy()``
     pem: str
     key_type: str
-
-
-def _remember(memo: dict[int, Any], source: object, value: T, limit: int = _MEMO_MAX) -> T:
-    """Store ``value`` derived from ``source`` in a bounded identity-keyed ``memo``.
-
-    Entries hold their source, so an id is never reused while its entry lives; readers
-    compare ``entry.<source> is source``. Plain dict operations: safe between threads.
-    """
-    if len(memo) >= limit:
-        memo.clear()
-    memo[id(source)] = value
-    return value
 
 
 class _Run:
@@ -316,11 +299,8 @@ class TokenChecker:
         self.retry = retry
         self.tracer = tracer
         self.allow_loopback_issuer = allow_loopback_issuer
-        # Derived data per cached discovery document, key set and key (see _remember).
-        self._issuer_memo: dict[int, _IssuerFacts] = {}
-        self._keyset_memo: dict[int, _KeySetFacts] = {}
-        self._key_memo: dict[int, _KeyFacts] = {}
-        self._last_policy: IDTokenPolicy | None = None
+        # What a check derives from a cached discovery document, key set or key is kept on
+        # that object (``derived``): one owner (the cache entry), one key (the cache's).
         self._steps: tuple[tuple[str, Callable[[_Run], _Outcome]], ...] = tuple(
             zip(
                 STEP_NAMES,
@@ -410,20 +390,19 @@ class TokenChecker:
         )
         report = run.report
         report.discovery_url = found.url
-        facts = self._issuer_memo.get(id(found))
-        if (
-            facts is None
-            or facts.found is not found
-            or facts.issuer != issuer
-            or facts.pinned != run.pinned
-            or facts.allowed is not self.allowed_algorithms
-        ):
-            report.discovery_data = found.document_copy()
-            facts = _remember(
-                self._issuer_memo, found, self._issuer_facts(found, issuer, run.pinned)
+        pinned = run.pinned
+        allowed, audience, leeway = self.allowed_algorithms, self.expected_audience, self.leeway
+        try:
+            facts: _IssuerFacts = found.derived(
+                (_ISSUER_FACTS, pinned, allowed, audience, leeway),
+                lambda entry: self._issuer_facts(
+                    entry, issuer, pinned=pinned, allowed=allowed, audience=audience, leeway=leeway
+                ),
             )
-        else:
-            report.discovery_data = facts.document()
+        except Exception:  # the refused document is still shown (and nothing is kept)
+            report.discovery_data = found.document_copy()
+            raise
+        report.discovery_data = facts.document()
         run.issuer_facts = facts
         run.jwks_uri = report.jwks_uri = facts.jwks_uri
         return facts.message, facts.details.copy()
@@ -452,7 +431,7 @@ class TokenChecker:
                 refetched = True
                 run.keys = latest
                 run.report.jwks_data = self._keyset_facts(latest).document()
-        described = [self._key_facts(key) for key in candidates]
+        described = [key.derived(_KEY_FACTS, _make_key_facts) for key in candidates]
         details: dict[str, Any] = {"candidates": [facts.summary.copy() for facts in described]}
         if refetched:
             details["jwks_refetched"] = True
@@ -472,7 +451,7 @@ class TokenChecker:
         allowed = self._algorithms_for(run)
         key = select_key(jws, run.candidates, allowed)
         run.key = key
-        facts = self._key_facts(key)
+        facts: _KeyFacts = key.derived(_KEY_FACTS, _make_key_facts)
         if key is not run.described:  # the one candidate was described by the previous step
             _describe_key(run.report, facts)
             run.described = key
@@ -493,7 +472,9 @@ class TokenChecker:
             report.audience_match = _audience_contains(payload.get("aud"), audience)
         now = time.time()
         if run.token_type == "id_token":
-            policy = self._policy(run)
+            policy = run.issuer_facts.policy  # the issuer's, with this check's nonce
+            if run.nonce is not None:
+                policy = replace(policy, nonce=run.nonce)
             validate_id_token(run.jws, run.key, policy, access_token=run.access_token, now=now)
         else:
             validate_claims(
@@ -515,30 +496,18 @@ class TokenChecker:
             message += "; at_hash matches the access token"
         return message, details
 
-    def _policy(self, run: _Run) -> IDTokenPolicy:
-        """The ID token policy of this check (the last one is reused while nothing changed)."""
-        allowed = run.issuer_facts.id_token_algs
-        policy = self._last_policy
-        if (
-            policy is None
-            or policy.allowed_algorithms is not allowed
-            or policy.issuer != run.issuer
-            or policy.audience != self.expected_audience
-            or policy.leeway != self.leeway
-        ):
-            policy = self._last_policy = IDTokenPolicy(
-                issuer=run.issuer,
-                audience=self.expected_audience,
-                allowed_algorithms=allowed,
-                leeway=self.leeway,
-            )
-        if run.nonce is not None:
-            return replace(policy, nonce=run.nonce)
-        return policy
-
     # ---------------------------------------------------------------- derived data
 
-    def _issuer_facts(self, found: Discovered, issuer: str, pinned: bool) -> _IssuerFacts:
+    def _issuer_facts(
+        self,
+        found: Discovered,
+        issuer: str,
+        *,
+        pinned: bool,
+        allowed: frozenset[str],
+        audience: str | None,
+        leeway: float,
+    ) -> _IssuerFacts:
         """Everything a check derives from ``found``; raises if its ``jwks_uri`` is refused."""
         jwks_uri = self._jwks_uri_of(found, pinned)
         details = {
@@ -555,7 +524,6 @@ class TokenChecker:
                 "itself (pass an expected issuer to prove who issued it)"
             )
         snapshot = found.document_copy()  # private: only copies of it are handed out
-        allowed = self.allowed_algorithms
         id_token_algs = narrow_algorithms(allowed, snapshot)
         return _IssuerFacts(
             found=found,
@@ -567,35 +535,18 @@ class TokenChecker:
             details=details,
             document=_copier(snapshot),
             id_token_algs=id_token_algs,
+            policy=IDTokenPolicy(
+                issuer=issuer, audience=audience, allowed_algorithms=id_token_algs, leeway=leeway
+            ),
         )
 
-    def _keyset_facts(self, keys: KeySet) -> _KeySetFacts:
-        facts = self._keyset_memo.get(id(keys))
-        if facts is not None and facts.keys is keys:
-            return facts
-        message = f"JWKS holds {len(keys)} usable key(s)"
-        if keys.skipped:
-            message += f"; {len(keys.skipped)} skipped"
-        facts = _KeySetFacts(
-            keys=keys,
-            message=message,
-            details=_copier(_keyset_details(keys)),
-            document=_copier(keys.public_document()),
-        )
-        return _remember(self._keyset_memo, keys, facts)
+    @staticmethod
+    def _keyset_facts(keys: KeySet) -> _KeySetFacts:
+        return keys.derived(_KEYSET_FACTS, _make_keyset_facts)
 
-    def _key_facts(self, key: PublicJWK) -> _KeyFacts:
-        facts = self._key_memo.get(id(key))
-        if facts is not None and facts.key is key:
-            return facts
-        facts = _KeyFacts(
-            key=key,
-            label=_key_label(key),
-            summary=_key_summary(key),
-            pem=key.pem(),
-            key_type=key.key_type,
-        )
-        return _remember(self._key_memo, key, facts, _KEY_MEMO_MAX)
+    @staticmethod
+    def _key_facts(key: PublicJWK) -> _KeyFacts:
+        return key.derived(_KEY_FACTS, _make_key_facts)
 
     # ---------------------------------------------------------------- helpers
 
@@ -643,6 +594,33 @@ class TokenChecker:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+#: Variants of what a check derives from cached objects (``derived``'s first key part).
+_ISSUER_FACTS: Final = "check:issuer"
+_KEYSET_FACTS: Final = "check:keyset"
+_KEY_FACTS: Final = "check:key"
+
+
+def _make_keyset_facts(keys: KeySet) -> _KeySetFacts:
+    message = f"JWKS holds {len(keys)} usable key(s)"
+    if keys.skipped:
+        message += f"; {len(keys.skipped)} skipped"
+    return _KeySetFacts(
+        keys=keys,
+        message=message,
+        details=_copier(_keyset_details(keys)),
+        document=_copier(keys.public_document()),
+    )
+
+
+def _make_key_facts(key: PublicJWK) -> _KeyFacts:
+    return _KeyFacts(
+        key=key,
+        label=_key_label(key),
+        summary=_key_summary(key),
+        pem=key.pem(),
+        key_type=key.key_type,
+    )
 
 
 def _fail(
