@@ -4,11 +4,13 @@ The issuer's discovery document and JWKS are served by a local HTTP server
 (tests/jwks_server.py, 127.0.0.1). Warm: one reused checker whose cache is
 hot (no network). Cold: a new checker per check (discovery + JWKS fetched).
 kstlib 3.8.2: its reused TokenChecker (it caches the JWKS but fetches the
-discovery document on every check), driven through bench/peer_old.py.
+discovery document on every check), driven through bench/peer_old.py. The floor:
+a bare ``cryptography`` RS256 verify of the same token (pre-split, pre-decoded).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 
 import httpx
@@ -16,10 +18,25 @@ import httpx
 from bench.common import OLD_NAME, Comparison, Context, Goal, alternate, calibrate, per_op
 
 GOAL_SPEEDUP = 20.0
+#: The warm check costs at most this many bare RSA verifications (seams issue, part 2).
+GOAL_BARE_RATIO = 3.0
 AUDIENCE = "my-app"
 WARM = "kstlib TokenChecker, warm (reused)"
 COLD = "kstlib TokenChecker, cold (new checker)"
 OLD = f"{OLD_NAME} TokenChecker (reused)"
+BARE = "bare cryptography RS256 verify"
+
+
+def _bare_verify(key: object, token: str) -> Callable[[], None]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signing_input, _, sig_b64 = token.rpartition(".")
+    data = signing_input.encode()
+    sig = base64.urlsafe_b64decode(sig_b64 + "=" * (-len(sig_b64) % 4))
+    public = key.private.public_key()  # type: ignore[attr-defined]
+    pad, h = padding.PKCS1v15(), hashes.SHA256()
+    return lambda: public.verify(sig, data, pad, h)
 
 
 def run(ctx: Context) -> list[Comparison]:
@@ -45,9 +62,11 @@ def run(ctx: Context) -> list[Comparison]:
             if not checker.check(token).valid:
                 raise RuntimeError("cold check rejected the token")
 
+        bare = _bare_verify(key, token)
         contenders: dict[str, Callable[[], float]] = {
             WARM: per_op(warm_check, calibrate(warm_check, seconds)),
             COLD: per_op(cold_check, calibrate(cold_check, seconds)),
+            BARE: per_op(bare, calibrate(bare, seconds)),
         }
         peer = ctx.peer()
         if peer is not None:
@@ -71,6 +90,14 @@ def run(ctx: Context) -> list[Comparison]:
             f"{OLD_NAME}'s reused checker caches the JWKS but GETs the discovery document on "
             "every check (one loopback round trip to the threaded server in the bench process)"
         ],
+    )
+    to_bare = 1 / comp.ratio(BARE)[0]
+    comp.goals.append(
+        Goal(
+            f"warm check <= {GOAL_BARE_RATIO:.0f}x a bare RS256 verify (measured {to_bare:.2f}x)",
+            to_bare <= GOAL_BARE_RATIO,
+            "seams issue",
+        )
     )
     if OLD in series:
         speedup = comp.ratio(OLD)[0]

@@ -446,7 +446,7 @@ def test_page_examples_run(
     monkeypatch.setenv("SOPS_AGE_RECIPIENTS", age_identity.recipient)
     monkeypatch.setenv("KSTLIB_CONFIG", str(workdir / "kstlib.conf.yml"))
     monkeypatch.setattr(webbrowser, "open", _fake_webbrowser_open)
-    monkeypatch.setattr(discovery, "_SHARED", None)  # a cold discovery cache, restored after
+    monkeypatch.setattr(discovery, "_SHARED", {})  # a cold discovery cache, restored after
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -81,6 +81,9 @@ class Scenario(StrEnum):
     ID_WRONG_NONCE = "id_wrong_nonce"
     ID_NO_NONCE = "id_no_nonce"
     ID_BAD_AT_HASH = "id_bad_at_hash"
+    ID_AZP_OTHER_CLIENT = "id_azp_other_client"
+    ID_ED448 = "id_ed448"  # signed with an Ed448 key, at_hash by SHAKE256 (correct)
+    ID_ED448_BAD_AT_HASH = "id_ed448_bad_at_hash"  # the same with the Ed25519 rule (SHA-512)
     ID_UNKNOWN_CRIT = "id_unknown_crit"
     ID_FOREIGN_KEY_HEADERS = "id_foreign_key_headers"
     ID_ROTATED_KID = "id_rotated_kid"
@@ -141,6 +144,19 @@ def at_hash(access_token: str) -> str:
     return f.b64(digest[:16])
 
 
+def ed448_at_hash(access_token: str) -> str:
+    """OIDC ``at_hash`` for EdDSA over Ed448: left half of SHAKE256 with a 114-byte output."""
+    return f.b64(hashlib.shake_256(access_token.encode("utf-8")).digest(114)[:57])
+
+
+def sha512_at_hash(access_token: str) -> str:
+    """OIDC ``at_hash`` for EdDSA over Ed25519 (left half of SHA-512)."""
+    return f.b64(hashlib.sha512(access_token.encode("utf-8")).digest()[:32])
+
+
+_ED448_SCENARIOS = frozenset({"id_ed448", "id_ed448_bad_at_hash"})
+
+
 def _flip_signature(token: str) -> str:
     head, payload, signature = token.split(".")
     raw = bytearray(_b64decode(signature))
@@ -162,6 +178,7 @@ class HostileIdP:
         self.rotated_key = f.rsa_key(kid="hostile-2", slot=12)
         self.attacker_key = f.rsa_key(kid="attacker", slot=13)
         self.weak_key = f.rsa_key(1024, kid="weak-1024", slot=14)
+        self.ed448_key = f.ed448_key(kid="hostile-ed448", slot=15)
         self.hits: Counter[str] = Counter()
         self._connections: set[socket.socket] = set()
         self._set_defaults()
@@ -214,6 +231,8 @@ class HostileIdP:
         self.fail_times: int | None = None
         #: The JWKS answers 503 (as in JWKS_503) whatever the scenario.
         self.jwks_down = False
+        #: The last token response sent (to check the very same tokens elsewhere).
+        self.last_token_response: dict[str, Any] | None = None
         #: access_token lifetime in token responses.
         self.expires_in = 600
         #: The access token of TOKEN_UNUSABLE_ACCESS_TOKEN (the ID token's at_hash matches it).
@@ -294,6 +313,8 @@ class HostileIdP:
         }
         if self.scenario is Scenario.DISCOVERY_OTHER_ISSUER:
             doc["issuer"] = "https://evil.example"
+        if self.scenario in _ED448_SCENARIOS:
+            doc["id_token_signing_alg_values_supported"] = ["RS256", "EdDSA"]
         doc.update(self.overrides)
         return doc
 
@@ -318,6 +339,8 @@ class HostileIdP:
                     keys = [twin, {**self.attacker_key.public_jwk, "kid": self.signing_key.kid}]
             case Scenario.ID_ROTATED_KID:
                 keys = [good, self.rotated_key.public_jwk]
+            case Scenario.ID_ED448 | Scenario.ID_ED448_BAD_AT_HASH:
+                keys = [good, self.ed448_key.public_jwk]
             case _:
                 keys = [good]
         return {"keys": keys}
@@ -360,6 +383,13 @@ class HostileIdP:
                 claims.pop("nonce", None)
             case Scenario.ID_BAD_AT_HASH:
                 claims["at_hash"] = at_hash(access_token + "-other")
+            case Scenario.ID_AZP_OTHER_CLIENT:
+                claims["aud"] = [self.client_id, "another-client"]
+                claims["azp"] = "another-client"
+            case Scenario.ID_ED448:
+                claims["at_hash"] = ed448_at_hash(access_token)
+            case Scenario.ID_ED448_BAD_AT_HASH:
+                claims["at_hash"] = sha512_at_hash(access_token)
             case _:
                 pass
         return claims
@@ -387,6 +417,8 @@ class HostileIdP:
                 return attacker.sign(claims, header=pointers)
             case Scenario.ID_ROTATED_KID:
                 return self.rotated_key.sign(claims)
+            case Scenario.ID_ED448 | Scenario.ID_ED448_BAD_AT_HASH:
+                return self.ed448_key.sign(claims)
             case Scenario.ID_UNKNOWN_KID:
                 return self.attacker_key.sign(claims, kid=f"kid-{secrets.token_hex(8)}")
             case Scenario.JWKS_RSA_1024:
@@ -427,6 +459,8 @@ class HostileIdP:
                 body["token_type"] = "Hostile"
             case _:
                 pass
+        with self._lock:
+            self.last_token_response = dict(body)
         return body
 
     # ---------------------------------------------------------------- serving

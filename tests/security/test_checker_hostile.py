@@ -215,7 +215,7 @@ def test_missing_iss_with_pinned_issuer(server: JWKSServer, client: httpx.Client
 def test_unpinned_issuer_is_reported(server: JWKSServer, client: httpx.Client) -> None:
     key = f.rsa_key()
     issuer = server.set_issuer("/issuer", jwks=f.jwks(key))
-    report = TokenChecker(client).check(key.sign(f.claims(issuer)))
+    report = TokenChecker(client, allow_loopback_issuer=True).check(key.sign(f.claims(issuer)))
     assert report.valid, report.error
     step = report.steps[1]
     assert step.details["issuer_pinned"] is False
@@ -236,26 +236,50 @@ def test_unpinned_issuer_is_reported(server: JWKSServer, client: httpx.Client) -
         42,
     ],
 )
-def test_unpinned_issuer_must_be_https_or_loopback(client: httpx.Client, iss: Any) -> None:
+def test_unpinned_issuer_must_be_https(client: httpx.Client, iss: Any) -> None:
     token = f.rsa_key().sign(f.claims("x", iss=iss) if iss is not None else f.claims("x", iss=None))
-    _failed(TokenChecker(client, retry=NO_RETRY).check(token), "discover_issuer")
+    for loopback in (False, True):
+        checker = TokenChecker(client, retry=NO_RETRY, allow_loopback_issuer=loopback)
+        _failed(checker.check(token), "discover_issuer")
 
 
-def test_unpinned_discovery_cannot_point_jwks_to_plain_http(
+def test_unpinned_discovery_cannot_point_jwks_elsewhere(
     server: JWKSServer, client: httpx.Client
 ) -> None:
-    issuer = server.set_issuer("/issuer", extra={"jwks_uri": "http://keys.example.com/jwks"})
-    step = _failed(
-        TokenChecker(client).check(f.rsa_key().sign(f.claims(issuer))), "discover_issuer"
-    )
-    assert "plain http" in step.message
+    for jwks_uri in ("http://keys.example.com/jwks", "https://keys.example.com/jwks"):
+        issuer = server.set_issuer("/issuer", extra={"jwks_uri": jwks_uri})
+        checker = TokenChecker(client, allow_loopback_issuer=True)
+        step = _failed(checker.check(f.rsa_key().sign(f.claims(issuer))), "discover_issuer")
+        assert "not on the origin of the issuer" in step.message
+
+
+def test_unpinned_token_cannot_make_the_checker_call_local_services(
+    server: JWKSServer, client: httpx.Client
+) -> None:
+    """Security #15: a crafted token chose a loopback URL, path and query to GET."""
+    with running_server() as victim:
+        target = victim.url("/admin/rotate-keys?all=1")
+        issuer = server.set_issuer("/issuer", extra={"jwks_uri": target})
+        token = f.rsa_key().sign(f.claims(issuer))
+        step = _failed(TokenChecker(client).check(token), "discover_issuer")
+        assert "loopback" in step.message
+        assert server.count() == 0  # not even the discovery document: refused offline
+        # opted in (a development IdP on this machine): still only the issuer's own origin
+        opted_in = TokenChecker(client, allow_loopback_issuer=True)
+        step = _failed(opted_in.check(token), "discover_issuer")
+        assert "not on the origin of the issuer" in step.message
+        # an issuer with a query is refused before anything is fetched
+        for iss in (target, "https://idp.example.com/realm?x=1"):
+            step = _failed(opted_in.check(f.rsa_key().sign(f.claims(iss))), "discover_issuer")
+            assert "must not contain a query" in step.message
+        assert victim.count() == 0
 
 
 def test_discovery_issuer_must_equal_token_issuer(server: JWKSServer, client: httpx.Client) -> None:
     """Mix-up: the token names issuer A, whose discovery document claims to be issuer B."""
     key = f.rsa_key()
     issuer = server.set_issuer("/issuer", jwks=f.jwks(key), extra={"issuer": "https://b.example"})
-    for checker in (TokenChecker(client), _checker(client, issuer)):
+    for checker in (TokenChecker(client, allow_loopback_issuer=True), _checker(client, issuer)):
         step = _failed(checker.check(key.sign(f.claims(issuer))), "discover_issuer")
         assert "must be identical" in step.message
 

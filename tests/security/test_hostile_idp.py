@@ -175,6 +175,18 @@ def test_key_rotation_new_kid_accepted_after_one_refetch(
     assert hostile.count("jwks") == 2  # the new key is now cached
 
 
+def test_key_rotation_right_after_start_is_accepted(
+    provider: OIDCProvider, hostile: HostileIdP, clock: FakeClock
+) -> None:
+    """A new kid within 30 s of the first JWKS fetch: one re-fetch, the login succeeds."""
+    login(provider, hostile)
+    assert hostile.count("jwks") == 1
+    hostile.scenario = Scenario.ID_ROTATED_KID  # no clock advance: within the cooldown
+    token = login(provider, hostile)
+    assert stored(provider) == token
+    assert hostile.count("jwks") == 2
+
+
 def test_flood_of_unknown_kids_refetches_once_per_cooldown(
     provider: OIDCProvider, hostile: HostileIdP, clock: FakeClock
 ) -> None:

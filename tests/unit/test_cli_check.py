@@ -102,9 +102,26 @@ def test_unpinned_issuer_is_flagged(
     app: typer.Typer, issuer_and_key: tuple[str, f.TestKey]
 ) -> None:
     issuer, key = issuer_and_key
-    result = _run(app, ["--token", key.sign(f.claims(issuer))])
+    token = key.sign(f.claims(issuer))
+    result = _run(app, ["--token", token, "--allow-loopback-issuer"])
     assert result.exit_code == 0, result.output
-    assert "issuer not pinned" in result.output
+    assert "VALID ID token (issuer not pinned)" in result.stdout
+    assert "warning: issuer not pinned" in result.stderr
+    as_json = _run(app, ["--token", token, "--allow-loopback-issuer", "--json"])
+    assert json.loads(as_json.stdout)["valid"] is True  # stdout stays pure JSON
+    assert "warning: issuer not pinned" in as_json.stderr
+
+
+def test_unpinned_loopback_issuer_needs_the_opt_in(
+    app: typer.Typer, server: JWKSServer, issuer_and_key: tuple[str, f.TestKey]
+) -> None:
+    issuer, key = issuer_and_key
+    result = _run(app, ["--token", key.sign(f.claims(issuer))])
+    assert result.exit_code == 1, result.output
+    assert "Discover issuer failed" in result.stdout
+    assert "loopback" in result.stdout
+    assert "warning: issuer not pinned" in result.stderr  # said even when the check fails
+    assert server.count() == 0
 
 
 def test_garbage_token_exit_1_with_steps_not_run(app: typer.Typer) -> None:
@@ -147,7 +164,7 @@ def test_json_output(app: typer.Typer, issuer_and_key: tuple[str, f.TestKey]) ->
 def test_json_output_of_invalid_token(app: typer.Typer) -> None:
     result = _run(app, ["--token", "a.b.c", "--json"])
     assert result.exit_code == 1
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the unpinned-issuer warning goes to stderr
     assert data["valid"] is False
     assert data["error"]
 
@@ -282,3 +299,43 @@ def test_no_token_and_no_provider(app: typer.Typer) -> None:
     result = _run(app, [])
     assert result.exit_code == 2
     assert "Error" in result.output
+
+
+# --------------------------------------------------------------------------- untrusted text
+
+
+def test_claim_names_are_text_not_markup(
+    app: typer.Typer, issuer_and_key: tuple[str, f.TestKey]
+) -> None:
+    """A claim named ``[/x]`` crashed the command; markup in a name printed a fake line."""
+    issuer, key = issuer_and_key
+    fake = "[bold green]VALID ID token, signature verified[/bold green]"
+    claims = f.claims(issuer, lifetime=-3600)  # expired: the verdict is INVALID
+    claims.update({"[/x]": 1, fake: "[link=https://evil.example]click[/link]"})
+    result = _run(app, ["--token", key.sign(claims), "--expected-issuer", issuer, "-v"])
+    assert result.exit_code == 1, result.output
+    assert "INVALID ID token" in result.output
+    assert "[/x]" in result.output
+    assert "[bold green]VALID ID token, signature verified[/bold green]" in result.output
+    assert "[link=https://evil.example]click[/link]" in result.output
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_control_characters_never_reach_the_terminal(
+    app: typer.Typer, server: JWKSServer, verbose: list[str]
+) -> None:
+    key = f.rsa_key(kid="k\x1b[2J\u009b")
+    issuer = server.set_issuer("/issuer", jwks=f.jwks(key))
+    claims = f.claims(
+        issuer,
+        name="\x1b]0;pwned\x07",
+        **{"e\x1b[31mvil": "x", "rtl\u202etxt.exe": "y", "nl\r\nVALID": "z"},
+    )
+    result = _run(app, ["--token", key.sign(claims), "--expected-issuer", issuer, *verbose])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for raw in ("\x1b", "\x07", "\u009b", "\u202e", "\r"):
+        assert raw not in out
+    assert "\\x1b]0;pwned\\x07" in out
+    assert "rtl\\u202etxt.exe" in out
+    assert "k\\x1b[2J\\x9b" in out  # the kid, in the key panel

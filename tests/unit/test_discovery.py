@@ -450,13 +450,23 @@ def test_unknown_kid_refetches_once_after_rotation(
     assert server.count(JWKS) == 2
 
 
-def test_unknown_kid_right_after_a_fetch_does_not_refetch(
-    server: JWKSServer, client: httpx.Client, cache: MetadataCache
+def test_unknown_kid_right_after_the_first_fetch_refetches_once(
+    server: JWKSServer, client: httpx.Client, clock: FakeClock, cache: MetadataCache
 ) -> None:
-    server.set_json(JWKS, f.jwks(f.rsa_key(kid="a")))
-    found = cache.key_candidates(client, server.url(JWKS), _token_for(f.rsa_key(kid="zzz")))
-    assert found == []
-    assert server.count(JWKS) == 1
+    """A key rotated in right after start: the first fetch does not start the cooldown."""
+    old, new = f.rsa_key(kid="old"), f.rsa_key(kid="new", slot=1)
+    server.set_json(JWKS, f.jwks(old))
+    url = server.url(JWKS)
+    cache.jwks(client, url)
+    server.set_json(JWKS, f.jwks(old, new))  # rotated within the cooldown of the first fetch
+    assert [k.kid for k in cache.key_candidates(client, url, _token_for(new))] == ["new"]
+    assert server.count(JWKS) == 2
+    # that re-fetch (for an unknown kid) starts the cooldown: the next unknown kid waits
+    assert cache.key_candidates(client, url, _token_for(f.rsa_key(kid="zzz"))) == []
+    assert server.count(JWKS) == 2
+    clock.now += 31
+    assert cache.key_candidates(client, url, _token_for(f.rsa_key(kid="zzz"))) == []
+    assert server.count(JWKS) == 3
 
 
 def test_unknown_kid_flood_is_rate_limited(

@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from kstlib.auth._http import (
 )
 from kstlib.auth._jose import (
     JWS,
+    Derivable,
     JOSEError,
     KeySet,
     PublicJWK,
@@ -61,6 +62,8 @@ __all__ = [
     "json_copy",
     "oauth_metadata_url",
     "require_https_or_loopback",
+    "require_same_origin",
+    "require_unpinned_issuer",
     "select_key",
     "shared_cache",
     "verify_jwt",
@@ -131,6 +134,57 @@ def check_jwks_uri(jwks_uri: str, *, issuer: str) -> None:
     )
 
 
+def require_unpinned_issuer(issuer: str, *, allow_loopback: bool = False) -> None:
+    """Refuse an issuer taken from an unverified token unless it is an https URL without a
+    query, off this machine; with ``allow_loopback``, a loopback issuer (http or https) too.
+
+    The token chooses this URL: without these rules a crafted token could make the caller
+    GET any address it can reach, with a chosen path and query.
+
+    Raises:
+        DiscoveryError: the issuer is malformed, not https, has a query, or is loopback.
+    """
+    scheme, host = _split_url(issuer, "token issuer")
+    _check_issuer(issuer)
+    if is_loopback_host(host):
+        if allow_loopback:
+            return
+        raise DiscoveryError(
+            f"token issuer {issuer!r} is on this machine (loopback) and the issuer is not "
+            "pinned: pass the expected issuer, or allow loopback issuers explicitly",
+            issuer=issuer,
+            reason="loopback issuer not allowed",
+        )
+    if scheme != "https":
+        raise DiscoveryError(
+            f"token issuer {issuer!r} uses plain http; an issuer that is not pinned must be https",
+            issuer=issuer,
+            reason="insecure URL",
+        )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def require_same_origin(url: str, *, issuer: str, what: str = "jwks_uri") -> None:
+    """Refuse ``url`` unless it has the scheme, host and port of ``issuer``.
+
+    Raises:
+        DiscoveryError: ``url`` is malformed or on another origin.
+    """
+    _split_url(url, what)
+    if _origin(url) != _origin(issuer):
+        raise DiscoveryError(
+            f"{what} {url!r} is not on the origin of the issuer {issuer!r}; with an issuer "
+            "that is not pinned, only the issuer's own server is contacted",
+            issuer=issuer,
+            reason="foreign origin",
+        )
+
+
 def discovery_url(issuer: str) -> str:
     """The OIDC discovery URL of ``issuer`` (OIDC Discovery 4.1: trailing ``/`` removed)."""
     return issuer.rstrip("/") + _OIDC_WELL_KNOWN
@@ -156,13 +210,14 @@ def _check_issuer(issuer: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Discovered:
+class Discovered(Derivable):
     """A discovery document and where it came from (shared: read it, do not mutate it)."""
 
     issuer: str
     url: str
     document: dict[str, Any]
     _text: str = field(default="", repr=False, compare=False)
+    _derived: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, issuer: str, url: str, document: dict[str, Any]) -> Discovered:
@@ -216,8 +271,8 @@ class MetadataCache:
 
     Args:
         default_ttl: Seconds an entry lives when the server sends no ``max-age``.
-        jwks_refetch_cooldown: Least seconds between two JWKS fetches of one URL
-            triggered by an unknown ``kid``.
+        jwks_refetch_cooldown: Least seconds between two JWKS re-fetches of one URL
+            triggered by an unknown ``kid`` (ordinary fetches do not count).
         min_ttl / max_ttl: Bounds applied to a server's ``max-age`` (``no-cache``
             counts as 0, so ``min_ttl`` keeps a warm cache useful).
         max_entries: Most documents of each kind kept (least recently used dropped).
@@ -329,7 +384,8 @@ class MetadataCache:
         """Keys of ``jwks_uri`` that may verify ``jws`` (by ``alg`` type and ``kid``).
 
         When no key matches because the ``kid`` is unknown (or the token has none),
-        the JWKS is fetched again once, unless it was fetched within the cooldown.
+        the JWKS is fetched again once, unless another re-fetch for an unknown ``kid``
+        happened within the cooldown.
         """
         keys = self.jwks(client, jwks_uri, retry=retry, tracer=tracer)
         found = keys.candidates(jws.alg, jws.kid)
@@ -381,7 +437,11 @@ class MetadataCache:
         return self._stripes[zlib.crc32(key.encode()) % _LOCK_STRIPES]
 
     def _claim_refetch(self, jwks_uri: str) -> bool:
-        """Atomically take the right to re-fetch ``jwks_uri`` if the cooldown allows it."""
+        """Atomically take the right to re-fetch ``jwks_uri`` for an unknown ``kid``.
+
+        Only such re-fetches start the cooldown: the first fetch (or one after the TTL)
+        does not, so a key rotated in right after a process started is found at once.
+        """
         now = self._clock()
         with self._lock:
             last = self._jwks_attempts.get(jwks_uri)
@@ -467,8 +527,6 @@ class MetadataCache:
         retry: RetryPolicy,
         tracer: HTTPTraceLogger | None,
     ) -> tuple[KeySet, float]:
-        with self._lock:
-            self._note_attempt(jwks_uri, self._clock())
         response = self._get(client, jwks_uri, what="JWKS", issuer=None, retry=retry, tracer=tracer)
         try:
             keys = KeySet.from_jwks(response.data)
@@ -504,17 +562,24 @@ def _validated_document(data: Any, issuer: str, url: str) -> dict[str, Any]:
     return data
 
 
-_SHARED: MetadataCache | None = None
+#: The process-wide caches, one per TLS trust setting (verify, CA bundle).
+_SHARED: dict[tuple[bool, str | None], MetadataCache] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_cache() -> MetadataCache:
-    """The process-wide cache used by providers (created on first use)."""
-    global _SHARED  # noqa: PLW0603 - a lazily created process singleton
+def shared_cache(*, ssl_verify: bool = True, ssl_ca_bundle: str | None = None) -> MetadataCache:
+    """The process-wide cache of clients with these TLS settings (created on first use).
+
+    The TLS settings are part of the key: a document fetched without certificate
+    verification, or trusting another CA bundle, is never served to a client that
+    verifies differently.
+    """
+    key = (True, ssl_ca_bundle) if ssl_verify else (False, None)
     with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = MetadataCache()
-        return _SHARED
+        cache = _SHARED.get(key)
+        if cache is None:
+            cache = _SHARED[key] = MetadataCache()
+        return cache
 
 
 # --------------------------------------------------------------------------- verification

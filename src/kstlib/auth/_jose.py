@@ -27,12 +27,12 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -52,6 +52,7 @@ __all__ = [
     "MAX_TOKEN_BYTES",
     "MIN_RSA_BITS",
     "SUPPORTED_ALGORITHMS",
+    "Derivable",
     "JOSEError",
     "KeySet",
     "PublicJWK",
@@ -62,6 +63,7 @@ __all__ = [
     "b64url_encode",
     "decode_jws",
     "json_copy",
+    "number_claim",
     "parse_jwk",
     "validate_claims",
     "verify_signature",
@@ -106,6 +108,40 @@ _EC_CURVES: Final[dict[str, tuple[ec.EllipticCurve, int]]] = {
     "P-521": (ec.SECP521R1(), 66),
 }
 _OKP_CURVES: Final[dict[str, int]] = {"Ed25519": 32, "Ed448": 57}
+
+
+T = TypeVar("T")
+_MISSING: Final = object()
+#: Most variants of derived data kept per cached object (one per reader configuration).
+_DERIVED_MAX: Final = 16
+
+
+class Derivable:
+    """A cached object (discovery document, key set, key) that keeps what readers derive
+    from it.
+
+    Readers (the token checker) keep what they derive from a cached object *on that
+    object*: it lives and dies with the cache entry, under the cache's own key, and is
+    never found for another object. Subclasses provide a ``_derived`` dict.
+    """
+
+    __slots__ = ()
+    _derived: dict[Hashable, Any]
+
+    def derived(self, variant: Hashable, make: Callable[[Any], T]) -> T:
+        """``make(self)``, computed once per ``variant`` (a hashable of the reader's settings).
+
+        Bounded; plain dict operations, so safe between threads (two threads may both make
+        a value: the same one).
+        """
+        store = self._derived
+        value = store.get(variant, _MISSING)
+        if value is _MISSING:
+            value = make(self)
+            if len(store) >= _DERIVED_MAX:
+                store.clear()
+            store[variant] = value
+        return cast("T", value)
 
 
 class JOSEError(Exception):
@@ -391,7 +427,7 @@ SUPPORTED_ALGORITHMS: Final[frozenset[str]] = frozenset(_ALG_SPECS)
 
 
 @dataclass(frozen=True)
-class PublicJWK:
+class PublicJWK(Derivable):
     """A parsed public JWK: the ``cryptography`` key plus the JWK metadata.
 
     Instances are immutable and shared between caches; ``jwk`` is a read-only
@@ -412,6 +448,9 @@ class PublicJWK:
     private_members_present: bool = False
     #: Key family matched against algorithms: ``RSA``, ``EC:P-256``, ``OKP:Ed25519``...
     family: str = field(init=False, repr=False, compare=False)
+    _derived: dict[Hashable, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         family = self.kty if self.curve is None else f"{self.kty}:{self.curve}"
@@ -653,10 +692,10 @@ class SkippedKey:
     reason: str
 
 
-class KeySet:
+class KeySet(Derivable):
     """The usable keys of a JWKS (immutable after construction; safe to share between threads)."""
 
-    __slots__ = ("_by_kid", "_memo", "_public_text", "keys", "skipped")
+    __slots__ = ("_by_kid", "_derived", "_memo", "_public_text", "keys", "skipped")
 
     def __init__(self, keys: Iterable[PublicJWK], skipped: Iterable[SkippedKey] = ()) -> None:
         self.keys: tuple[PublicJWK, ...] = tuple(keys)
@@ -668,6 +707,7 @@ class KeySet:
         self._by_kid = {kid: tuple(found) for kid, found in by_kid.items()}
         self._memo: dict[tuple[str, str | None], tuple[PublicJWK, ...]] = {}
         self._public_text = json.dumps({"keys": [json_copy(key.jwk) for key in self.keys]})
+        self._derived: dict[Hashable, Any] = {}
 
     def __repr__(self) -> str:
         kids = [key.kid for key in self.keys]
@@ -767,7 +807,12 @@ def verify_signature(
 # --------------------------------------------------------------------------- claims
 
 
-def _number(payload: Mapping[str, Any], name: str) -> float | None:
+def number_claim(payload: Mapping[str, Any], name: str) -> float | None:
+    """The NumericDate claim ``name`` as a finite float (``None`` when absent).
+
+    Raises:
+        JOSEError: the claim is not a finite number (booleans are not numbers).
+    """
     value = payload.get(name)
     if value is None:
         return None
@@ -797,13 +842,13 @@ def _check_audience(payload: Mapping[str, Any], audience: str) -> None:
 
 
 def _check_times(payload: Mapping[str, Any], leeway: float, now: float) -> None:
-    exp = _number(payload, "exp")
+    exp = number_claim(payload, "exp")
     if exp is not None and now >= exp + leeway:
         _fail(f"token expired at {_utc(exp)}", claim="exp")
-    iat = _number(payload, "iat")
+    iat = number_claim(payload, "iat")
     if iat is not None and iat > now + leeway:
         _fail(f"token is issued in the future ({_utc(iat)})", claim="iat")
-    nbf = _number(payload, "nbf")
+    nbf = number_claim(payload, "nbf")
     if nbf is not None and nbf > now + leeway:
         _fail(f"token is not valid before {_utc(nbf)}", claim="nbf")
 

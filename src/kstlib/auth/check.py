@@ -12,9 +12,10 @@ Security properties (each one is tested):
 * keys come only from the issuer's JWKS: ``jku``/``x5u``/``jwk``/``x5c``
   headers are never followed;
 * with an expected issuer, the token's ``iss`` is compared before any network
-  call; without one, the report says the issuer was not pinned and only https
-  (or loopback) URLs are fetched; the discovery document must name the same
-  issuer;
+  call; without one, the report says the issuer was not pinned, the issuer must be
+  https without a query and off this machine (unless ``allow_loopback_issuer``),
+  and its ``jwks_uri`` must be on its own origin; the discovery document must
+  name the same issuer;
 * ``check()`` never raises for a bad token: every failure is a failed step.
 """
 
@@ -23,9 +24,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import httpx
 
@@ -33,10 +34,17 @@ from kstlib.auth._discovery import (
     Discovered,
     MetadataCache,
     check_jwks_uri,
-    require_https_or_loopback,
+    require_same_origin,
+    require_unpinned_issuer,
     select_key,
 )
 from kstlib.auth._http import HTTPTraceLogger, RetryPolicy
+from kstlib.auth._idtoken import (
+    ID_TOKEN_REQUIRED_CLAIMS,
+    IDTokenPolicy,
+    narrow_algorithms,
+    validate_id_token,
+)
 from kstlib.auth._jose import (
     ALLOWED_ALGORITHMS,
     IGNORED_KEY_HEADERS,
@@ -64,18 +72,12 @@ STEP_NAMES: Final = (
 )
 _TOKEN_TYPES: Final = ("id_token", "access_token")
 _REQUIRED_CLAIMS: Final = {
-    "id_token": ("iss", "sub", "aud", "exp", "iat"),
+    "id_token": ID_TOKEN_REQUIRED_CLAIMS,
     "access_token": ("iss", "exp"),
 }
 _ACCESS_TOKEN_TYPS: Final = frozenset({"at+jwt", "application/at+jwt"})
 _KEY_HEADERS: Final = frozenset(IGNORED_KEY_HEADERS)
-#: Most derived entries a checker keeps per issuer document / key set (each holds a private
-#: snapshot, so this stays well under the cache's own bound), and per key (a JWKS may hold
-#: up to MAX_JWKS_KEYS keys: a checker must not thrash on one large key set).
-_MEMO_MAX: Final = 64
-_KEY_MEMO_MAX: Final = 256
 _logger = get_logger("kstlib.auth.check")
-T = TypeVar("T")
 
 
 @dataclass
@@ -182,7 +184,8 @@ class _IssuerFacts:
     message: str
     details: dict[str, Any]  # flat (scalars only): hand out ``details.copy()``
     document: Callable[[], dict[str, Any]]  # fresh private copies of the document
-    id_token_algs: frozenset[str] | None  # the allow-list narrowed to what the issuer signs with
+    id_token_algs: frozenset[str]  # the allow-list narrowed to what the issuer signs with
+    policy: IDTokenPolicy  # the ID token policy of checks against this issuer (no nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,29 +209,20 @@ class _KeyFacts:
     key_type: str
 
 
-def _remember(memo: dict[int, Any], source: object, value: T, limit: int = _MEMO_MAX) -> T:
-    """Store ``value`` derived from ``source`` in a bounded identity-keyed ``memo``.
-
-    Entries hold their source, so an id is never reused while its entry lives; readers
-    compare ``entry.<source> is source``. Plain dict operations: safe between threads.
-    """
-    if len(memo) >= limit:
-        memo.clear()
-    memo[id(source)] = value
-    return value
-
-
 class _Run:
     """Mutable state of one check (attributes appear as the steps, run in order, set them)."""
 
     __slots__ = (
+        "access_token",
         "candidates",
         "described",
         "issuer",
         "issuer_facts",
         "jwks_uri",
         "jws",
+        "key",
         "keys",
+        "nonce",
         "pinned",
         "report",
         "token",
@@ -240,11 +234,21 @@ class _Run:
     jwks_uri: str
     keys: KeySet
     candidates: list[PublicJWK]
+    key: PublicJWK
 
-    def __init__(self, token: Any, token_type: str, report: TokenCheckReport) -> None:
+    def __init__(
+        self,
+        token: Any,
+        token_type: str,
+        report: TokenCheckReport,
+        access_token: str | None,
+        nonce: str | None,
+    ) -> None:
         self.token = token
         self.token_type = token_type
         self.report = report
+        self.access_token = access_token
+        self.nonce = nonce
         self.pinned = False
         self.described: PublicJWK | None = None
 
@@ -256,7 +260,8 @@ class TokenChecker:
         http_client: Client for discovery and JWKS requests (its TLS settings apply).
         expected_issuer: Pin the issuer: the token's ``iss`` must equal it, checked
             before any network call. Without it, the issuer is taken from the token
-            (and reported as not pinned).
+            (and reported as not pinned): it must then be an https URL without a query,
+            off this machine, and its ``jwks_uri`` must be on its own origin.
         expected_audience: The ``aud`` the token must contain (e.g. the client id).
         leeway: Seconds of clock skew allowed on ``exp``/``iat``/``nbf``.
         cache: Discovery/JWKS cache; by default one private to this checker, so a
@@ -264,6 +269,10 @@ class TokenChecker:
         allowed_algorithms: Accepted signature algorithms (a subset of the default).
         retry: Retry policy of discovery/JWKS fetches (default: the cache's).
         tracer: HTTP trace logger.
+        allow_loopback_issuer: Without an expected issuer, also accept an issuer on this
+            machine (``localhost``, ``127.0.0.1``, ``::1``; http or https), e.g. a
+            development IdP. Off by default: a token must not make the checker call
+            local services.
     """
 
     def __init__(
@@ -277,6 +286,7 @@ class TokenChecker:
         allowed_algorithms: frozenset[str] = ALLOWED_ALGORITHMS,
         retry: RetryPolicy | None = None,
         tracer: HTTPTraceLogger | None = None,
+        allow_loopback_issuer: bool = False,
     ) -> None:
         if not math.isfinite(leeway) or leeway < 0:
             raise ValueError("leeway must be a finite, non-negative number of seconds")
@@ -288,10 +298,9 @@ class TokenChecker:
         self.allowed_algorithms = frozenset(allowed_algorithms) & ALLOWED_ALGORITHMS
         self.retry = retry
         self.tracer = tracer
-        # Derived data per cached discovery document, key set and key (see _remember).
-        self._issuer_memo: dict[int, _IssuerFacts] = {}
-        self._keyset_memo: dict[int, _KeySetFacts] = {}
-        self._key_memo: dict[int, _KeyFacts] = {}
+        self.allow_loopback_issuer = allow_loopback_issuer
+        # What a check derives from a cached discovery document, key set or key is kept on
+        # that object (``derived``): one owner (the cache entry), one key (the cache's).
         self._steps: tuple[tuple[str, Callable[[_Run], _Outcome]], ...] = tuple(
             zip(
                 STEP_NAMES,
@@ -312,10 +321,17 @@ class TokenChecker:
         token_str: str,
         *,
         token_type: str = "id_token",  # noqa: S107 - a token kind, not a secret
+        access_token: str | None = None,
+        nonce: str | None = None,
     ) -> TokenCheckReport:
-        """Run the full validation chain; never raises for a bad token."""
+        """Run the full validation chain; never raises for a bad token.
+
+        For an ID token, ``access_token`` (the one issued with it) is checked against its
+        ``at_hash``, and ``nonce`` (the one of the login) against its ``nonce``; the claim
+        rules are those a provider applies (:func:`kstlib.auth._idtoken.validate_id_token`).
+        """
         report = TokenCheckReport(token_type=token_type)
-        run = _Run(token_str, token_type, report)
+        run = _Run(token_str, token_type, report, access_token, nonce)
         for name, step in self._steps:
             try:
                 message, details = step(run)
@@ -374,20 +390,19 @@ class TokenChecker:
         )
         report = run.report
         report.discovery_url = found.url
-        facts = self._issuer_memo.get(id(found))
-        if (
-            facts is None
-            or facts.found is not found
-            or facts.issuer != issuer
-            or facts.pinned != run.pinned
-            or facts.allowed is not self.allowed_algorithms
-        ):
-            report.discovery_data = found.document_copy()
-            facts = _remember(
-                self._issuer_memo, found, self._issuer_facts(found, issuer, run.pinned)
+        pinned = run.pinned
+        allowed, audience, leeway = self.allowed_algorithms, self.expected_audience, self.leeway
+        try:
+            facts: _IssuerFacts = found.derived(
+                (_ISSUER_FACTS, pinned, allowed, audience, leeway),
+                lambda entry: self._issuer_facts(
+                    entry, issuer, pinned=pinned, allowed=allowed, audience=audience, leeway=leeway
+                ),
             )
-        else:
-            report.discovery_data = facts.document()
+        except Exception:  # the refused document is still shown (and nothing is kept)
+            report.discovery_data = found.document_copy()
+            raise
+        report.discovery_data = facts.document()
         run.issuer_facts = facts
         run.jwks_uri = report.jwks_uri = facts.jwks_uri
         return facts.message, facts.details.copy()
@@ -416,7 +431,7 @@ class TokenChecker:
                 refetched = True
                 run.keys = latest
                 run.report.jwks_data = self._keyset_facts(latest).document()
-        described = [self._key_facts(key) for key in candidates]
+        described = [key.derived(_KEY_FACTS, _make_key_facts) for key in candidates]
         details: dict[str, Any] = {"candidates": [facts.summary.copy() for facts in described]}
         if refetched:
             details["jwks_refetched"] = True
@@ -435,7 +450,8 @@ class TokenChecker:
         jws = run.jws
         allowed = self._algorithms_for(run)
         key = select_key(jws, run.candidates, allowed)
-        facts = self._key_facts(key)
+        run.key = key
+        facts: _KeyFacts = key.derived(_KEY_FACTS, _make_key_facts)
         if key is not run.described:  # the one candidate was described by the previous step
             _describe_key(run.report, facts)
             run.described = key
@@ -455,26 +471,43 @@ class TokenChecker:
         if audience is not None:
             report.audience_match = _audience_contains(payload.get("aud"), audience)
         now = time.time()
-        validate_claims(
-            payload,
-            issuer=run.issuer,
-            audience=audience,
-            leeway=self.leeway,
-            now=now,
-            require=_REQUIRED_CLAIMS[run.token_type],
-        )
-        self._check_azp(run)
+        if run.token_type == "id_token":
+            policy = run.issuer_facts.policy  # the issuer's, with this check's nonce
+            if run.nonce is not None:
+                policy = replace(policy, nonce=run.nonce)
+            validate_id_token(run.jws, run.key, policy, access_token=run.access_token, now=now)
+        else:
+            validate_claims(
+                payload,
+                issuer=run.issuer,
+                audience=audience,
+                leeway=self.leeway,
+                now=now,
+                require=_REQUIRED_CLAIMS[run.token_type],
+            )
         details = _time_details(payload, now)
         details["audience_checked"] = audience is not None
         details["issuer_pinned"] = run.pinned
         message = f"claims are valid; {details['expires']}"
         if audience is None:
             message += "; audience not checked (no expected audience)"
+        if run.token_type == "id_token" and run.access_token is not None and "at_hash" in payload:
+            details["at_hash_checked"] = True
+            message += "; at_hash matches the access token"
         return message, details
 
     # ---------------------------------------------------------------- derived data
 
-    def _issuer_facts(self, found: Discovered, issuer: str, pinned: bool) -> _IssuerFacts:
+    def _issuer_facts(
+        self,
+        found: Discovered,
+        issuer: str,
+        *,
+        pinned: bool,
+        allowed: frozenset[str],
+        audience: str | None,
+        leeway: float,
+    ) -> _IssuerFacts:
         """Everything a check derives from ``found``; raises if its ``jwks_uri`` is refused."""
         jwks_uri = self._jwks_uri_of(found, pinned)
         details = {
@@ -491,13 +524,7 @@ class TokenChecker:
                 "itself (pass an expected issuer to prove who issued it)"
             )
         snapshot = found.document_copy()  # private: only copies of it are handed out
-        advertised = snapshot.get("id_token_signing_alg_values_supported")
-        allowed = self.allowed_algorithms
-        id_token_algs = (
-            allowed & {a for a in advertised if isinstance(a, str)}
-            if isinstance(advertised, list)
-            else None
-        )
+        id_token_algs = narrow_algorithms(allowed, snapshot)
         return _IssuerFacts(
             found=found,
             issuer=issuer,
@@ -508,35 +535,18 @@ class TokenChecker:
             details=details,
             document=_copier(snapshot),
             id_token_algs=id_token_algs,
+            policy=IDTokenPolicy(
+                issuer=issuer, audience=audience, allowed_algorithms=id_token_algs, leeway=leeway
+            ),
         )
 
-    def _keyset_facts(self, keys: KeySet) -> _KeySetFacts:
-        facts = self._keyset_memo.get(id(keys))
-        if facts is not None and facts.keys is keys:
-            return facts
-        message = f"JWKS holds {len(keys)} usable key(s)"
-        if keys.skipped:
-            message += f"; {len(keys.skipped)} skipped"
-        facts = _KeySetFacts(
-            keys=keys,
-            message=message,
-            details=_copier(_keyset_details(keys)),
-            document=_copier(keys.public_document()),
-        )
-        return _remember(self._keyset_memo, keys, facts)
+    @staticmethod
+    def _keyset_facts(keys: KeySet) -> _KeySetFacts:
+        return keys.derived(_KEYSET_FACTS, _make_keyset_facts)
 
-    def _key_facts(self, key: PublicJWK) -> _KeyFacts:
-        facts = self._key_memo.get(id(key))
-        if facts is not None and facts.key is key:
-            return facts
-        facts = _KeyFacts(
-            key=key,
-            label=_key_label(key),
-            summary=_key_summary(key),
-            pem=key.pem(),
-            key_type=key.key_type,
-        )
-        return _remember(self._key_memo, key, facts, _KEY_MEMO_MAX)
+    @staticmethod
+    def _key_facts(key: PublicJWK) -> _KeyFacts:
+        return key.derived(_KEY_FACTS, _make_key_facts)
 
     # ---------------------------------------------------------------- helpers
 
@@ -555,7 +565,7 @@ class TokenChecker:
             return self.expected_issuer
         if not isinstance(token_iss, str) or not token_iss:
             raise _StepFailed("the token has no 'iss' claim; pass the expected issuer")
-        require_https_or_loopback(token_iss, what="token issuer")
+        require_unpinned_issuer(token_iss, allow_loopback=self.allow_loopback_issuer)
         run.issuer = token_iss
         return token_iss
 
@@ -566,14 +576,14 @@ class TokenChecker:
         if pinned:
             check_jwks_uri(jwks_uri, issuer=found.issuer)
         else:
-            require_https_or_loopback(jwks_uri, what="jwks_uri")
+            require_same_origin(jwks_uri, issuer=found.issuer)
         return jwks_uri
 
     def _algorithms_for(self, run: _Run) -> frozenset[str]:
         """The allow-list, narrowed for ID tokens to what the issuer says it signs with."""
         jws = run.jws
         narrowed = run.issuer_facts.id_token_algs
-        if run.token_type != "id_token" or narrowed is None:
+        if run.token_type != "id_token":
             return self.allowed_algorithms
         if jws.header["alg"] not in narrowed:
             raise _StepFailed(
@@ -582,15 +592,35 @@ class TokenChecker:
             )
         return narrowed
 
-    def _check_azp(self, run: _Run) -> None:
-        """OIDC Core 3.1.3.7: an ID token's ``azp``, when present, names the client."""
-        azp = run.jws.payload.get("azp")
-        expected = self.expected_audience
-        if run.token_type == "id_token" and expected is not None and azp not in (None, expected):
-            raise JOSEError(f"authorized party (azp) {azp!r} is not {expected!r}", claim="azp")
-
 
 # --------------------------------------------------------------------------- module helpers
+
+#: Variants of what a check derives from cached objects (``derived``'s first key part).
+_ISSUER_FACTS: Final = "check:issuer"
+_KEYSET_FACTS: Final = "check:keyset"
+_KEY_FACTS: Final = "check:key"
+
+
+def _make_keyset_facts(keys: KeySet) -> _KeySetFacts:
+    message = f"JWKS holds {len(keys)} usable key(s)"
+    if keys.skipped:
+        message += f"; {len(keys.skipped)} skipped"
+    return _KeySetFacts(
+        keys=keys,
+        message=message,
+        details=_copier(_keyset_details(keys)),
+        document=_copier(keys.public_document()),
+    )
+
+
+def _make_key_facts(key: PublicJWK) -> _KeyFacts:
+    return _KeyFacts(
+        key=key,
+        label=_key_label(key),
+        summary=_key_summary(key),
+        pem=key.pem(),
+        key_type=key.key_type,
+    )
 
 
 def _fail(

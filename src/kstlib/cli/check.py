@@ -8,6 +8,7 @@ never printed; claims are, with secret-like values (``nonce``...) redacted.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +41,38 @@ _STEP_TITLES: Final = {
     "verify_signature": "Verify signature",
     "validate_claims": "Validate claims",
 }
+
+
+#: C0/C1 controls, DEL, and the bidirectional overrides/isolates that reorder a line.
+_UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_BUT_NEWLINE: Final = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _safe_text(value: object, *, newlines: bool = False) -> str:
+    """``value`` as text fit for a terminal: control characters shown as ``\\x1b`` escapes.
+
+    Every string that comes from a token, a JWKS, a certificate or a server goes through
+    here and then into a Rich ``Text`` (never parsed as markup).
+    """
+    return (_UNSAFE_BUT_NEWLINE if newlines else _UNSAFE).sub(_escape, str(value))
+
+
+def _text(value: object, style: str = "") -> Text:
+    return Text(_safe_text(value), style=style)
+
+
+_UNPINNED_WARNING: Final = (
+    "warning: issuer not pinned: the token names its own issuer, so this check proves only "
+    "that the token matches the keys that issuer publishes; pass --expected-issuer URL or a "
+    "provider"
+)
 
 
 class _UsageError(Exception):
@@ -86,6 +119,13 @@ def check_command(
     expected_audience: Annotated[
         str | None, typer.Option("--expected-audience", help="Audience the token must name.")
     ] = None,
+    allow_loopback_issuer: Annotated[
+        bool,
+        typer.Option(
+            "--allow-loopback-issuer",
+            help="Without a pinned issuer, also accept one on this machine (a development IdP).",
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also show header, payload, discovery, PEM.")
     ] = False,
@@ -96,7 +136,7 @@ def check_command(
     try:
         target = _resolve_target(provider, token, access_token, expected_issuer, expected_audience)
     except _UsageError as exc:
-        Console(stderr=True, highlight=False).print(Text(f"Error: {exc}", style="red"))
+        Console(stderr=True, highlight=False).print(_text(f"Error: {exc}", style="red"))
         raise typer.Exit(EXIT_ERROR) from None
     from kstlib.auth._http import build_http_client
     from kstlib.auth.check import TokenChecker
@@ -106,12 +146,18 @@ def check_command(
             client,
             expected_issuer=target.expected_issuer,
             expected_audience=target.expected_audience,
+            allow_loopback_issuer=allow_loopback_issuer,
         )
         report = checker.check(target.token, token_type=target.token_type)
+    unpinned = target.expected_issuer is None
+    if unpinned:  # on stderr: it must be seen, and must not break --json
+        Console(stderr=True, highlight=False).print(Text(_UNPINNED_WARNING, style="yellow"))
     if as_json:
         typer.echo(json.dumps(report_as_json(report), indent=2, sort_keys=True))
     else:
-        console.print(render_report(report, verbose=verbose, note=target.audience_note))
+        console.print(
+            render_report(report, verbose=verbose, note=target.audience_note, unpinned=unpinned)
+        )
     raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
 
 
@@ -218,10 +264,20 @@ def report_as_json(report: TokenCheckReport) -> dict[str, Any]:
 
 
 def render_report(
-    report: TokenCheckReport, *, verbose: bool = False, note: str | None = None
+    report: TokenCheckReport,
+    *,
+    verbose: bool = False,
+    note: str | None = None,
+    unpinned: bool | None = None,
 ) -> Group:
-    """The Rich rendering of a report: verdict, steps, key, certificate, claims."""
-    parts: list[Any] = [_verdict_panel(report, note), _steps_table(report)]
+    """The Rich rendering of a report: verdict, steps, key, certificate, claims.
+
+    ``unpinned``: whether the check ran without an expected issuer (``None``: as far as
+    the report shows it).
+    """
+    if unpinned is None:
+        unpinned = _issuer_unpinned(report)
+    parts: list[Any] = [_verdict_panel(report, note, unpinned), _steps_table(report)]
     if report.key_fingerprint:
         parts.append(_key_panel(report))
     if report.x509_info:
@@ -233,18 +289,23 @@ def render_report(
     return Group(*parts)
 
 
-def _verdict_panel(report: TokenCheckReport, note: str | None) -> Panel:
+def _verdict_panel(report: TokenCheckReport, note: str | None, unpinned: bool) -> Panel:
     kind = "ID token" if report.token_type == "id_token" else "access token"
     if report.valid:
         text = Text(f"VALID {kind}", style="bold green")
-        text.append(f"\nsigned with {report.signature_algorithm}", style="green")
+        if unpinned:
+            text.append(" (issuer not pinned)", style="bold yellow")
+        text.append(f"\nsigned with {_safe_text(report.signature_algorithm)}", style="green")
     else:
         failed = report.failed_step
         where = _STEP_TITLES.get(failed.name, failed.name) if failed else "check"
         text = Text(f"INVALID {kind}", style="bold red")
-        text.append(f"\n{where} failed: {report.error}", style="red")
-    if _issuer_unpinned(report):
-        text.append("\nissuer not pinned: pass --expected-issuer (or a provider)", style="yellow")
+        text.append(f"\n{_safe_text(where)} failed: {_safe_text(report.error)}", style="red")
+    if unpinned:
+        text.append(
+            "\nissuer not pinned: the token chose it; pass --expected-issuer (or a provider)",
+            style="yellow",
+        )
     if note:
         text.append(f"\n{note}", style="yellow")
     return Panel(text, title="Token check", border_style="green" if report.valid else "red")
@@ -265,7 +326,7 @@ def _steps_table(report: TokenCheckReport) -> Table:
     done = {step.name for step in report.steps}
     for step in report.steps:
         mark = Text("✓", style="green") if step.passed else Text("✗", style="red")
-        table.add_row(mark, _STEP_TITLES.get(step.name, step.name), Text(step.message))
+        table.add_row(mark, _text(_STEP_TITLES.get(step.name, step.name)), _text(step.message))
     for name, title in _STEP_TITLES.items():
         if name not in done:
             table.add_row(
@@ -289,7 +350,7 @@ def _key_panel(report: TokenCheckReport) -> Panel:
 
 def _x509_panel(info: dict[str, Any]) -> Panel:
     if "error" in info:
-        return Panel(Text(str(info["error"]), style="yellow"), title="X.509 (x5c)")
+        return Panel(_text(info["error"], style="yellow"), title="X.509 (x5c)")
     rows = [
         ("subject", str(info.get("subject"))),
         ("issuer", str(info.get("issuer"))),
@@ -307,7 +368,7 @@ def _facts_table(rows: list[tuple[str, str]]) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for label, value in rows:
-        table.add_row(label, Text(value))
+        table.add_row(label, _text(value))
     return table
 
 
@@ -317,7 +378,7 @@ def _claims_table(payload: dict[str, Any]) -> Table:
     table.add_column("value", overflow="fold")
     now = time.time()
     for name, value in _redacted_claims(payload).items():
-        table.add_row(name, Text(_claim_text(name, value, now)))
+        table.add_row(_text(name), _text(_claim_text(name, value, now)))
     return table
 
 
@@ -361,7 +422,9 @@ def _verbose_parts(report: TokenCheckReport) -> list[Any]:
     for title, data in sections:
         if data:
             text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
-            parts.append(Panel(Syntax(text, "json", word_wrap=True), title=title))
+            syntax = Syntax(_safe_text(text, newlines=True), "json", word_wrap=True)
+            parts.append(Panel(syntax, title=_text(title)))
     if report.public_key_pem:
-        parts.append(Panel(Text(report.public_key_pem.strip()), title="Public key (PEM)"))
+        pem = _safe_text(report.public_key_pem.strip(), newlines=True)
+        parts.append(Panel(Text(pem), title="Public key (PEM)"))
     return parts

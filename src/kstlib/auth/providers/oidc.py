@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Any
 
-from kstlib.auth._discovery import MetadataCache, shared_cache, verify_jwt
-from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, at_hash, decode_jws
+from kstlib.auth._discovery import MetadataCache, shared_cache
+from kstlib.auth._idtoken import IDTokenPolicy, narrow_algorithms, verify_id_token
+from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
 from kstlib.auth._names import ENDPOINT_FIELDS
 from kstlib.auth._pkce import new_nonce
 from kstlib.auth.errors import AuthError, TokenValidationError
@@ -67,7 +67,16 @@ class OIDCProvider(OAuth2Provider):
         metadata_cache: MetadataCache | None = None,
     ) -> None:
         super().__init__(name, config, token_storage, http_client=http_client, tracer=tracer)
-        self._cache = metadata_cache if metadata_cache is not None else shared_cache()
+        if metadata_cache is None:
+            # Documents are shared only between clients that trust TLS alike: by the TLS
+            # settings of the client built from the config; an injected client (whose
+            # settings are its own) gets a cache of its own.
+            metadata_cache = (
+                shared_cache(ssl_verify=config.ssl_verify, ssl_ca_bundle=config.ssl_ca_bundle)
+                if http_client is None
+                else MetadataCache()
+            )
+        self._cache = metadata_cache
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -116,22 +125,21 @@ class OIDCProvider(OAuth2Provider):
     # -- ID token validation ---------------------------------------------------------------
 
     def _allowed_algorithms(self) -> frozenset[str]:
-        allowed = set(ALLOWED_ALGORITHMS)
-        advertised = self._server_metadata().get("id_token_signing_alg_values_supported")
-        if isinstance(advertised, list):
-            allowed &= {a for a in advertised if isinstance(a, str)}
+        allowed = narrow_algorithms(ALLOWED_ALGORITHMS, self._server_metadata())
         if self.config.id_token_signing_alg_values:
-            allowed &= set(self.config.id_token_signing_alg_values)
+            allowed &= frozenset(self.config.id_token_signing_alg_values)
         if not allowed:
             raise TokenValidationError(
                 f"No acceptable ID token signing algorithm for '{self.name}' "
                 f"(allowed: {', '.join(sorted(ALLOWED_ALGORITHMS))})",
                 claim="alg",
             )
-        return frozenset(allowed)
+        return allowed
 
-    def _verify_id_token(self, id_token: str) -> dict[str, Any]:
-        """Verify signature and standard claims; return the claims."""
+    def _verify_id_token(
+        self, id_token: str, *, nonce: str | None = None, access_token: str | None = None
+    ) -> dict[str, Any]:
+        """Verify the ID token with the one validation of :mod:`kstlib.auth._idtoken`."""
         jwks_uri = self.endpoint("jwks_uri")
         if jwks_uri is None:
             raise TokenValidationError(
@@ -141,17 +149,21 @@ class OIDCProvider(OAuth2Provider):
             )
         # Manual mode has no configured issuer: the keys are pinned by the configured
         # jwks_uri instead, so the token's own iss is accepted once its signature verifies.
-        issuer = self.config.issuer or self._unverified_issuer(id_token)
+        policy = IDTokenPolicy(
+            issuer=self.config.issuer or self._unverified_issuer(id_token),
+            audience=self.config.client_id,
+            nonce=nonce,
+            allowed_algorithms=self._allowed_algorithms(),
+            leeway=self.config.leeway,
+        )
         try:
-            jws, _key = verify_jwt(
+            jws, _key = verify_id_token(
                 self.http_client,
                 id_token,
+                policy,
                 cache=self._cache,
                 jwks_uri=jwks_uri,
-                issuer=issuer,
-                audience=self.config.client_id,
-                allowed_algs=self._allowed_algorithms(),
-                leeway=self.config.leeway,
+                access_token=access_token,
                 retry=self._retry,
                 tracer=self.tracer,
             )
@@ -161,11 +173,7 @@ class OIDCProvider(OAuth2Provider):
                 reason=exc.reason,
                 claim=exc.claim,
             ) from None
-        claims = jws.payload
-        self._check_azp(claims)
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise TokenValidationError(f"The ID token from '{self.name}' has no 'sub'", claim="sub")
-        return claims
+        return jws.payload
 
     @staticmethod
     def _unverified_issuer(id_token: str) -> str:
@@ -177,46 +185,13 @@ class OIDCProvider(OAuth2Provider):
             raise TokenValidationError("The ID token has no 'iss'", claim="iss")
         return iss
 
-    def _check_azp(self, claims: dict[str, Any]) -> None:
-        aud = claims.get("aud")
-        azp = claims.get("azp")
-        several = isinstance(aud, list) and len(aud) > 1
-        if several and azp is None:
-            raise TokenValidationError(
-                f"The ID token from '{self.name}' has several audiences and no 'azp'",
-                claim="azp",
-            )
-        if azp is not None and azp != self.config.client_id:
-            raise TokenValidationError(
-                f"The ID token from '{self.name}' was issued to another client (azp)",
-                claim="azp",
-            )
-
-    def _check_at_hash(self, claims: dict[str, Any], header_alg: str, access_token: str) -> None:
-        expected = claims.get("at_hash")
-        if expected is None:
-            return
-        if not isinstance(expected, str) or expected != at_hash(access_token, header_alg):
-            raise TokenValidationError(
-                f"The ID token from '{self.name}' does not match its access token (at_hash)",
-                claim="at_hash",
-            )
-
     def _validate_id_token(self, token: Token, *, nonce: str | None) -> dict[str, Any]:
-        """Verify the ID token of ``token``; ``nonce`` (when known) must match."""
-        id_token = token.id_token or ""
-        claims = self._verify_id_token(id_token)
-        if nonce is not None:
-            got = claims.get("nonce")
-            if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
-                raise TokenValidationError(
-                    f"The ID token from '{self.name}' has a wrong or missing nonce "
-                    "(replayed or injected response); refused",
-                    claim="nonce",
-                )
-        alg = str(decode_jws(id_token).header.get("alg"))
-        self._check_at_hash(claims, alg, token.access_token)
-        return claims
+        """Verify the ID token of ``token``; ``nonce`` (when known) must match, and its
+        ``at_hash`` (when present) must match ``token.access_token``.
+        """
+        return self._verify_id_token(
+            token.id_token or "", nonce=nonce, access_token=token.access_token
+        )
 
     def _validate_new_token(self, token: Token, *, nonce: str | None) -> Token:
         if token.id_token is None:
