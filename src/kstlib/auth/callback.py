@@ -46,6 +46,7 @@ once the code was exchanged and the tokens stored, an error page otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 import html
@@ -76,6 +77,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "CallbackResult",
     "CallbackServer",
+    "open_in_browser",
     "parse_callback_params",
     "parse_pasted_redirect",
     "result_from_params",
@@ -245,6 +247,51 @@ def parse_pasted_redirect(text: str) -> CallbackResult:
     except UnicodeDecodeError:
         raise _malformed("the code's percent-escapes are not UTF-8") from None
     return CallbackResult(code=code or None, state=None, raw_params={"code": code})
+
+
+# --------------------------------------------------------------------------- the browser
+
+#: Text-mode browsers :mod:`webbrowser` may pick (www-browser is Debian's alternative for one).
+#: They would take over the terminal the login runs in, so they are never started.
+_CONSOLE_BROWSERS = frozenset({"w3m", "lynx", "links", "elinks", "links2", "www-browser", "browsh"})
+
+
+def _is_console_browser(controller: object) -> bool:
+    import os
+    import shlex
+    import webbrowser
+
+    if not isinstance(controller, webbrowser.GenericBrowser):
+        return False
+    try:
+        command = shlex.split(controller.name)[0] if controller.name else ""
+    except ValueError:
+        command = controller.name
+    return os.path.basename(command) in _CONSOLE_BROWSERS
+
+
+def open_in_browser(url: str) -> bool:
+    """Open ``url`` in the user's graphical browser; False when none could be opened.
+
+    A text-mode browser (w3m, lynx, links...), which :mod:`webbrowser` falls back to on
+    a machine without a display, is never started: the caller prints the URL instead.
+    """
+    import webbrowser
+
+    with contextlib.suppress(webbrowser.Error):
+        webbrowser.get()  # registers the platform's browsers on first use
+    names = list(getattr(webbrowser, "_tryorder", None) or ())
+    controllers = [webbrowser.get(name) for name in names]
+    if not any(_is_console_browser(c) for c in controllers):
+        try:
+            return bool(webbrowser.open(url))
+        except webbrowser.Error:
+            return False
+    _log.debug("Skipping console browsers; the login URL is shown instead if no other opens")
+    for controller in controllers:
+        if not _is_console_browser(controller) and controller.open(url):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- addresses
