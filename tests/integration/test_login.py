@@ -225,7 +225,7 @@ _OPEN = textwrap.dedent(
 def _fake_browser(directory: Path, name: str) -> tuple[Path, Path]:
     marker = directory / f"{name}.opened"
     script = directory / name
-    script.write_text(f"#!/bin/sh\necho \"$1\" > {marker}\n", encoding="utf-8")
+    script.write_text(f'#!/bin/sh\necho "$1" > {marker}\n', encoding="utf-8")
     script.chmod(0o700)
     return script, marker
 
