@@ -33,6 +33,8 @@ from kstlib._sops import stderr_excerpt as _stderr_excerpt
 from kstlib.auth.errors import ConfigurationError, TokenStorageError
 from kstlib.auth.token._directory import DirectoryTokenStorage
 from kstlib.auth.token._document import dump_document, parse_document, unusable_file_error
+from kstlib.auth.token._settings import StorageSetting, parse_path, parse_string_list, parse_text
+from kstlib.auth.token.file import default_token_directory
 
 if TYPE_CHECKING:
     import subprocess
@@ -65,6 +67,27 @@ class SOPSTokenStorage(DirectoryTokenStorage):
 
     backend_name = "sops"
     file_suffix = ".sops.json"
+    storage_settings = (
+        StorageSetting(
+            "directory",
+            parse_path,
+            default_factory=default_token_directory,
+            path=True,
+            doc="the token directory",
+        ),
+        StorageSetting(
+            "age_recipients",
+            parse_string_list,
+            default=(),
+            doc="age public keys the token files are encrypted to",
+        ),
+        StorageSetting(
+            "sops_binary",
+            parse_text,
+            default=DEFAULT_SOPS_BINARY,
+            doc="name (on PATH) or path of the sops executable",
+        ),
+    )
 
     def __init__(
         self,
