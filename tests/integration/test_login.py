@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -250,3 +251,28 @@ def test_a_graphical_browser_is_started(tmp_path: Path) -> None:
     )
     assert out.stdout.strip() == "True"
     assert marker.read_text(encoding="utf-8").strip() == "http://127.0.0.1:9/login"
+
+
+def test_a_browser_command_that_returns_only_at_exit_does_not_stall_the_login(
+    idp: IdP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some browser commands return when the browser exits; the login must not wait for it."""
+    import webbrowser
+
+    pages: list[httpx.Response] = []
+
+    def blocking_open(url: str, *args: Any, **kwargs: Any) -> bool:
+        pages.append(httpx.get(browser_login(url), timeout=60))  # the user, then the page
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", blocking_open)
+    provider = make_oidc(idp, redirect_uri=ANY_PORT)
+    shown: list[bool] = []
+    with provider:
+        token = provider.login(timeout=30, on_url=lambda url, opened: shown.append(opened))
+    assert token.access_token and shown == [True]
+    for _ in range(200):  # the browser thread reads the page just after the login returned
+        if pages:
+            break
+        time.sleep(0.05)
+    assert pages[0].status_code == 200 and "Login complete" in pages[0].text

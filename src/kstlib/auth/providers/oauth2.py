@@ -425,15 +425,13 @@ class OAuth2Provider(AbstractAuthProvider):
         on_url: Callable[[str, bool], None] | None,
         on_tick: Callable[[float], None] | None,
     ) -> Token:
-        from kstlib.auth.callback import open_in_browser
-
         server.start()
         state = new_state()
         server.expect_state(state)
         redirect_uri = server.redirect_uri
         try:
             url, _ = self._authorization_url(state, redirect_uri)
-            opened = open_browser and open_in_browser(url)
+            opened = open_browser and _open_in_background(url, server)
             if on_url is not None:
                 on_url(url, opened)
             wait = self._login_settings().timeout if timeout is None else timeout
@@ -830,6 +828,41 @@ class OAuth2Provider(AbstractAuthProvider):
             f"{url} reachable (HTTP {response.status_code})",
             details={"url": url, "status_code": response.status_code},
         )
+
+
+#: Seconds a login waits for the browser command to say whether it opened the URL.
+BROWSER_START_TIMEOUT = 10.0
+
+
+def _open_in_background(url: str, server: CallbackServer) -> bool:
+    """Open ``url`` in the browser from a worker thread; True once it opened it.
+
+    Some browser commands only return when the browser exits (and an in-process one may
+    follow the redirect before returning): the login must not wait for them. The answer
+    is True as soon as the redirect arrived, False when the command failed or did not
+    answer within :data:`BROWSER_START_TIMEOUT` (the caller then shows the URL).
+    """
+    from kstlib.auth.callback import open_in_browser
+
+    answer: list[bool] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            answer.append(open_in_browser(url))
+        except Exception as exc:  # a broken browser command: show the URL instead
+            _log.debug("Opening the browser failed (%s)", type(exc).__name__)
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="kstlib-browser", daemon=True).start()
+    deadline = time.monotonic() + BROWSER_START_TIMEOUT
+    while not finished.wait(0.05):
+        if server.result is not None:
+            return True
+        if time.monotonic() > deadline:
+            return False
+    return bool(answer and answer[0])
 
 
 def _loopback_uri(settings: CallbackServerSettings) -> str:
