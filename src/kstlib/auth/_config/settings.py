@@ -110,7 +110,7 @@ def _registered_backend_defaults() -> dict[str, BackendSettings]:
         name: BackendSettings(
             name, {setting.name: setting.default_value() for setting in backend.settings or ()}
         )
-        for name, backend in _REGISTRY.items()
+        for name, backend in list(_REGISTRY.items())
     }
 
 
