@@ -184,6 +184,7 @@ def test_logout_url_hints_the_stored_id_token_by_default(idp: IdP) -> None:
         browser.join()
         url = provider.logout_url(state="s-1")
         other = provider.logout_url(id_token_hint="explicit", post_logout_redirect_uri="x:/y")
+        no_hint = provider.logout_url(id_token_hint="")
     assert url is not None and url.startswith(idp.end_session_endpoint + "?")
     query = parse_qs(urlsplit(url).query)
     assert query == {
@@ -196,6 +197,7 @@ def test_logout_url_hints_the_stored_id_token_by_default(idp: IdP) -> None:
     other_query = parse_qs(urlsplit(other).query)
     assert other_query["id_token_hint"] == ["explicit"]
     assert other_query["post_logout_redirect_uri"] == ["x:/y"]
+    assert no_hint is not None and "id_token_hint" not in no_hint
     page = httpx.get(url, timeout=10)  # the IdP accepts the hint: its logout confirmation
     assert page.status_code == 200
 

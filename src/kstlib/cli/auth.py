@@ -350,9 +350,9 @@ def login(
 
 
 def _end_session_url(provider: OAuth2Provider) -> str | None:
-    """The RP-initiated logout URL, or None (called once the token is gone: no hint)."""
+    """The RP-initiated logout URL without an ID token hint (it is printed), or None."""
     try:
-        return provider.logout_url()
+        return provider.logout_url(id_token_hint="")
     except AuthError as exc:
         logging.getLogger("kstlib.cli").info("No logout URL: %s", exc)
         return None

@@ -458,8 +458,8 @@ class OAuth2Provider(AbstractAuthProvider):
 
         Args:
             id_token_hint: The ID token to send as the hint; by default the stored
-                token's ID token (none when nothing is stored). The hint is a credential:
-                hand the URL to a browser, do not print or log it.
+                token's ID token (none when nothing is stored); ``""`` sends none. The
+                hint is a credential: hand the URL to a browser, do not print or log it.
             post_logout_redirect_uri: Where the provider sends the browser afterwards;
                 by default the provider's ``post_logout_redirect_uri``.
             state: Opaque value the provider returns with that redirect.
