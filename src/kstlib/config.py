@@ -270,7 +270,7 @@ def load_config(*, path: str | os.PathLike[str] | None = None) -> LoadedConfig:
     for file, in_cwd in _candidate_files(explicit):
         searched = file != explicit and file != packaged_defaults_path()
         distrust = _distrust(file, in_cwd, merged, origins) if searched else None
-        data = _read_file(file)
+        data = _read_file(file, merged)
         if distrust is not None:
             refused = _refused_key(data, merged)
             if refused is not None:
@@ -412,9 +412,13 @@ def _plain_copy(value: Any) -> Any:
     return value
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    """Parse one configuration file (decrypting it first when it is a SOPS file)."""
-    text = _decrypt(path) if path.name.endswith(_SOPS_SUFFIXES) else _read_text(path)
+def _read_file(path: Path, below: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse one configuration file (decrypting it first when it is a SOPS file).
+
+    A SOPS file is decrypted with the ``sops_binary`` of the (trusted) layers ``below`` it.
+    """
+    sops_file = path.name.endswith(_SOPS_SUFFIXES)
+    text = _decrypt(path, below) if sops_file else _read_text(path)
     data = _parse_yaml(text, path)
     if data is None:
         return {}
@@ -440,10 +444,11 @@ def _read_text(path: Path) -> str:
         raise ConfigurationError(f"{path}: cannot read ({reason}).", file=str(path)) from None
 
 
-def _decrypt(path: Path) -> str:
+def _decrypt(path: Path, below: Mapping[str, Any]) -> str:
+    from kstlib._sops import configured_sops_binary
     from kstlib.secrets import sops_decrypt
 
-    return sops_decrypt(path, what="configuration file")
+    return sops_decrypt(path, what="configuration file", sops_binary=configured_sops_binary(below))
 
 
 def _safe_loader() -> Any:

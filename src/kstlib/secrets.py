@@ -3,8 +3,9 @@
 A string value may name where its secret lives instead of holding it:
 
 - ``sops://path/file.yaml#dotted.key``: decrypted with the ``sops`` binary
-  (``sops --decrypt``), parsed as YAML/JSON, then walked key by key (a number
-  indexes a list);
+  (``sops --decrypt``; the binary named by ``auth.storage.sops.sops_binary`` of the
+  trusted configuration, else ``sops`` on ``PATH``), parsed as YAML/JSON, then walked
+  key by key (a number indexes a list);
 - ``env://VAR``: an environment variable;
 - ``file://path``: a regular file's content (at most 64 KiB), minus one trailing newline;
   a device, a FIFO or a directory is refused without being read.
@@ -22,15 +23,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from kstlib._errors import ConfigurationError
-from kstlib._redaction import redact_text
+from kstlib._sops import DEFAULT_SOPS_BINARY, SopsRunError, run_sops, stderr_excerpt
 
 __all__ = [
     "SECRET_SCHEMES",
@@ -43,9 +42,6 @@ __all__ = [
 
 SECRET_SCHEMES = ("sops", "env", "file")
 _REFERENCE_RE = re.compile(r"^(sops|env|file)://", re.IGNORECASE)
-#: Longest excerpt of sops' stderr quoted in an error.
-_STDERR_LIMIT = 300
-_SOPS_TIMEOUT = 60.0
 #: Largest secret read through ``file://``: a key or a password, never a disk image.
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
@@ -72,6 +68,7 @@ class _Reference:
     base_dir: Path | None
     source: str | None
     provider: str | None
+    sops_binary: str = DEFAULT_SOPS_BINARY
 
     def fail(self, reason: str) -> NoReturn:
         prefix = f"{self.source}: " if self.source else ""
@@ -97,6 +94,7 @@ def resolve_secret(
     source: str | None = None,
     provider: str | None = None,
     cache: SopsCache | None = None,
+    sops_binary: str = DEFAULT_SOPS_BINARY,
 ) -> str:
     """Return the secret that ``value`` refers to, or ``value`` itself when it is no reference.
 
@@ -107,6 +105,8 @@ def resolve_secret(
         source: The configuration file holding the value, for error messages.
         provider: The provider the value belongs to, for error messages.
         cache: Decrypted SOPS documents shared between the references of one resolution.
+        sops_binary: The ``sops`` executable (name on ``PATH`` or path), from trusted
+            configuration only (``auth.storage.sops.sops_binary``).
 
     Raises:
         ConfigurationError: The reference cannot be resolved or resolves to an empty value.
@@ -114,7 +114,7 @@ def resolve_secret(
     match = _REFERENCE_RE.match(value)
     if match is None:
         return value
-    ref = _Reference(value, value[match.end() :], what, base_dir, source, provider)
+    ref = _Reference(value, value[match.end() :], what, base_dir, source, provider, sops_binary)
     scheme = match.group(1).lower()
     if scheme == "env":
         return _from_env(ref)
@@ -131,10 +131,12 @@ def resolve_secrets(
     source: str | None = None,
     provider: str | None = None,
     cache: SopsCache | None = None,
+    sops_binary: str = DEFAULT_SOPS_BINARY,
 ) -> dict[str, Any]:
     """A copy of ``data`` with every reference in its strings (nested too) resolved.
 
     ``what`` is the dotted key of ``data`` itself; nested keys are appended to it in errors.
+    ``sops_binary`` is that of :func:`resolve_secret`.
     """
     shared: SopsCache = {} if cache is None else cache
 
@@ -147,6 +149,7 @@ def resolve_secrets(
                 source=source,
                 provider=provider,
                 cache=shared,
+                sops_binary=sops_binary,
             )
         if isinstance(value, Mapping):
             return {
@@ -243,7 +246,7 @@ def _decrypt_document(ref: _Reference, path: Path) -> Any:
     if not path.is_file():
         ref.fail(f"file {path} not found")
     try:
-        text = _run_sops(path)
+        text = _decrypt_file(path, ref.sops_binary)
     except _SopsFailure as exc:
         ref.fail(str(exc))
     try:
@@ -296,7 +299,12 @@ def _leaf(ref: _Reference, value: Any) -> str:
 
 
 def sops_decrypt(
-    path: Path, *, what: str, source: str | None = None, provider: str | None = None
+    path: Path,
+    *,
+    what: str,
+    source: str | None = None,
+    provider: str | None = None,
+    sops_binary: str = DEFAULT_SOPS_BINARY,
 ) -> str:
     """Decrypt ``path`` with ``sops --decrypt`` and return the plaintext.
 
@@ -305,7 +313,7 @@ def sops_decrypt(
             truncated in the message), or times out.
     """
     try:
-        return _run_sops(path)
+        return _decrypt_file(path, sops_binary)
     except _SopsFailure as exc:
         prefix = f"{source}: " if source else ""
         raise ConfigurationError(
@@ -315,34 +323,16 @@ def sops_decrypt(
         ) from None
 
 
-def _run_sops(path: Path) -> str:
-    binary = shutil.which("sops")
-    if binary is None:
-        raise _SopsFailure("the sops binary is not on PATH (install sops to read SOPS files)")
+def _decrypt_file(path: Path, sops_binary: str) -> str:
     try:
-        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [binary, "--decrypt", str(path.absolute())],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=_SOPS_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise _SopsFailure(f"sops did not finish within {_SOPS_TIMEOUT:.0f} s") from None
-    except OSError as exc:
-        raise _SopsFailure(f"cannot run sops ({exc.strerror or type(exc).__name__})") from None
+        result = run_sops(["--decrypt", str(path.absolute())], binary=sops_binary)
+    except SopsRunError as exc:
+        raise _SopsFailure(str(exc)) from None
     if result.returncode != 0:
         raise _SopsFailure(
-            f"sops failed (exit {result.returncode}): {_stderr_excerpt(result.stderr)}"
+            f"sops failed (exit {result.returncode}): {stderr_excerpt(result.stderr)}"
         )
     try:
         return result.stdout.decode("utf-8")
     except UnicodeDecodeError:
         raise _SopsFailure("sops output is not UTF-8 text") from None
-
-
-def _stderr_excerpt(stderr: bytes) -> str:
-    """sops' stderr on one line, redacted and cut to a readable length."""
-    text = " ".join(stderr.decode("utf-8", errors="replace").split())
-    text = redact_text(text) or "no error message"
-    return text if len(text) <= _STDERR_LIMIT else text[: _STDERR_LIMIT - 1] + "…"

@@ -24,6 +24,7 @@ import kstlib.auth
 from kstlib.auth import config as auth_config
 from kstlib.auth._config.values import _SELECTOR_KEYS
 from kstlib.auth._names import ENDPOINT_ALIASES
+from kstlib.auth.token.factory import _BUILT_IN as _BUILT_IN_STORAGES
 from kstlib.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,14 +117,14 @@ def _configuration_keys() -> list[str]:
         "callback_server": auth_config.CallbackServerSettings,
         "trace": auth_config.TraceSettings,
         "status": auth_config.StatusSettings,
-        "storage.file": auth_config.FileStorageSettings,
-        "storage.sops": auth_config.SopsStorageSettings,
     }
     for field in dataclasses.fields(auth_config.AuthSettings):
         if field.name not in ("storage", *nested):
             keys.append(f"auth.{field.name}")
     for prefix, settings in nested.items():
         keys += [f"auth.{prefix}.{f.name}" for f in dataclasses.fields(settings)]
+    for name, backend in _BUILT_IN_STORAGES.items():  # what each built-in backend declares
+        keys += [f"auth.storage.{name}.{setting.name}" for setting in backend.settings or ()]
     provider_keys = [f.name for f in dataclasses.fields(auth_config.AuthProviderConfig)]
     provider_keys += [*ENDPOINT_ALIASES, *_SELECTOR_KEYS]
     return ["trust.directories", *keys, *provider_keys]

@@ -332,7 +332,7 @@ def test_sops_config_file_without_sops(
     with pytest.raises(ConfigurationError) as err:
         load_config(path=encrypted)
     assert str(encrypted) in str(err.value)
-    assert "sops binary is not on PATH" in str(err.value)
+    assert "sops binary 'sops' not found" in str(err.value)
 
 
 # --------------------------------------------------------------------------- import cost

@@ -158,12 +158,20 @@ def test_default_algorithms_are_asymmetric_only() -> None:
     assert not any(a.startswith("HS") or a.lower() == "none" for a in ALLOWED_ALGORITHMS)
 
 
-def test_config_storage_types_follow_the_registry() -> None:
-    from kstlib.auth.config import TOKEN_STORAGE_TYPES, get_auth_settings
+def test_config_storage_types_come_from_the_registry() -> None:
+    """A name becomes a valid token_storage when registered, and stops being one when removed."""
+    from kstlib.auth.config import get_auth_settings
     from kstlib.auth.errors import ConfigurationError
-    from kstlib.auth.token import registered_token_storages
+    from kstlib.auth.token import MemoryTokenStorage, factory, register_token_storage
 
-    # the shipped backends are registered (plugins, or a docs example, may add more)
-    assert set(TOKEN_STORAGE_TYPES) <= set(registered_token_storages())
-    with pytest.raises(ConfigurationError, match="redis"):
-        get_auth_settings(config={"auth": {"token_storage": "redis"}})
+    with pytest.raises(ConfigurationError, match="unknown token storage 'api-test-store'"):
+        get_auth_settings(config={"auth": {"token_storage": "api-test-store"}})
+    register_token_storage("api-test-store", MemoryTokenStorage)
+    try:
+        settings = get_auth_settings(config={"auth": {"token_storage": "API-Test-Store"}})
+        assert settings.token_storage == "api-test-store"
+        assert settings.storage.backends["api-test-store"].values == {}
+    finally:
+        del factory._REGISTRY["api-test-store"]
+    with pytest.raises(ConfigurationError, match="valid: .*file"):
+        get_auth_settings(config={"auth": {"token_storage": "api-test-store"}})

@@ -171,7 +171,7 @@ def test_sops_document_decrypted_once_per_call_and_never_written(
         calls.append(args)
         return real_run(args, **kwargs)
 
-    monkeypatch.setattr("kstlib.secrets.subprocess.run", counting_run)
+    monkeypatch.setattr("kstlib._sops.subprocess.run", counting_run)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     data = {"client_secret": "sops://s.yaml#a", "headers": {"X-Other": "sops://s.yaml#b"}}
     resolved = resolve_secrets(data, base_dir=tmp_path, what="auth.providers.p")
@@ -256,7 +256,7 @@ def test_sops_binary_missing(
 ) -> None:
     sops_encrypt({"a": SECRET}, tmp_path / "s.yaml", age_identity.recipient)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    with pytest.raises(ConfigurationError, match="sops binary is not on PATH"):
+    with pytest.raises(ConfigurationError, match="sops binary .sops. not found"):
         resolve("sops://s.yaml#a", tmp_path)
 
 

@@ -277,7 +277,8 @@ def test_unopenable_file_error_names_path(
     real_open = os.open
 
     def deny(target: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(target) == str(path):
+        # the file is opened relative to its directory (dir_fd), by name
+        if str(target) == str(path) or (str(target) == path.name and "dir_fd" in kwargs):
             raise PermissionError(errno.EACCES, "Permission denied", str(target))
         return real_open(target, flags, *args, **kwargs)
 

@@ -1,9 +1,11 @@
 """The loopback redirect receiver of a native-app login (RFC 8252, section 7.3).
 
 :class:`CallbackServer` listens on a loopback address only (127.0.0.1, or
-[::1] for an IPv6 redirect URI; ``localhost`` binds 127.0.0.1), receives the
-one redirect that ends an authorization request, and hands its parameters
-to the caller as a :class:`CallbackResult`.
+[::1] for an IPv6 redirect URI; ``localhost`` binds **both** 127.0.0.1 and
+[::1] on the same port, so that no other local process can take the address
+a browser resolving ``localhost`` to ``::1`` would reach, RFC 8252 8.3),
+receives the one redirect that ends an authorization request, and hands its
+parameters to the caller as a :class:`CallbackResult`.
 
 What it accepts, and what it does with everything else:
 
@@ -29,13 +31,26 @@ never logged (only the method, path and status of a request are, at DEBUG).
 
 Each server owns all its state (no class-level shared state), so several
 servers may run in one process. Requests are served by daemon threads, at
-most :data:`MAX_CONNECTIONS` at once, each with a socket timeout.
+most :data:`MAX_CONNECTIONS` at once; further connections wait in the
+listen queue, in arrival order, for a free slot. Each request must arrive
+whole within ``request_timeout`` seconds (:data:`REQUEST_TIMEOUT`, a total
+deadline, not a per-read one) and within :data:`MAX_REQUEST_BYTES`: a local
+process dripping bytes into many connections holds a slot for at most that
+long, so it cannot stall a login.
+
+With ``deferred_reply=True`` (what :meth:`OAuth2Provider.login
+<kstlib.auth.providers.oauth2.OAuth2Provider.login>` uses) the browser's
+page waits for :meth:`CallbackServer.report_outcome`: "Login complete" only
+once the code was exchanged and the tokens stored, an error page otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hmac
 import html
+import io
 import ipaddress
 import math
 import re
@@ -57,9 +72,12 @@ from kstlib.auth.redaction import get_logger
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_CONNECTIONS",
+    "MAX_REQUEST_BYTES",
     "MAX_TARGET_LENGTH",
+    "REQUEST_TIMEOUT",
     "CallbackResult",
     "CallbackServer",
+    "open_in_browser",
     "parse_callback_params",
     "parse_pasted_redirect",
     "result_from_params",
@@ -73,10 +91,18 @@ DEFAULT_TIMEOUT = 120.0
 MAX_TARGET_LENGTH = 8192
 #: Most query parameters accepted in one redirect.
 MAX_PARAMS = 64
-#: Most requests served at the same time; further connections are closed at once.
+#: Most requests served at the same time; further connections wait in the listen queue.
 MAX_CONNECTIONS = 16
-#: Seconds a client connection may stay idle before it is dropped.
-CONNECTION_TIMEOUT = 5.0
+#: Connections the kernel may queue while every slot is busy.
+LISTEN_BACKLOG = 64
+#: Seconds a client has, in total, to send its whole request (and read the reply).
+REQUEST_TIMEOUT = 10.0
+#: Most bytes read from one connection (request line and headers; a GET has no body).
+MAX_REQUEST_BYTES = 64 * 1024
+#: Seconds a deferred reply waits for :meth:`CallbackServer.report_outcome`.
+OUTCOME_TIMEOUT = 120.0
+#: Seconds :meth:`CallbackServer.stop` waits for the page of the accepted redirect to be sent.
+_REPLY_FLUSH_TIMEOUT = 2.0
 #: How often (seconds) ``wait_for_callback`` calls its ``on_tick`` callback.
 TICK_INTERVAL = 0.2
 #: Longest error/error_description kept for display.
@@ -223,14 +249,67 @@ def parse_pasted_redirect(text: str) -> CallbackResult:
     return CallbackResult(code=code or None, state=None, raw_params={"code": code})
 
 
+# --------------------------------------------------------------------------- the browser
+
+#: Text-mode browsers :mod:`webbrowser` may pick (www-browser is Debian's alternative for one).
+#: They would take over the terminal the login runs in, so they are never started.
+_CONSOLE_BROWSERS = frozenset({"w3m", "lynx", "links", "elinks", "links2", "www-browser", "browsh"})
+
+
+def _is_console_browser(controller: object) -> bool:
+    import os
+    import shlex
+    import webbrowser
+
+    if not isinstance(controller, webbrowser.GenericBrowser):
+        return False
+    try:
+        command = shlex.split(controller.name)[0] if controller.name else ""
+    except ValueError:
+        command = controller.name
+    return os.path.basename(command) in _CONSOLE_BROWSERS
+
+
+def open_in_browser(url: str) -> bool:
+    """Open ``url`` in the user's graphical browser; False when none could be opened.
+
+    A text-mode browser (w3m, lynx, links...), which :mod:`webbrowser` falls back to on
+    a machine without a display, is never started: the caller prints the URL instead.
+    """
+    import webbrowser
+
+    with contextlib.suppress(webbrowser.Error):
+        webbrowser.get()  # registers the platform's browsers on first use
+    names = list(getattr(webbrowser, "_tryorder", None) or ())
+    controllers = [webbrowser.get(name) for name in names]
+    if not any(_is_console_browser(c) for c in controllers):
+        try:
+            return bool(webbrowser.open(url))
+        except webbrowser.Error:
+            return False
+    _log.debug("Skipping console browsers; the login URL is shown instead if no other opens")
+    for controller in controllers:
+        if not _is_console_browser(controller) and controller.open(url):
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------- addresses
 
 
-def _bind_address(host: str) -> tuple[str, socket.AddressFamily]:
-    """The address to bind for ``host``: loopback only, ``localhost`` -> 127.0.0.1."""
+def _bind_addresses(host: str) -> list[tuple[str, socket.AddressFamily]]:
+    """The addresses to bind for ``host``: loopback only; ``localhost`` -> 127.0.0.1 and ::1.
+
+    A browser may resolve ``localhost`` to ``::1`` first: binding only 127.0.0.1 would let
+    another local process listening on ``[::1]`` at the same port receive the redirect
+    (RFC 8252 8.3), so both are bound (``::1`` only where the host has IPv6).
+    """
     bare = host.strip("[]")
     if bare.lower() == "localhost":
-        return "127.0.0.1", socket.AF_INET
+        addresses = [("127.0.0.1", socket.AF_INET)]
+        if socket.has_ipv6:
+            addresses.append(("::1", socket.AF_INET6))
+        return addresses
     try:
         address = ipaddress.ip_address(bare)
     except ValueError:
@@ -243,7 +322,11 @@ def _bind_address(host: str) -> tuple[str, socket.AddressFamily]:
             reason="non-loopback host",
         )
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    return str(address), family
+    return [(str(address), family)]
+
+
+#: errno values meaning "this host has no such address" (no IPv6 loopback configured).
+_NO_ADDRESS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 
 
 def _split_host_header(value: str) -> tuple[str, int | None] | None:
@@ -304,6 +387,13 @@ _ALREADY_DONE = _Reply(
     "This login was already completed; this request was ignored. You can close this tab.",
 )
 _NOT_FOUND = _Reply(404, "Not found", "There is nothing here.")
+#: Returned by ``_handle`` for an accepted redirect whose page waits for the login's outcome.
+_ACCEPTED = _Reply(202, "Accepted", "")
+_NO_OUTCOME = _Reply(
+    200,
+    "Redirect received",
+    "The login is being completed: return to the terminal to see whether it succeeded.",
+)
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -348,14 +438,57 @@ def _error_page(result: CallbackResult) -> _Reply:
     )
 
 
+def _failure_page(problem: str) -> _Reply:
+    return _Reply(
+        500,
+        "Login failed",
+        f"The redirect arrived, but the login could not be completed ({problem}). "
+        "Return to the terminal for details.",
+    )
+
+
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
+class _RequestTooLarge(Exception):
+    """A connection sent more than :data:`MAX_REQUEST_BYTES`."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket under one total deadline and a byte budget (not a per-read timeout).
+
+    Each read waits at most the time left until ``deadline``; once it has passed, or once
+    ``budget`` bytes were read, the read raises and the connection is dropped.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, budget: int) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+        self._left = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        if self._left <= 0:
+            raise _RequestTooLarge
+        self._sock.settimeout(left)
+        view = memoryview(buffer)[: self._left]
+        count = self._sock.recv_into(view)
+        self._left -= count
+        return count
+
+
 class _LoopbackHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server bound to one loopback address, with a connection cap."""
+    """A threading HTTP server bound to one loopback address; its owner caps the connections."""
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
@@ -365,18 +498,26 @@ class _LoopbackHTTPServer(ThreadingHTTPServer):
     ) -> None:
         self.address_family = family  # read by TCPServer.__init__: per instance, not per class
         self.owner = owner
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._stopping = False
         super().__init__(address, _CallbackHandler)
 
+    def server_bind(self) -> None:
+        """Bind; an IPv6 socket accepts IPv6 only (never IPv4-mapped addresses)."""
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve in a daemon thread, or drop the connection when every slot is busy."""
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+        """Serve in a daemon thread once a slot is free (the connection waits until then)."""
+        slots = self.owner._slots
+        while not slots.acquire(timeout=0.05):
+            if self._stopping:
+                self.shutdown_request(request)
+                return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -384,7 +525,12 @@ class _LoopbackHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self.owner._slots.release()
+
+    def shutdown(self) -> None:
+        """Stop serving, also when the serving thread waits for a slot."""
+        self._stopping = True
+        super().shutdown()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log the error's type only (never a traceback that could hold request data)."""
@@ -396,12 +542,32 @@ class _CallbackHandler(BaseHTTPRequestHandler):
     """Hands every GET to its server's :class:`CallbackServer`; never logs the request line."""
 
     server: _LoopbackHTTPServer
-    timeout = CONNECTION_TIMEOUT
     server_version = "kstlib-callback"
     sys_version = ""
 
+    def setup(self) -> None:
+        """Read through a :class:`_DeadlineReader`: one deadline for the whole request."""
+        owner = self.server.owner
+        deadline = time.monotonic() + owner._request_timeout
+        self.connection = self.request
+        self.connection.settimeout(owner._request_timeout)
+        raw = _DeadlineReader(self.connection, deadline, MAX_REQUEST_BYTES)
+        self.rfile = io.BufferedReader(raw)
+        self.wfile = self.connection.makefile("wb", buffering=0)
+
     def do_GET(self) -> None:
-        reply = self.server.owner._handle(self.path, self.headers.get("Host"))
+        owner = self.server.owner
+        reply = owner._handle(self.path, self.headers.get("Host"))
+        accepted = reply is _ACCEPTED
+        if accepted:
+            reply = owner._await_outcome()
+        try:
+            self._send(reply)
+        finally:
+            if accepted:
+                owner._replied.set()
+
+    def _send(self, reply: _Reply) -> None:
         body = _render(reply)
         self.send_response(reply.status)
         for name, value in _SECURITY_HEADERS.items():
@@ -434,6 +600,9 @@ class CallbackServer:
             busy (or instead of it when ``port`` is 0).
         expected_state: The ``state`` of the authorization request; redirects
             with another state are rejected and the wait goes on.
+        request_timeout: Seconds a connection has, in total, to send its request.
+        deferred_reply: Hold the page of the accepted redirect until
+            :meth:`report_outcome` says whether the login succeeded.
 
     Example:
         >>> with CallbackServer(port=0, expected_state=state) as server:  # doctest: +SKIP
@@ -450,6 +619,8 @@ class CallbackServer:
         path: str = "/callback",
         port_range: tuple[int, int] | None = None,
         expected_state: str | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        deferred_reply: bool = False,
     ) -> None:
         if not 0 <= int(port) <= 65535:
             raise CallbackServerError(f"Invalid callback port {port}", reason="invalid port")
@@ -458,9 +629,21 @@ class CallbackServer:
                 f"The callback path must be an absolute path without query, got {path!r}",
                 reason="invalid path",
             )
+        if not (math.isfinite(request_timeout) and request_timeout > 0):
+            raise CallbackServerError(
+                f"The request timeout must be a positive number, got {request_timeout!r}",
+                reason="invalid timeout",
+            )
         self._host = host.strip("[]")
-        self._bind_host, self._family = _bind_address(host)
+        self._addresses = _bind_addresses(host)
         self._requested_port = int(port)
+        self._request_timeout = float(request_timeout)
+        self._deferred = deferred_reply
+        self._outcome: _Reply | None = None
+        self._outcome_ready = threading.Event()
+        self._replied = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._stopped = False
         self._port_range = _check_port_range(port_range)
         self._path = path
         self._expected_state = expected_state
@@ -468,8 +651,8 @@ class CallbackServer:
         self._done = threading.Event()
         self._result: CallbackResult | None = None
         self._bound_port = 0
-        self._httpd: _LoopbackHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._httpds: list[_LoopbackHTTPServer] = []
+        self._threads: list[threading.Thread] = []
 
     @classmethod
     def from_redirect_uri(
@@ -478,6 +661,8 @@ class CallbackServer:
         *,
         port_range: tuple[int, int] | None = None,
         expected_state: str | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        deferred_reply: bool = False,
     ) -> CallbackServer:
         """A server for a loopback redirect URI (``http://127.0.0.1:8400/callback``)."""
         try:
@@ -499,6 +684,8 @@ class CallbackServer:
             path=parts.path or "/",
             port_range=port_range,
             expected_state=expected_state,
+            request_timeout=request_timeout,
+            deferred_reply=deferred_reply,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -527,7 +714,7 @@ class CallbackServer:
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._httpd is not None
+        return bool(self._httpds)
 
     @property
     def result(self) -> CallbackResult | None:
@@ -537,27 +724,32 @@ class CallbackServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Bind (first free candidate port) and serve in a daemon thread. Idempotent."""
-        if self._httpd is not None:
+        """Bind (first free candidate port) and serve in daemon threads. Idempotent."""
+        if self._httpds:
             return self
-        httpd = self._bind()
-        self._bound_port = int(httpd.server_address[1])
-        thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"kstlib-callback-{httpd.server_address[1]}",
-            daemon=True,
-        )
-        self._httpd, self._thread = httpd, thread
-        thread.start()
+        httpds = self._bind()
+        self._bound_port = int(httpds[0].server_address[1])
+        self._stopped = False
+        threads = [
+            threading.Thread(
+                target=httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"kstlib-callback-{self._bound_port}",
+                daemon=True,
+            )
+            for httpd in httpds
+        ]
+        self._httpds, self._threads = httpds, threads
+        for thread in threads:
+            thread.start()
         _log.debug("Callback server listening on %s", self.redirect_uri)
         return self
 
-    def _bind(self) -> _LoopbackHTTPServer:
+    def _bind(self) -> list[_LoopbackHTTPServer]:
         last_error: OSError | None = None
         for port in _candidate_ports(self._requested_port, self._port_range):
             try:
-                return _LoopbackHTTPServer((self._bind_host, port), self._family, self)
+                return self._bind_all(port)
             except OSError as exc:
                 last_error = exc
         tried = (
@@ -566,22 +758,51 @@ class CallbackServer:
             else f"port {self._requested_port}"
         )
         reason = last_error.strerror if last_error and last_error.strerror else "unavailable"
+        where = " and ".join(address for address, _ in self._addresses)
         raise CallbackServerError(
-            f"Cannot listen on {self._bind_host} {tried}: {reason}. Free the port, or set "
+            f"Cannot listen on {where} {tried}: {reason}. Free the port, or set "
             "auth.callback_server.port_range (or port 0 for any free port)",
             reason="port in use",
             port=self._requested_port,
         )
 
+    def _bind_all(self, port: int) -> list[_LoopbackHTTPServer]:
+        """Bind every address of the host on one port (the first one picks it when 0)."""
+        bound: list[_LoopbackHTTPServer] = []
+        try:
+            for address, family in self._addresses:
+                chosen = int(bound[0].server_address[1]) if bound else port
+                try:
+                    bound.append(_LoopbackHTTPServer((address, chosen), family, self))
+                except OSError as exc:
+                    if bound and exc.errno in _NO_ADDRESS:
+                        continue  # no IPv6 loopback here: nobody can listen on it either
+                    raise
+        except BaseException:
+            for httpd in bound:
+                httpd.server_close()
+            raise
+        return bound
+
     def stop(self) -> None:
-        """Stop serving and close the socket. Idempotent; the result stays readable."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
+        """Stop serving and close the sockets. Idempotent; the result stays readable.
+
+        With ``deferred_reply``, the page of the accepted redirect is released first
+        (a neutral page when no outcome was reported) and given a moment to be sent.
+        """
+        httpds, threads = self._httpds, self._threads
+        self._stopped = True
+        accepted = self._result is not None and self._result.error is None
+        if self._deferred and accepted:
+            self._set_outcome(_NO_OUTCOME)
+            self._replied.wait(_REPLY_FLUSH_TIMEOUT)
+        if not httpds:
             return
-        self._httpd = self._thread = None
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not None:
+        self._httpds, self._threads = [], []
+        for httpd in httpds:
+            httpd.shutdown()
+            httpd.server_close()
+        for thread in threads:
             thread.join(timeout=5)
         _log.debug("Callback server stopped")
 
@@ -649,6 +870,12 @@ class CallbackServer:
         self.start()
         deadline = time.monotonic() + timeout
         while not self._done.is_set():
+            if self._stopped:
+                raise CallbackServerError(
+                    "The callback server was stopped before the login redirect arrived",
+                    reason="stopped",
+                    port=self.port,
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CallbackServerError(
@@ -658,7 +885,7 @@ class CallbackServer:
                 )
             if on_tick is not None:
                 on_tick(left)
-            self._done.wait(min(TICK_INTERVAL, left) if on_tick else left)
+            self._done.wait(min(TICK_INTERVAL, left))
         result = self._result
         if result is None:  # unreachable: the event is set only after the result
             raise CallbackServerError("The callback completed without a result", reason="internal")
@@ -708,7 +935,31 @@ class CallbackServer:
                 return _rejected("wrong or missing state")
             self._result = result
             self._done.set()
-        return _SUCCESS if result.error is None else _error_page(result)
+        if result.error is not None:
+            self._set_outcome(_error_page(result))
+            return _error_page(result)
+        return _ACCEPTED if self._deferred else _SUCCESS
+
+    # -- the outcome of a deferred reply ---------------------------------------------------
+
+    def report_outcome(self, problem: str | None = None) -> None:
+        """Say how the login ended, for the page of the accepted redirect (``deferred_reply``).
+
+        ``None`` shows "Login complete"; otherwise an error page quoting ``problem`` (give a
+        short, secret-free description such as the error's type). Only the first call counts.
+        """
+        self._set_outcome(_SUCCESS if problem is None else _failure_page(problem))
+
+    def _set_outcome(self, reply: _Reply) -> None:
+        with self._lock:
+            if self._outcome is None:
+                self._outcome = reply
+        self._outcome_ready.set()
+
+    def _await_outcome(self) -> _Reply:
+        """The page of the accepted redirect, once :meth:`report_outcome` was called."""
+        self._outcome_ready.wait(OUTCOME_TIMEOUT)
+        return self._outcome or _NO_OUTCOME
 
 
 def _same(received: str | None, expected: str) -> bool:

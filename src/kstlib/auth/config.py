@@ -45,9 +45,8 @@ from kstlib.auth._config.provider import (
 )
 from kstlib.auth._config.settings import (
     AuthSettings,
+    BackendSettings,
     CallbackServerSettings,
-    FileStorageSettings,
-    SopsStorageSettings,
     SSLSettings,
     StatusSettings,
     StorageSettings,
@@ -59,7 +58,6 @@ from kstlib.auth._config.values import (
     JWS_ALGORITHMS,
     PROVIDER_TYPES,
     TOKEN_ENDPOINT_AUTH_METHODS,
-    TOKEN_STORAGE_TYPES,
     ProviderType,
 )
 from kstlib.auth.errors import ConfigurationError
@@ -75,16 +73,14 @@ __all__ = [
     "JWS_ALGORITHMS",
     "PROVIDER_TYPES",
     "TOKEN_ENDPOINT_AUTH_METHODS",
-    "TOKEN_STORAGE_TYPES",
     "AuthProviderConfig",
     "AuthSettings",
+    "BackendSettings",
     "CallbackServerSettings",
     "ConfigWarning",
-    "FileStorageSettings",
     "ProviderSetup",
     "ProviderType",
     "SSLSettings",
-    "SopsStorageSettings",
     "StatusSettings",
     "StorageSettings",
     "TraceSettings",
@@ -227,17 +223,7 @@ def _build(
 def _open_storage(storage_type: str, storage: StorageSettings) -> AbstractTokenStorage:
     from kstlib.auth.token import get_token_storage
 
-    if storage_type == "file":
-        return get_token_storage("file", directory=storage.file.directory)
-    if storage_type == "sops":
-        recipients = list(storage.sops.age_recipients) or None
-        return get_token_storage(
-            "sops",
-            directory=storage.sops.directory,
-            age_recipients=recipients,
-            sops_binary=storage.sops.sops_binary,
-        )
-    return get_token_storage(storage_type, **dict(storage.backends.get(storage_type, {})))
+    return get_token_storage(storage_type, **storage.options(storage_type))
 
 
 def get_token_storage_for_provider(

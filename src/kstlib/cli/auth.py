@@ -15,12 +15,11 @@ import logging
 import math
 import sys
 import traceback
-import webbrowser
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, ParamSpec
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import typer
 from rich.table import Table
@@ -46,8 +45,9 @@ from kstlib.cli.output import (
 )
 
 if TYPE_CHECKING:
-    from kstlib.auth.callback import CallbackResult, CallbackServer
-    from kstlib.auth.config import CallbackServerSettings
+    from rich.status import Status
+
+    from kstlib.auth.callback import CallbackResult
     from kstlib.auth.models import PreflightReport, Token
     from kstlib.auth.providers.oauth2 import OAuth2Provider
     from kstlib.config import LoadedConfig
@@ -181,67 +181,70 @@ def _stored_valid_token(name: str, loaded: LoadedConfig) -> Token | None:
     return token if token is not None and not token.is_expired else None
 
 
-def _loopback_redirect_uri(name: str, loaded: LoadedConfig, cb: CallbackServerSettings) -> str:
-    """The provider's ``redirect_uri`` if set, else one built from ``auth.callback_server``."""
-    from kstlib.auth.config import get_provider_config
-
-    configured = (get_provider_config(name, config=loaded) or {}).get("redirect_uri")
-    if isinstance(configured, str) and configured:
-        return configured
-    host = f"[{cb.host}]" if ":" in cb.host else cb.host
-    return f"http://{host}:{cb.port}/callback"
-
-
 def _send_user_to(url: str, *, no_browser: bool, notice: _Notice) -> None:
     """Open ``url`` in the browser, or print it alone on stdout when asked or when that fails.
 
     The URL (it holds the state) is printed only when the user needs it.
     """
-    if not no_browser and webbrowser.open(url):
+    from kstlib.auth.callback import open_in_browser
+
+    _show_url(url, not no_browser and open_in_browser(url), notice)
+
+
+def _show_url(url: str, opened: bool, notice: _Notice) -> None:
+    if opened:
         notice("Opened your browser to log in (if it did not open, use --no-browser).")
         return
     notice("Open this URL in a browser to log in:")
     typer.echo(url)
 
 
-def _wait_for_redirect(server: CallbackServer, timeout: float, notice: _Notice) -> CallbackResult:
-    """Wait for the browser's redirect, with a spinner showing the time left."""
-    if notice.quiet:
-        return server.wait_for_callback(timeout)
-    with err_console().status("Waiting for the login in the browser…") as spinner:
-        return server.wait_for_callback(
-            timeout,
-            on_tick=lambda left: spinner.update(
+class _LoginProgress:
+    """What the terminal shows during :meth:`OAuth2Provider.login`: the URL, then a spinner."""
+
+    def __init__(self, notice: _Notice) -> None:
+        self.notice = notice
+        self.spinner: Status | None = None
+
+    def on_url(self, url: str, opened: bool) -> None:
+        _show_url(url, opened, self.notice)
+        if not self.notice.quiet:
+            self.spinner = err_console().status("Waiting for the login in the browser…")
+            self.spinner.start()
+
+    def on_tick(self, left: float) -> None:
+        if self.spinner is not None:
+            self.spinner.update(
                 f"Waiting for the login in the browser… {math.ceil(left)} s left (Ctrl-C to cancel)"
-            ),
-        )
+            )
+
+    def close(self) -> None:
+        if self.spinner is not None:
+            self.spinner.stop()
+            self.spinner = None
 
 
 def _loopback_login(
     name: str, loaded: LoadedConfig, timeout: float | None, *, no_browser: bool, notice: _Notice
 ) -> Token:
     """Authorization code + PKCE through the loopback callback server (RFC 8252)."""
-    from kstlib.auth._pkce import new_state
-    from kstlib.auth.callback import CallbackServer
-    from kstlib.auth.config import get_auth_settings
-
-    cb = get_auth_settings(config=loaded).callback_server
-    state = new_state()
-    redirect_uri = _loopback_redirect_uri(name, loaded, cb)
-    server = CallbackServer.from_redirect_uri(
-        redirect_uri, port_range=cb.port_range, expected_state=state
-    )
-    with server, _provider(name, loaded, redirect_uri=server.redirect_uri) as provider:
-        url, _ = provider.get_authorization_url(state=state)
-        _send_user_to(url, no_browser=no_browser, notice=notice)
-        result = _wait_for_redirect(server, timeout or cb.timeout, notice)
-        return _exchange(provider, result, server.redirect_uri, state)
+    progress = _LoginProgress(notice)
+    try:
+        with _provider(name, loaded) as provider:
+            return provider.login(
+                open_browser=not no_browser,
+                timeout=timeout,
+                on_url=progress.on_url,
+                on_tick=progress.on_tick,
+            )
+    finally:
+        progress.close()
 
 
 def _exchange(
     provider: OAuth2Provider, result: CallbackResult, redirect_uri: str, state: str
 ) -> Token:
-    """Exchange the code of a redirect, handing the provider the redirect itself.
+    """Exchange the code of a pasted redirect, handing the provider the redirect itself.
 
     In that form the provider checks everything the redirect carries: the
     error, the state, and the ``iss`` of RFC 9207, which must be present
@@ -339,19 +342,12 @@ def login(
 
 
 def _end_session_url(provider: OAuth2Provider) -> str | None:
-    """The RP-initiated logout URL (no id_token_hint: the URL is printed), or None."""
+    """The RP-initiated logout URL without an ID token hint (it is printed), or None."""
     try:
-        endpoint = provider.endpoint("end_session_endpoint")
+        return provider.logout_url(id_token_hint="")
     except AuthError as exc:
         logging.getLogger("kstlib.cli").info("No logout URL: %s", exc)
         return None
-    if not endpoint:
-        return None
-    params = {"client_id": provider.config.client_id}
-    if provider.config.post_logout_redirect_uri:
-        params["post_logout_redirect_uri"] = provider.config.post_logout_redirect_uri
-    separator = "&" if urlsplit(endpoint).query else "?"
-    return f"{endpoint}{separator}{urlencode(params)}"
 
 
 def _revoke(provider: OAuth2Provider, token: Token | None) -> tuple[bool | None, AuthError | None]:
@@ -407,7 +403,9 @@ def logout(
     else:
         console.print(f"No token was stored for {name}.")
     if logout_url:
-        if open_browser and webbrowser.open(logout_url):
+        from kstlib.auth.callback import open_in_browser
+
+        if open_browser and open_in_browser(logout_url):
             console.print("Opened the identity provider's logout page.")
         else:
             console.print("To end your session at the identity provider too, open:")

@@ -151,8 +151,9 @@ class _ProviderBuilder:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise self.fail(key, f"unknown setting{hint}")
         provider_type, storage = self.provider_type(), self.storage_type()
-        values = self._canonical(self._resolved_file_values())
-        values.update(self._canonical(self._resolved_overrides()))
+        sops_binary = settings.storage.sops.sops_binary
+        values = self._canonical(self._resolved_file_values(sops_binary))
+        values.update(self._canonical(self._resolved_overrides(sops_binary)))
         try:
             self._complete(values, settings, ssl)
             config = AuthProviderConfig(**values)
@@ -162,7 +163,7 @@ class _ProviderBuilder:
             self.section.warn("ssl_verify", "TLS certificate verification is disabled")
         return _BuiltProvider(config, provider_type, storage or settings.token_storage)
 
-    def _resolved_file_values(self) -> dict[str, Any]:
+    def _resolved_file_values(self, sops_binary: str) -> dict[str, Any]:
         """The provider's known keys, secret references resolved against their own file."""
         cache: SopsCache = {}
         values: dict[str, Any] = {}
@@ -177,14 +178,19 @@ class _ProviderBuilder:
                 source=_file_of(source),
                 provider=self.name,
                 cache=cache,
+                sops_binary=sops_binary,
             )
         return values
 
-    def _resolved_overrides(self) -> dict[str, Any]:
+    def _resolved_overrides(self, sops_binary: str) -> dict[str, Any]:
         """The overrides that configure the provider, secret references resolved."""
         settings = {k: v for k, v in self.overrides.items() if k not in _SELECTOR_KEYS}
         return resolve_secrets(
-            settings, base_dir=None, what=f"override of provider {self.name!r}", provider=self.name
+            settings,
+            base_dir=None,
+            what=f"override of provider {self.name!r}",
+            provider=self.name,
+            sops_binary=sops_binary,
         )
 
     def _canonical(self, values: Mapping[str, Any]) -> dict[str, Any]:

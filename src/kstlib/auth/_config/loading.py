@@ -9,13 +9,12 @@ import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kstlib.auth._config.settings import (
     AuthSettings,
+    BackendSettings,
     CallbackServerSettings,
-    FileStorageSettings,
-    SopsStorageSettings,
     SSLSettings,
     StatusSettings,
     StorageSettings,
@@ -24,18 +23,19 @@ from kstlib.auth._config.settings import (
 from kstlib.auth._config.values import (
     _AUTH_KEYS,
     _CALLBACK_KEYS,
-    _PASS_THROUGH_BACKENDS,
     _SSL_KEYS,
     _STATUS_KEYS,
     _T,
     _TRACE_KEYS,
-    TOKEN_STORAGE_TYPES,
     _FieldError,
     _kind,
 )
 from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import ConfigurationError
 from kstlib.config import ConfigSource, ConfigWarning, LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from kstlib.auth.token import StorageSetting
 
 
 def _file_of(source: ConfigSource | None) -> str | None:
@@ -150,25 +150,53 @@ def _parse_callback_server(section: _Section) -> CallbackServerSettings:
 
 
 def _parse_storage(section: _Section) -> StorageSettings:
-    section.warn_unknown((*TOKEN_STORAGE_TYPES, *_PASS_THROUGH_BACKENDS))
-    section.child("memory").warn_unknown(())
-    file_section, sops_section = section.child("file"), section.child("sops")
-    file_section.warn_unknown(("directory",))
-    sops_section.warn_unknown(("directory", "age_recipients", "sops_binary"))
-    sops_values = {
-        **sops_section.paths(("directory",)),
-        **sops_section.present(("age_recipients", "sops_binary")),
+    """``auth.storage``: each backend's section checked against what the backend declares."""
+    from kstlib.auth._config.settings import _registered_backend_defaults
+    from kstlib.auth.token.factory import find_token_storage, registered_token_storages
+
+    backends = _registered_backend_defaults()
+    unknown: list[str] = []
+    for name in section.data:
+        key = str(name)
+        try:
+            backend = find_token_storage(key) if key == key.strip().lower() else None
+        except ConfigurationError as exc:
+            raise section.error(name, exc.message.rstrip(".")) from None
+        if backend is None:
+            unknown.append(key)
+            continue
+        backends[key] = _parse_backend(section.child(key), key, backend.settings)
+    if unknown:
+        known = registered_token_storages()
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+            section.warn(key, f"unknown token storage backend{hint}; ignored")
+    return StorageSettings(backends=backends)
+
+
+def _parse_backend(
+    section: _Section, name: str, declared: tuple[StorageSetting, ...] | None
+) -> BackendSettings:
+    """One backend's section: declared keys parsed (paths relative to their file), defaults."""
+    if declared is None:  # the backend declares nothing: its section as written
+        return BackendSettings(name, copy.deepcopy(dict(section.data)))
+    by_name = {setting.name: setting for setting in declared}
+    section.warn_unknown(by_name)
+    written = {
+        **section.present(s.name for s in declared if not s.path),
+        **section.paths(s.name for s in declared if s.path),
     }
-    backends = {
-        name: dict(section.child(name).data)
-        for name in _PASS_THROUGH_BACKENDS
-        if name in section.data
-    }
-    return StorageSettings(
-        file=file_section.build(FileStorageSettings, file_section.paths(("directory",))),
-        sops=sops_section.build(SopsStorageSettings, sops_values),
-        backends=backends,
-    )
+    values: dict[str, Any] = {}
+    for setting in declared:
+        if setting.name not in written:
+            values[setting.name] = setting.default_value()
+            continue
+        try:
+            values[setting.name] = setting.parse(written[setting.name])
+        except (TypeError, ValueError) as exc:
+            raise section.error(setting.name, str(exc)) from None
+    return BackendSettings(name, values)
 
 
 def _provider_names(loaded: LoadedConfig) -> list[str]:

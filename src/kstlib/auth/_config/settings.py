@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kstlib.auth._config.values import (
@@ -20,18 +19,7 @@ from kstlib.auth._config.values import (
     _str_list,
     _text,
 )
-
-
-def _default_token_directory() -> Path:
-    """The token storages' own default directory (``~/.config/kstlib/auth/tokens`` on Linux)."""
-    from kstlib.auth.token.file import default_token_directory
-
-    return default_token_directory()
-
-
-def _directory(name: str, value: object) -> Path:
-    text = _optional_path(name, value)
-    return _default_token_directory() if text is None else Path(text).expanduser()
+from kstlib.auth.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -90,40 +78,65 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
-class FileStorageSettings:
-    """``auth.storage.file``."""
+class BackendSettings:
+    """``auth.storage.<backend>``: the declared settings of one backend, defaults filled in.
 
-    directory: Path = field(default_factory=_default_token_directory)
+    Read a setting as an attribute (``settings.storage.sops.sops_binary``) or as a
+    mapping (``values["sops_binary"]``); :meth:`as_options` gives the keyword arguments
+    of the backend's factory.
+    """
 
-    def __post_init__(self) -> None:
-        _set(self, "directory", _directory("directory", self.directory))
+    backend: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"storage backend {self.backend!r} has no setting {name!r}")
+
+    def as_options(self) -> dict[str, Any]:
+        """The keyword arguments of the backend's factory (null values left out)."""
+        return {key: value for key, value in self.values.items() if value is not None}
 
 
-@dataclass(frozen=True)
-class SopsStorageSettings:
-    """``auth.storage.sops``: where encrypted tokens go, and the age keys they are encrypted to."""
+def _registered_backend_defaults() -> dict[str, BackendSettings]:
+    """Default settings of every backend registered so far (entry points are not loaded)."""
+    from kstlib.auth.token.factory import _REGISTRY
 
-    directory: Path = field(default_factory=_default_token_directory)
-    age_recipients: tuple[str, ...] = ()
-    #: Name (looked up on PATH) or path of the sops executable.
-    sops_binary: str = "sops"
-
-    def __post_init__(self) -> None:
-        _set(self, "directory", _directory("directory", self.directory))
-        _set(self, "sops_binary", _text("sops_binary", self.sops_binary))
-        recipients = self.age_recipients
-        if isinstance(recipients, str):
-            recipients = recipients.replace(",", " ").split()
-        _set(self, "age_recipients", tuple(_str_list("age_recipients", recipients)))
+    return {
+        name: BackendSettings(
+            name, {setting.name: setting.default_value() for setting in backend.settings or ()}
+        )
+        for name, backend in list(_REGISTRY.items())
+    }
 
 
 @dataclass(frozen=True)
 class StorageSettings:
-    """``auth.storage``: per-backend options (``backends`` holds redis/keyring options as given)."""
+    """``auth.storage``: the settings of each storage backend, as its registry entry declares.
 
-    file: FileStorageSettings = field(default_factory=FileStorageSettings)
-    sops: SopsStorageSettings = field(default_factory=SopsStorageSettings)
-    backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ``settings.storage.file.directory``, ``settings.storage.sops.age_recipients``: one
+    :class:`BackendSettings` per backend known when the configuration was read (the
+    built-in ones, registered ones, and entry-point backends the configuration names).
+    """
+
+    backends: Mapping[str, BackendSettings] = field(default_factory=_registered_backend_defaults)
+
+    def __getattr__(self, name: str) -> BackendSettings:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        backends = self.__dict__.get("backends", {})
+        if name in backends:
+            return backends[name]  # type: ignore[no-any-return]
+        raise AttributeError(f"no token storage backend named {name!r}")
+
+    def options(self, backend: str) -> dict[str, Any]:
+        """The factory keyword arguments of ``backend`` (none when it has no settings)."""
+        found = self.backends.get(backend)
+        return found.as_options() if found is not None else {}
 
 
 @dataclass(frozen=True)
@@ -150,10 +163,14 @@ class AuthSettings:
 
 
 def _storage_type(name: str, value: object) -> str:
-    from kstlib.auth.token import registered_token_storages
+    from kstlib.auth.token.factory import find_token_storage, registered_token_storages
 
     kind = _text(name, value).strip().lower()
-    valid = registered_token_storages()
-    if kind not in valid:
+    try:
+        found = find_token_storage(kind)
+    except ConfigurationError as exc:
+        raise _FieldError(name, exc.message.rstrip(".")) from None
+    if found is None:
+        valid = registered_token_storages()
         raise _FieldError(name, f"unknown token storage {value!r}; valid: {', '.join(valid)}")
     return kind

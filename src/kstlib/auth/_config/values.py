@@ -50,9 +50,6 @@ PROVIDER_TYPES: Final[Mapping[str, ProviderType]] = {
     "oauth2": "oauth2",
     "oauth": "oauth2",
 }
-#: Storage backends this release ships; others can be added with
-#: ``kstlib.auth.token.register_token_storage`` before the config is read.
-TOKEN_STORAGE_TYPES: Final = ("memory", "file", "sops")
 DEFAULT_REDIRECT_URI: Final = "http://127.0.0.1:8400/callback"
 #: Scopes of a provider built from the configuration file when it sets none.
 DEFAULT_CONFIG_SCOPES: Final = ("openid", "profile", "email")
@@ -77,8 +74,6 @@ _CALLBACK_KEYS = ("host", "port", "port_range", "timeout")
 _TRACE_KEYS = ("pretty", "max_body_length", "extra_sensitive_keys")
 _STATUS_KEYS = ("expiring_soon_threshold",)
 _SSL_KEYS = ("verify", "ca_bundle")
-#: Storage backends whose ``auth.storage.<name>`` options are passed to the backend unchecked.
-_PASS_THROUGH_BACKENDS = ("redis", "keyring")
 
 
 class _FieldError(ConfigurationError):

@@ -50,7 +50,8 @@ from kstlib.auth.redaction import get_logger, redact_text
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from kstlib.auth.config import AuthProviderConfig
+    from kstlib.auth.callback import CallbackServer
+    from kstlib.auth.config import AuthProviderConfig, CallbackServerSettings
     from kstlib.auth.token import AbstractTokenStorage
 
 __all__ = ["OAuth2Provider"]
@@ -140,6 +141,10 @@ class OAuth2Provider(AbstractAuthProvider):
         self._pending_lock = threading.Lock()
         self._client_auth: ClientAuthentication | None = None
         self._retry = RetryPolicy(max_retries=config.max_retries)
+        #: ``auth.callback_server`` settings, and the loopback redirect URI built from them
+        #: when the provider sets none (both set by :meth:`from_config`).
+        self._callback_settings: CallbackServerSettings | None = None
+        self._default_login_redirect_uri: str | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -160,22 +165,29 @@ class OAuth2Provider(AbstractAuthProvider):
             >>> provider = OAuth2Provider.from_config("github")  # doctest: +SKIP
             >>> provider = OIDCProvider.from_config("corp", client_id="other")  # doctest: +SKIP
         """
-        from kstlib.auth.config import load_provider_setup
+        from kstlib.auth._config.loading import _load
+        from kstlib.auth.config import get_provider_config, load_provider_setup
 
-        setup = load_provider_setup(provider_name, config=config, **overrides)
+        loaded = _load(config)
+        setup = load_provider_setup(provider_name, config=loaded, **overrides)
         trace = setup.trace
         tracer = HTTPTraceLogger(
             pretty=trace.pretty,
             max_body_length=trace.max_body_length,
             extra_sensitive_keys=trace.extra_sensitive_keys,
         )
-        return cls(
+        provider = cls(
             setup.name,
             setup.config,
             setup.token_storage,
             http_client=http_client,
             tracer=tracer,
         )
+        provider._callback_settings = setup.callback_server
+        written = get_provider_config(setup.name, config=loaded) or {}
+        if overrides.get("redirect_uri") is None and not written.get("redirect_uri"):
+            provider._default_login_redirect_uri = _loopback_uri(setup.callback_server)
+        return provider
 
     # -- properties ------------------------------------------------------------------------
 
@@ -309,6 +321,10 @@ class OAuth2Provider(AbstractAuthProvider):
         Several authorizations may be pending at once; each is consumed by
         one :meth:`exchange_code`.
         """
+        return self._authorization_url(state, self.config.redirect_uri)
+
+    def _authorization_url(self, state: str | None, redirect_uri: str) -> tuple[str, str]:
+        """:meth:`get_authorization_url` for ``redirect_uri`` (a login's bound loopback URI)."""
         endpoint = self._require_endpoint("authorization_endpoint")
         if state is not None and not state:
             raise AuthorizationError("state must not be empty", reason="empty state")
@@ -318,7 +334,7 @@ class OAuth2Provider(AbstractAuthProvider):
             state=state,
             code_verifier=verifier,
             nonce=self._new_nonce(),
-            redirect_uri=self.config.redirect_uri,
+            redirect_uri=redirect_uri,
             created=time.monotonic(),
         )
         params = self._authorize_extra()
@@ -361,6 +377,152 @@ class OAuth2Provider(AbstractAuthProvider):
                 if hmac.compare_digest(key.encode(), state.encode()):
                     found = key
             return self._pending.pop(found) if found is not None else None
+
+    # -- interactive login (RFC 8252 loopback redirect) ------------------------------------
+
+    def _login_settings(self) -> CallbackServerSettings:
+        if self._callback_settings is None:
+            from kstlib.auth.config import CallbackServerSettings
+
+            self._callback_settings = CallbackServerSettings()
+        return self._callback_settings
+
+    def _new_login_server(self) -> CallbackServer:
+        """The loopback server of one login, for the redirect URI of this provider."""
+        from kstlib.auth.callback import CallbackServer
+
+        settings = self._login_settings()
+        return CallbackServer.from_redirect_uri(
+            self._default_login_redirect_uri or self.config.redirect_uri,
+            port_range=settings.port_range,
+            deferred_reply=True,
+        )
+
+    def login(
+        self,
+        *,
+        open_browser: bool = True,
+        timeout: float | None = None,
+        on_url: Callable[[str, bool], None] | None = None,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> Token:
+        """Log the user in through the browser and a loopback redirect; store and return the token.
+
+        Starts a :class:`~kstlib.auth.callback.CallbackServer` on the redirect URI's
+        loopback host and port (``auth.callback_server.port_range`` when it is busy),
+        builds the authorization URL (state, PKCE, nonce) for the bound address, opens
+        it in the browser when ``open_browser`` (never a console browser), waits for the
+        redirect, checks its state (and ``iss``), exchanges the code, and validates and
+        stores the tokens. The browser's page says "Login complete" only after that
+        succeeded; otherwise it shows an error page.
+
+        Args:
+            open_browser: Open the authorization URL in the user's browser.
+            timeout: Seconds to wait for the redirect (``auth.callback_server.timeout``,
+                120 s by default).
+            on_url: Called with the authorization URL and whether a browser was opened
+                for it, before the wait (print the URL when it was not).
+            on_tick: Called about every 0.2 s with the seconds left (a progress display).
+
+        Raises:
+            CallbackServerError: the server cannot listen, or no redirect arrived in time.
+            AuthorizationError: the user or the server refused, or ``iss`` does not match.
+            TokenExchangeError, TokenValidationError: the code exchange failed.
+        """
+        with self._new_login_server() as server:
+            return self._login_with(server, open_browser, timeout, on_url, on_tick)
+
+    async def alogin(
+        self,
+        *,
+        open_browser: bool = True,
+        timeout: float | None = None,
+        on_url: Callable[[str, bool], None] | None = None,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> Token:
+        """:meth:`login` without blocking the event loop (the waits run in worker threads).
+
+        ``on_url`` and ``on_tick`` are called from a worker thread. Cancelling the task
+        stops the loopback server, which ends the wait.
+        """
+        import asyncio
+
+        server = self._new_login_server()
+        await asyncio.to_thread(server.start)
+        try:
+            return await asyncio.to_thread(
+                self._login_with, server, open_browser, timeout, on_url, on_tick
+            )
+        finally:
+            await asyncio.shield(asyncio.to_thread(server.stop))
+
+    def _login_with(
+        self,
+        server: CallbackServer,
+        open_browser: bool,
+        timeout: float | None,
+        on_url: Callable[[str, bool], None] | None,
+        on_tick: Callable[[float], None] | None,
+    ) -> Token:
+        server.start()
+        state = new_state()
+        server.expect_state(state)
+        redirect_uri = server.redirect_uri
+        try:
+            url, _ = self._authorization_url(state, redirect_uri)
+            opened = open_browser and _open_in_background(url, server)
+            if on_url is not None:
+                on_url(url, opened)
+            wait = self._login_settings().timeout if timeout is None else timeout
+            result = server.wait_for_callback(wait, on_tick=on_tick)
+            result.raise_for_error()
+            token = self.exchange_code(f"{redirect_uri}?{urlencode(result.raw_params)}", state)
+        except BaseException as exc:
+            self._take_pending(state)
+            server.report_outcome(type(exc).__name__)
+            raise
+        server.report_outcome(None)
+        return token
+
+    # -- RP-initiated logout ---------------------------------------------------------------
+
+    def logout_url(
+        self,
+        *,
+        id_token_hint: str | None = None,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> str | None:
+        """The end-session URL that ends the user's session at the provider (RP-initiated logout).
+
+        Args:
+            id_token_hint: The ID token to send as the hint; by default the stored
+                token's ID token (none when nothing is stored); ``""`` sends none. The
+                hint is a credential: hand the URL to a browser, do not print or log it.
+            post_logout_redirect_uri: Where the provider sends the browser afterwards;
+                by default the provider's ``post_logout_redirect_uri``.
+            state: Opaque value the provider returns with that redirect.
+
+        Returns:
+            The URL, or None when the provider has no ``end_session_endpoint`` (configured
+            or discovered).
+        """
+        endpoint = self.endpoint("end_session_endpoint")
+        if not endpoint:
+            return None
+        if id_token_hint is None:
+            stored = self.token_storage.load(self.name)
+            id_token_hint = stored.id_token if stored is not None else None
+        params = {"client_id": self.config.client_id}
+        if id_token_hint:
+            params["id_token_hint"] = id_token_hint
+        redirect = post_logout_redirect_uri or self.config.post_logout_redirect_uri
+        if redirect:
+            params["post_logout_redirect_uri"] = redirect
+        if state:
+            params["state"] = state
+        separator = "&" if urlsplit(endpoint).query else "?"
+        return f"{endpoint}{separator}{urlencode(params)}"
 
     # -- code exchange ---------------------------------------------------------------------
 
@@ -846,3 +1008,44 @@ def _poll_details(response: JSONResponse) -> dict[str, Any]:
     if nonce and len(nonce) <= 512 and nonce.isascii() and nonce.isprintable():
         details["dpop_nonce_header"] = nonce
     return details
+
+
+#: Seconds a login waits for the browser command to say whether it opened the URL.
+BROWSER_START_TIMEOUT = 10.0
+
+
+def _open_in_background(url: str, server: CallbackServer) -> bool:
+    """Open ``url`` in the browser from a worker thread; True once it opened it.
+
+    Some browser commands only return when the browser exits (and an in-process one may
+    follow the redirect before returning): the login must not wait for them. The answer
+    is True as soon as the redirect arrived, False when the command failed or did not
+    answer within :data:`BROWSER_START_TIMEOUT` (the caller then shows the URL).
+    """
+    from kstlib.auth.callback import open_in_browser
+
+    answer: list[bool] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            answer.append(open_in_browser(url))
+        except Exception as exc:  # a broken browser command: show the URL instead
+            _log.debug("Opening the browser failed (%s)", type(exc).__name__)
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="kstlib-browser", daemon=True).start()
+    deadline = time.monotonic() + BROWSER_START_TIMEOUT
+    while not finished.wait(0.05):
+        if server.result is not None:
+            return True
+        if time.monotonic() > deadline:
+            return False
+    return bool(answer and answer[0])
+
+
+def _loopback_uri(settings: CallbackServerSettings) -> str:
+    """The redirect URI of ``auth.callback_server`` (for a provider that sets none)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}/callback"

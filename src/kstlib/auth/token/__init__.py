@@ -1,4 +1,9 @@
-"""Token storage backends: memory, plain JSON files, SOPS-encrypted files.
+"""Token storage backends: memory, plain JSON files, SOPS-encrypted files, and the registry.
+
+Backends are found by name in a registry (:func:`find_token_storage`): the built-in
+ones, those added with :func:`register_token_storage`, and those of installed
+distributions in the ``kstlib.auth.storage`` entry point group (loaded lazily). Each
+declares what ``auth.storage.<name>`` accepts as :class:`StorageSetting` values.
 
 Every storage keeps one token per provider name and offers a per-provider
 lock (:class:`StorageLock`) that serialises refreshes across threads, tasks
@@ -12,9 +17,20 @@ directory is first needed.
 
 from __future__ import annotations
 
+from kstlib.auth.token._settings import (
+    StorageSetting,
+    parse_bool,
+    parse_number,
+    parse_path,
+    parse_string_list,
+    parse_text,
+)
 from kstlib.auth.token.base import AbstractTokenStorage
 from kstlib.auth.token.factory import (
+    ENTRY_POINT_GROUP,
+    StorageBackend,
     StorageFactory,
+    find_token_storage,
     get_token_storage,
     register_token_storage,
     registered_token_storages,
@@ -26,14 +42,23 @@ from kstlib.auth.token.sops import SOPSTokenStorage
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
+    "ENTRY_POINT_GROUP",
     "AbstractTokenStorage",
     "FileTokenStorage",
     "MemoryTokenStorage",
     "SOPSTokenStorage",
+    "StorageBackend",
     "StorageFactory",
     "StorageLock",
+    "StorageSetting",
     "default_token_directory",
+    "find_token_storage",
     "get_token_storage",
+    "parse_bool",
+    "parse_number",
+    "parse_path",
+    "parse_string_list",
+    "parse_text",
     "register_token_storage",
     "registered_token_storages",
 ]

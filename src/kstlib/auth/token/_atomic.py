@@ -16,6 +16,15 @@ The guarantees the file-backed storages build on:
   no age heuristic is needed.
 * Symlinks and other non-regular files are refused: reads open with
   ``O_NOFOLLOW`` and check ``fstat``; writes refuse to replace them.
+* Every read checks again what construction checked: the directory (opened
+  first, the file then opened relative to it, so nothing can be swapped
+  between the check and the read) and the file are owned by the current user,
+  and the directory is ``0700``. A directory replaced under a long-running
+  process by another user's is refused.
+* At construction, every ancestor of the directory must be owned by the
+  current user or root and not writable by others (unless sticky, like
+  ``/tmp``): otherwise another user could rename the directory and put theirs
+  in its place.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ __all__ = [
     "DIRECTORY_MODE",
     "FILE_MODE",
     "MAX_FILE_SIZE",
+    "check_ancestors",
     "ensure_private_directory",
     "fsync_directory",
     "read_private_file",
@@ -94,6 +104,35 @@ def ensure_private_directory(directory: Path, *, purpose: str = "token directory
     _tighten_mode(directory, stat.S_IMODE(info.st_mode), purpose)
 
 
+def check_ancestors(directory: Path, *, purpose: str = "token directory") -> None:
+    """Refuse ``directory`` when another user could replace it through one of its ancestors.
+
+    Each existing ancestor (symbolic links resolved) must be owned by the current user or
+    root, and must not be writable by group or others unless its sticky bit is set.
+
+    Raises:
+        TokenStorageError: naming the ancestor and what is wrong with it.
+    """
+    me = os.geteuid()
+    for ancestor in Path(os.path.realpath(directory)).parents:
+        try:
+            info = os.stat(ancestor)
+        except OSError:
+            continue
+        problem = None
+        if info.st_uid not in (0, me):
+            problem = f"is owned by uid {info.st_uid}"
+        elif info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):04o})"
+        if problem is not None:
+            raise TokenStorageError(
+                f"The {purpose} {directory} is not private: its parent {ancestor} {problem}, so "
+                "another user could replace the directory. Configure a directory whose parents "
+                "only you (or root) can change.",
+                path=str(directory),
+            )
+
+
 def _make_missing_directories(directory: Path) -> None:
     missing: list[Path] = []
     current = directory
@@ -150,33 +189,88 @@ def fsync_directory(directory: Path) -> None:
 def read_private_file(path: Path, *, provider: str | None = None) -> bytes | None:
     """Return the content of the regular file ``path``, or None if it does not exist.
 
+    The parent directory is opened first and checked (owned by the current user, mode
+    ``0700``: a looser mode on a directory of ours is tightened, as at construction), then
+    the file is opened relative to it and must be a regular file owned by the current user.
+
     Raises:
-        TokenStorageError: If it is a symlink or not a regular file, cannot be
-            read, or is larger than :data:`MAX_FILE_SIZE`.
+        TokenStorageError: If the directory or the file is not ours, the file is a symlink
+            or not a regular file, cannot be read, or is larger than :data:`MAX_FILE_SIZE`.
     """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _not_regular_error(path, "a symbolic link", provider, "read") from exc
-        raise TokenStorageError(
-            f"Cannot read token file {path}: {_describe(exc)}. "
-            "Check its permissions, or delete it and log in again.",
-            path=str(path),
-            provider=provider,
-        ) from exc
+        raise _read_error(path, exc, provider) from exc
+    try:
+        _check_open_directory(dir_fd, path.parent, provider)
+        try:
+            fd = os.open(path.name, _READ_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _not_regular_error(path, "a symbolic link", provider, "read") from exc
+            raise _read_error(path, exc, provider) from exc
+    finally:
+        os.close(dir_fd)
     try:
         return _read_regular(fd, path, provider)
     finally:
         os.close(fd)
 
 
+def _check_open_directory(dir_fd: int, directory: Path, provider: str | None) -> None:
+    """The checks of :func:`ensure_private_directory`, on an open directory."""
+    info = os.fstat(dir_fd)
+    if info.st_uid != os.geteuid():
+        raise TokenStorageError(
+            f"The token directory {directory} is now owned by uid {info.st_uid}, not by the "
+            f"current user (uid {os.geteuid()}): it was replaced; refusing to read tokens "
+            "from it. Check who changed it, then configure a directory you own.",
+            path=str(directory),
+            provider=provider,
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode != DIRECTORY_MODE:
+        try:
+            os.fchmod(dir_fd, DIRECTORY_MODE)
+        except OSError as exc:
+            raise TokenStorageError(
+                f"The token directory {directory} has mode {mode:04o} and cannot be changed "
+                f"to 0700: {_describe(exc)}.",
+                path=str(directory),
+                provider=provider,
+            ) from exc
+        if mode & 0o077:
+            _logger.warning(
+                "Token directory %s was accessible to other users (mode %04o); changed to 0700",
+                directory,
+                mode,
+            )
+
+
+def _read_error(path: Path, exc: OSError, provider: str | None) -> TokenStorageError:
+    return TokenStorageError(
+        f"Cannot read token file {path}: {_describe(exc)}. "
+        "Check its permissions, or delete it and log in again.",
+        path=str(path),
+        provider=provider,
+    )
+
+
 def _read_regular(fd: int, path: Path, provider: str | None) -> bytes:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise _not_regular_error(path, _file_kind(info.st_mode), provider, "read")
+    if info.st_uid != os.geteuid():
+        raise TokenStorageError(
+            f"Token file {path} is owned by uid {info.st_uid}, not by the current user; "
+            "refusing to read it. Delete it and log in again.",
+            path=str(path),
+            provider=provider,
+        )
     chunks: list[bytes] = []
     size = 0
     try:

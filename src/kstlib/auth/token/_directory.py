@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from kstlib.auth.redaction import get_logger
 from kstlib.auth.token._atomic import (
+    check_ancestors,
     ensure_private_directory,
     read_private_file,
     remove_abandoned_temp_files,
@@ -33,8 +34,10 @@ _logger = get_logger("kstlib.auth.token")
 class DirectoryTokenStorage(AbstractTokenStorage):
     """One file per provider, ``<dir>/<encoded name><file_suffix>``, mode ``0600``.
 
-    On construction the directory is created (or tightened) to ``0700`` and
-    temp files abandoned by crashed writers are removed. Writes are atomic;
+    On construction the directory's ancestors are checked (none may let another
+    user replace it), the directory is created (or tightened) to ``0700``, and
+    temp files abandoned by crashed writers are removed. Every read checks the
+    directory and the file again (owned by the current user). Writes are atomic;
     locks are ``flock`` on ``<dir>/.locks/<encoded name>.lock``. Subclasses
     define the file format with :meth:`_encode` and :meth:`_decode`.
 
@@ -48,6 +51,7 @@ class DirectoryTokenStorage(AbstractTokenStorage):
 
     def __init__(self, directory: Path | str) -> None:
         self._directory = Path(directory).expanduser().absolute()
+        check_ancestors(self._directory)
         ensure_private_directory(self._directory)
         remove_abandoned_temp_files(self._directory)
 

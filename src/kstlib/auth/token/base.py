@@ -12,6 +12,7 @@ from kstlib.auth.token.lock import DEFAULT_LOCK_TIMEOUT, LocalLock, LocalLockTab
 
 if TYPE_CHECKING:
     from kstlib.auth.models import Token
+    from kstlib.auth.token._settings import StorageSetting
 
 __all__ = ["AbstractTokenStorage"]
 
@@ -31,10 +32,18 @@ class AbstractTokenStorage(ABC):
     Custom backends only have to implement ``save``, ``load``, ``delete`` and
     ``exists``; they then get a process-local lock. A backend shared between
     processes must override :meth:`create_lock`.
+
+    A backend registered under a name (:func:`~kstlib.auth.token.register_token_storage`,
+    or the ``kstlib.auth.storage`` entry point group) declares what it accepts under
+    ``auth.storage.<name>`` in ``storage_settings``: the keyword arguments of its
+    constructor, validated and defaulted by the configuration loader.
     """
 
     #: Short backend identifier ("memory", "file", "sops", ...).
     backend_name: ClassVar[str] = "custom"
+    #: The settings of ``auth.storage.<backend>`` (constructor keywords); None: undeclared,
+    #: the section is passed to the constructor as written.
+    storage_settings: ClassVar[tuple[StorageSetting, ...] | None] = None
 
     @abstractmethod
     def save(self, provider_name: str, token: Token) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from kstlib.auth.token._directory import DirectoryTokenStorage
 from kstlib.auth.token._document import dump_document, parse_document
+from kstlib.auth.token._settings import StorageSetting, parse_path
 
 if TYPE_CHECKING:
     from kstlib.auth.models import Token
@@ -41,6 +42,15 @@ class FileTokenStorage(DirectoryTokenStorage):
 
     backend_name = "file"
     file_suffix = ".json"
+    storage_settings = (
+        StorageSetting(
+            "directory",
+            parse_path,
+            default_factory=default_token_directory,
+            path=True,
+            doc="the token directory",
+        ),
+    )
 
     def __init__(self, directory: Path | str | None = None) -> None:
         """Initialize file storage (creates or tightens the directory)."""

@@ -37,6 +37,7 @@ class MemoryTokenStorage(AbstractTokenStorage):
     """
 
     backend_name = "memory"
+    storage_settings = ()
 
     def __init__(self) -> None:
         """Initialize empty storage."""

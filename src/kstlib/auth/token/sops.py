@@ -24,27 +24,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kstlib._sops import DEFAULT_SOPS_BINARY, DEFAULT_SOPS_TIMEOUT, SopsRunError, run_sops
+from kstlib._sops import stderr_excerpt as _stderr_excerpt
 from kstlib.auth.errors import ConfigurationError, TokenStorageError
-from kstlib.auth.redaction import redact_text
 from kstlib.auth.token._directory import DirectoryTokenStorage
 from kstlib.auth.token._document import dump_document, parse_document, unusable_file_error
+from kstlib.auth.token._settings import StorageSetting, parse_path, parse_string_list, parse_text
+from kstlib.auth.token.file import default_token_directory
 
 if TYPE_CHECKING:
+    import subprocess
+
     from kstlib.auth.models import Token
 
 __all__ = ["SOPSTokenStorage"]
 
-#: Seconds a ``sops`` invocation may take.
-DEFAULT_SOPS_TIMEOUT = 60.0
 #: ``sops`` exit status when no master key could decrypt the data key.
 _EXIT_COULD_NOT_RETRIEVE_KEY = 128
-_STDERR_EXCERPT_LENGTH = 400
 _JSON_IO = ("--input-type", "json", "--output-type", "json")
 _NO_RECIPIENT_MARKERS = ("no creation rules", "no matching creation rules", "no keys provided")
 _SECRET_FIELDS = ("access_token", "refresh_token", "id_token")
@@ -67,12 +67,33 @@ class SOPSTokenStorage(DirectoryTokenStorage):
 
     backend_name = "sops"
     file_suffix = ".sops.json"
+    storage_settings = (
+        StorageSetting(
+            "directory",
+            parse_path,
+            default_factory=default_token_directory,
+            path=True,
+            doc="the token directory",
+        ),
+        StorageSetting(
+            "age_recipients",
+            parse_string_list,
+            default=(),
+            doc="age public keys the token files are encrypted to",
+        ),
+        StorageSetting(
+            "sops_binary",
+            parse_text,
+            default=DEFAULT_SOPS_BINARY,
+            doc="name (on PATH) or path of the sops executable",
+        ),
+    )
 
     def __init__(
         self,
         directory: Path | str,
         *,
-        sops_binary: str = "sops",
+        sops_binary: str = DEFAULT_SOPS_BINARY,
         age_recipients: Sequence[str] | None = None,
         timeout: float = DEFAULT_SOPS_TIMEOUT,
     ) -> None:
@@ -112,40 +133,18 @@ class SOPSTokenStorage(DirectoryTokenStorage):
     def _run(
         self, args: list[str], stdin: bytes, provider_name: str, path: Path, *, action: str
     ) -> subprocess.CompletedProcess[bytes]:
-        command = [self._resolve_binary(provider_name), *args]
         try:
-            return subprocess.run(  # noqa: S603 (fixed argument list, no shell)
-                command,
-                input=stdin,
-                capture_output=True,
+            return run_sops(
+                args,
+                binary=self._sops_binary,
+                stdin=stdin,
                 cwd=self.directory,
                 timeout=self._timeout,
-                check=False,
             )
-        except subprocess.TimeoutExpired as exc:
+        except SopsRunError as exc:
             raise TokenStorageError(
-                f"sops did not finish within {self._timeout:g} s while {action} {path} "
-                "(it may be waiting for a key service or a PIN); it was stopped.",
-                path=str(path),
-                provider=provider_name,
-            ) from exc
-        except OSError as exc:
-            raise TokenStorageError(
-                f"Cannot run sops binary '{command[0]}': {exc.strerror or exc}.",
-                path=str(path),
-                provider=provider_name,
-            ) from exc
-
-    def _resolve_binary(self, provider_name: str) -> str:
-        found = shutil.which(self._sops_binary)
-        if found is None:
-            raise TokenStorageError(
-                f"sops binary '{self._sops_binary}' not found; install sops "
-                "(https://github.com/getsops/sops) or set auth.storage.sops.sops_binary in "
-                "kstlib.conf.yml to its path.",
-                provider=provider_name,
-            )
-        return found
+                f"{exc} (while {action} {path}).", path=str(path), provider=provider_name
+            ) from None
 
     def _encryption_error(
         self, result: subprocess.CompletedProcess[bytes], provider_name: str, path: Path
@@ -179,15 +178,6 @@ def _split_recipients(value: Sequence[str] | None) -> tuple[str, ...]:
             key="auth.storage.sops.age_recipients",
         )
     return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
-
-
-def _stderr_excerpt(stderr: bytes) -> str:
-    """sops' stderr on one line, redacted and truncated."""
-    text = " ".join(stderr.decode("utf-8", "replace").split())
-    text = redact_text(text)
-    if len(text) > _STDERR_EXCERPT_LENGTH:
-        text = text[:_STDERR_EXCERPT_LENGTH] + "..."
-    return text or "(no error output)"
 
 
 def _load_json_object(data: bytes) -> dict[str, Any] | None:
