@@ -100,6 +100,8 @@ class Scenario(StrEnum):
     TOKEN_TEXT_EXPIRES_IN = "token_text_expires_in"
     TOKEN_HUGE_INT_EXPIRES_IN = "token_huge_int_expires_in"
     TOKEN_UNKNOWN_TYPE = "token_unknown_type"
+    TOKEN_TYPE_DPOP = "token_type_dpop"
+    TOKEN_TYPE_MAC = "token_type_mac"
     TOKEN_UNUSABLE_ACCESS_TOKEN = "token_unusable_access_token"
     TOKEN_DOWN = "token_down"
     TOKEN_SLOW = "token_slow"
@@ -457,6 +459,10 @@ class HostileIdP:
                 body["expires_in"] = 10**400  # valid JSON, beyond float range
             case Scenario.TOKEN_UNKNOWN_TYPE:
                 body["token_type"] = "Hostile"
+            case Scenario.TOKEN_TYPE_DPOP:
+                body["token_type"] = "DPoP"
+            case Scenario.TOKEN_TYPE_MAC:
+                body["token_type"] = "MAC"
             case _:
                 pass
         with self._lock:

@@ -276,6 +276,10 @@ TOKEN_RESPONSE_CASES = [
     (Scenario.TOKEN_NEGATIVE_EXPIRES_IN, r"'expires_in' is out of range"),
     (Scenario.TOKEN_TEXT_EXPIRES_IN, r"'expires_in' is not a number"),
     (Scenario.TOKEN_UNKNOWN_TYPE, r"unsupported 'token_type'"),
+    # Known types this provider cannot use (no DPoP key, no MAC): never stored, never sent
+    # as Bearer.
+    (Scenario.TOKEN_TYPE_DPOP, r"token_type 'DPoP' this client cannot use \(it uses Bearer\)"),
+    (Scenario.TOKEN_TYPE_MAC, r"token_type 'MAC' this client cannot use \(it uses Bearer\)"),
 ]
 
 
@@ -364,6 +368,7 @@ def test_refresh_returning_an_id_token_for_another_sub_is_refused(
         provider.refresh()
     refused(err.value, TokenValidationError, r"another 'sub' than the one issued at login")
     assert err.value.claim == "sub"
+    assert isinstance(err.value, TokenRefreshError) and err.value.retryable is False
     assert hostile.count("token:refresh_token") == 1
     assert stored(provider) == before
 
@@ -390,6 +395,8 @@ def test_refresh_with_a_hostile_id_token_keeps_the_stored_token(
     with pytest.raises(TokenValidationError) as err:
         provider.refresh()
     refused(err.value, TokenValidationError, fragment)
+    # a refresh failure too (security #5: every failure of the refresh path is one)
+    assert isinstance(err.value, TokenRefreshError) and err.value.retryable is False
     assert stored(provider) == before
 
 

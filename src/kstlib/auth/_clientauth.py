@@ -48,6 +48,7 @@ __all__ = [
     "ClientSecretPost",
     "NoClientAuthentication",
     "PrivateKeyJWT",
+    "register_client_authentication",
     "select_client_authentication",
 ]
 
@@ -236,9 +237,36 @@ CLIENT_AUTH_METHODS: dict[str, type[ClientAuthentication]] = {
     )
 }
 #: Method -> the setting it cannot work without (None: nothing).
-CLIENT_AUTH_REQUIREMENTS: Mapping[str, str | None] = {
+CLIENT_AUTH_REQUIREMENTS: dict[str, str | None] = {
     name: cls.requires for name, cls in CLIENT_AUTH_METHODS.items()
 }
+
+
+def register_client_authentication(
+    cls: type[ClientAuthentication], *, replace: bool = False
+) -> type[ClientAuthentication]:
+    """Make ``token_endpoint_auth_method: <cls.method>`` choose ``cls`` (usable as a decorator).
+
+    ``cls`` subclasses :class:`ClientAuthentication`, names its ``method`` and, in
+    ``requires``, the setting it cannot work without (``client_secret``, ``client_key`` or
+    None). Register before the configuration is read: the configuration validates the
+    method against this registry.
+
+    Raises:
+        ValueError: ``method`` is empty, or already registered and ``replace`` is false.
+    """
+    name = cls.method
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError("a client authentication class needs a non-empty 'method' name")
+    if name in CLIENT_AUTH_METHODS and not replace:
+        raise ValueError(f"client authentication method {name!r} is already registered")
+    if cls.requires not in (None, "client_secret", "client_key"):
+        raise ValueError("'requires' must be None, 'client_secret' or 'client_key'")
+    CLIENT_AUTH_METHODS[name] = cls
+    CLIENT_AUTH_REQUIREMENTS[name] = cls.requires
+    return cls
+
+
 #: Methods that authenticate with the client secret.
 SECRET_METHODS: frozenset[str] = frozenset(
     name for name, needs in CLIENT_AUTH_REQUIREMENTS.items() if needs == "client_secret"

@@ -21,6 +21,7 @@ __all__ = [
     "ConfigurationError",
     "DiscoveryError",
     "InsecureDestinationError",
+    "RefreshedTokenInvalidError",
     "TokenError",
     "TokenExchangeError",
     "TokenExpiredError",
@@ -164,6 +165,23 @@ class TokenValidationError(TokenError):
     ) -> None:
         super().__init__(message, details=details)
         self.reason = reason or message
+        self.claim = claim
+
+
+class RefreshedTokenInvalidError(TokenRefreshError, TokenValidationError):
+    """A refresh was answered with a token that failed validation (a forged or foreign ID
+    token...): a refresh failure (``retryable`` False: asking again gives the same answer)
+    and a validation failure (``claim`` names the claim). The stored token is unchanged."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        claim: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, retryable=False, details=details)
         self.claim = claim
 
 

@@ -233,10 +233,10 @@ def _auth_method(value: object, client_secret: str | None, client_key: object = 
     method = _optional_text("token_endpoint_auth_method", value)
     if method is None:
         return None
-    if method not in TOKEN_ENDPOINT_AUTH_METHODS:
+    if method not in CLIENT_AUTH_METHODS:  # the live registry (custom methods included)
         raise _FieldError(
             "token_endpoint_auth_method",
-            f"unknown method {method!r}; valid: {', '.join(TOKEN_ENDPOINT_AUTH_METHODS)}",
+            f"unknown method {method!r}; valid: {', '.join(sorted(CLIENT_AUTH_METHODS))}",
         )
     needed = CLIENT_AUTH_REQUIREMENTS[method]
     present = {"client_secret": client_secret, "client_key": client_key}

@@ -32,6 +32,7 @@ from kstlib.auth.errors import (
     AuthorizationError,
     ConfigurationError,
     DiscoveryError,
+    RefreshedTokenInvalidError,
     TokenError,
     TokenExchangeError,
     TokenRefreshError,
@@ -43,6 +44,7 @@ from kstlib.auth.models import (
     PreflightResult,
     PreflightStatus,
     Token,
+    TokenType,
 )
 from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvider
 from kstlib.auth.redaction import get_logger, redact_text
@@ -716,9 +718,21 @@ class OAuth2Provider(AbstractAuthProvider):
             details=details or None,
         )
 
+    #: Token types this provider can send (a DPoP-bound or MAC token needs per-request proof
+    #: this provider does not make: such a token is refused, never stored nor sent as Bearer).
+    usable_token_types: frozenset[TokenType] = frozenset({TokenType.BEARER})
+
     def _token_from_response(self, raw: dict[str, Any], *, kind: GrantKind) -> Token:
         try:
-            return Token.from_response(raw)
+            token = Token.from_response(raw)
+            if token.token_type not in self.usable_token_types:
+                usable = ", ".join(sorted(t.value for t in self.usable_token_types))
+                raise TokenValidationError(
+                    f"the server issued a token of token_type {str(token.token_type)!r} this "
+                    f"client cannot use (it uses {usable})",
+                    claim="token_type",
+                )
+            return token
         except TokenValidationError as exc:
             message = f"'{self.name}' returned an unusable token response: {exc.reason}"
             if kind == "refresh":
@@ -816,6 +830,12 @@ class OAuth2Provider(AbstractAuthProvider):
             new.scope = list(token.scope)
         try:
             new = self._validate_refreshed(new, previous=token)
+        except TokenValidationError as exc:  # every refresh failure is a TokenRefreshError
+            raise RefreshedTokenInvalidError(
+                f"Token refresh for '{self.name}' failed: {exc.message}; the stored token is kept",
+                reason=exc.reason,
+                claim=exc.claim,
+            ) from None
         except (TokenError, ConfigurationError):
             raise
         except AuthError as exc:  # e.g. a key rotation whose new JWKS cannot be fetched
