@@ -115,12 +115,14 @@ def test_acquire_answers_the_token_and_when_it_turns_stale(
     provider, storage = counting
     stored = storage.load("test")
     assert stored is not None
+    # Taken before acquire(): due only shrinks as time passes, so after + due bounds stale_at
+    # (computing it after acquire() made the upper bound wrong by the elapsed microseconds).
+    due = stored.refresh_due_in(provider.config.refresh_skew)  # 60 s before expiry
     before = time.monotonic()
     acquired = provider.acquire()
     after = time.monotonic()
     assert isinstance(acquired, AcquiredToken)
     assert acquired.token.access_token == stored.access_token
-    due = stored.refresh_due_in(provider.config.refresh_skew)  # 60 s before expiry
     assert before + due - 5 <= acquired.stale_at <= after + due
     assert stored.access_token not in repr(acquired)
 
