@@ -10,10 +10,16 @@ happened to run (or not at all).
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
 import pytest
+
+from kstlib.auth.config import AuthProviderConfig
+from kstlib.auth.providers import OAuth2Provider
+from kstlib.auth.token import MemoryTokenStorage
+from tests.jwks_server import JWKSServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,3 +80,20 @@ def test_leaked_resources_fail_the_test_that_leaked_them(
         "test_leaks_an_event_loop",
     ], result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_provider_nobody_closed_closes_its_http_client_once_garbage(server: JWKSServer) -> None:
+    """The README's ``provider = get_provider(...)`` is never closed: its pooled sockets must
+    still be closed with it, not left to warn in whichever test collects them."""
+    server.set_json("/ping", {})
+    config = AuthProviderConfig(
+        client_id="app", authorize_url=server.url("/authorize"), token_url=server.url("/token")
+    )
+    provider = OAuth2Provider("p", config, MemoryTokenStorage())
+    client = provider.http_client
+    assert client.get(server.url("/ping")).status_code == 200  # a kept-alive pooled socket
+    provider.self_reference = provider  # type: ignore[attr-defined]  # only the GC frees it
+    del provider
+    assert not client.is_closed
+    gc.collect()
+    assert client.is_closed
