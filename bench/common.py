@@ -495,6 +495,8 @@ def loopback_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # --------------------------------------------------------------------------- run context

@@ -36,8 +36,11 @@ from kstlib.auth.redaction import (
     redact_url,
 )
 from tests import jwt_factory as f
+from tests.hypothesis_support import examples
 
-FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 json_scalars = st.one_of(
     st.none(),
@@ -134,7 +137,7 @@ def test_token_from_response_nasty_fields_only_typed_errors(response: dict[str, 
             assert secret not in shown
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @example(access_token="\ud800")
 @example(access_token="t\u00f6ken")
 @example(access_token="abc\r\nX-Injected: 1")
@@ -152,7 +155,7 @@ HUGE_INT_BUG = (
 )
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @example(expires_in=10**400)
 @example(expires_in=-(10**400))
 @given(expires_in=st.integers(min_value=10**309, max_value=10**1000))
@@ -210,7 +213,7 @@ def test_token_from_dict_nasty_fields_only_typed_errors(data: dict[str, Any]) ->
     assert token.is_expired in (True, False)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @example(when="9999-12-31T23:59:59-05:00")
 @example(when="0001-01-01T00:00:00+05:00")
 @given(
@@ -410,7 +413,7 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(case=encoded_queries())
 def test_callback_query_of_arbitrary_bytes_is_decoded_exactly_or_refused(
     case: tuple[str, list[tuple[bytes, bytes]]],
@@ -452,7 +455,7 @@ CONTENT_TYPES = st.sampled_from(
 LISTED_KEYS = sorted(SENSITIVE_KEYS)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     text=st.text(max_size=200),
     raw=st.binary(max_size=200),
@@ -501,7 +504,7 @@ def _unique(secret: str, others: list[tuple[str, str]], *texts: str) -> bool:
     return not any(form in part for form in _forms(secret) for part in parts)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     key=sensitive_keys(),
     secret=secret_values,
@@ -519,7 +522,7 @@ def test_redact_url_hides_the_value_of_every_sensitive_parameter(
     _absent(secret, redact_url(url))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     key=sensitive_keys(),
     secret=secret_values,
@@ -539,7 +542,7 @@ def test_redact_body_hides_sensitive_values_in_json_at_any_depth(
     _absent(secret, redact_body(body.encode() if as_bytes else body, content_type))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     key=sensitive_keys(),
     secret=secret_values,
@@ -556,7 +559,7 @@ def test_redact_body_hides_sensitive_values_in_forms(
 TEXT_FORMS = ["{k}={v}", '"{k}": "{v}"', "'{k}': '{v}'", "{k}: {v}", "{k}={v}&x=1", "{{{k}:{v}}}"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     key=sensitive_keys(),
     secret=secret_values,
@@ -572,7 +575,7 @@ def test_redact_text_hides_values_of_listed_sensitive_keys(
     _absent(secret, redact_text(text))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     name=st.sampled_from(sorted(SENSITIVE_HEADERS)).flatmap(
         lambda n: st.builds(
@@ -592,7 +595,7 @@ def test_redact_headers_hides_credential_headers(name: str, secret: str, scheme:
 SUFFIX_KEYS = ["db_password", "my_secret", "upstream_token", "api_client_secret"]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @example(key="db_password", secret="hunter2hunter2")
 @given(key=st.sampled_from(SUFFIX_KEYS), secret=secret_values)
 def test_redact_text_hides_values_of_suffix_sensitive_keys(key: str, secret: str) -> None:

@@ -124,6 +124,7 @@ def test_hostile_requests_during_a_cli_login_neither_complete_nor_abort_it(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            proc.stdout.close()
     stats = idp.stats()
     assert stats.get("token:authorization_code", 0) == 1  # only the real code was exchanged
     token = FileTokenStorage(token_dir).load("corp")

@@ -22,6 +22,7 @@ from kstlib.auth._discovery import MetadataCache
 from kstlib.auth._http import RetryPolicy
 from kstlib.auth.check import TokenChecker, TokenCheckReport, ValidationStep
 from tests import jwt_factory as f
+from tests.hypothesis_support import examples
 from tests.jwks_server import JWKSServer, running_server
 from tests.jwt_factory import b64, b64json
 
@@ -464,7 +465,7 @@ def _assert_reported(report: Any) -> None:
 
 
 _FUZZ = settings(
-    max_examples=3000,
+    max_examples=examples(3000),
     deadline=None,
     derandomize=True,
     database=None,
@@ -547,7 +548,7 @@ def test_fuzz_mutated_valid_tokens(
 
 
 @settings(
-    max_examples=1500,
+    max_examples=examples(1500),
     deadline=None,
     derandomize=True,
     database=None,

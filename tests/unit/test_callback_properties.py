@@ -13,6 +13,7 @@ from kstlib.auth.callback import (
     parse_pasted_redirect,
 )
 from kstlib.auth.errors import CallbackServerError
+from tests.hypothesis_support import examples
 
 _URLISH = st.text(alphabet=string.printable + "%éà\x00\xff", max_size=300)
 
@@ -37,7 +38,7 @@ def test_parse_pasted_redirect_returns_a_result_or_a_typed_error(text: str) -> N
         assert result.code is None or isinstance(result.code, str)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(target=_URLISH, host=st.one_of(st.none(), st.text(max_size=40)))
 def test_request_handling_never_raises_and_never_completes_without_the_state(
     target: str, host: str | None

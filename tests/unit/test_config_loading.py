@@ -20,6 +20,7 @@ from kstlib.config import (
     load_config,
     packaged_defaults_path,
 )
+from tests.hypothesis_support import examples
 from tests.sops_support import AgeIdentity, make_age_identity
 from tests.unit.test_secrets import SECRET, sops_encrypt
 
@@ -352,7 +353,9 @@ def test_importing_config_modules_does_not_import_yaml_or_platformdirs() -> None
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     content=st.text(alphabet=st.sampled_from(list("ab:- \n[]{}'\"#!&*|>%@`,?\t1.")), max_size=80)

@@ -27,6 +27,7 @@ from kstlib.auth.config import (
     resolve_provider_name,
 )
 from kstlib.auth.errors import ConfigurationError
+from tests.hypothesis_support import examples
 
 PROVIDER_KEYS = [
     "type", "client_id", "client_secret", "issuer", "authorize_url", "authorization_endpoint",
@@ -133,7 +134,7 @@ def _only_configuration_errors(call: Callable[[], Any]) -> None:
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -160,7 +161,7 @@ def test_random_configs_raise_only_configuration_errors(config: dict[Any, Any]) 
     ]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     provider=st.dictionaries(
         st.sampled_from(PROVIDER_KEYS),

@@ -16,6 +16,7 @@ from kstlib.auth.models import (
     Token,
     TokenType,
 )
+from tests.hypothesis_support import examples
 
 
 def test_reference_example_token() -> None:
@@ -194,7 +195,7 @@ token_like = st.dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(data=token_like | json_values)
 def test_from_response_only_typed_errors(data: object) -> None:
     try:
@@ -204,7 +205,7 @@ def test_from_response_only_typed_errors(data: object) -> None:
     assert Token.from_dict(json.loads(json.dumps(token.to_dict()))) == token
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(data=token_like | json_values)
 def test_from_dict_only_typed_errors(data: object) -> None:
     try:

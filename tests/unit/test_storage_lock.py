@@ -245,6 +245,8 @@ def test_mutual_exclusion_between_processes(tmp_path: Path) -> None:
         child.stdin.flush()
     for child in children:
         assert child.wait(timeout=120) == 0
+        child.stdin.close()
+        child.stdout.close()
     assert int(counter.read_text()) == rounds * len(children)
 
 
@@ -272,6 +274,7 @@ def test_lock_of_a_killed_process_is_released(tmp_path: Path) -> None:
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+        child.stdout.close()
     with storage.lock(PROVIDER, timeout=5):
         pass
 

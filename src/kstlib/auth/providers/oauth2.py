@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -220,6 +221,9 @@ class OAuth2Provider(AbstractAuthProvider):
                         timeout=self.config.timeout,
                         tracer=self.tracer,
                     )
+                    # A provider nobody closes still closes the client it built once it is
+                    # garbage: its pooled sockets must not outlive it (an unclosed socket).
+                    weakref.finalize(self, client.close)
                     self._http_client = client
         return client
 
