@@ -36,7 +36,6 @@ def test_demo_journey_shows_every_step_and_no_secret(idp: IdP, tmp_path: Path) -
         "not logged in",
     ):
         assert expected in text
-    assert report.seconds < 60
     # nothing shown holds a secret: two access tokens, their refresh and ID tokens, code, state
     assert len(report.observed_secrets) >= 6
     for secret in report.observed_secrets:

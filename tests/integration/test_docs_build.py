@@ -61,7 +61,6 @@ def test_docs_build_without_warnings(build: Build) -> None:
     assert "WARNING" not in build.output and "ERROR" not in build.output, build.output
     for page in DOCS.glob("*.md"):
         assert (build.html / f"{page.stem}.html").is_file(), f"{page.name} was not built"
-    assert build.seconds < 60, f"the docs build took {build.seconds:.1f} s"
 
 
 def test_api_reference_covers_every_public_name(build: Build) -> None:

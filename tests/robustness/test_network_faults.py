@@ -291,7 +291,7 @@ def test_discovery_503_then_ok_succeeds_after_honouring_retry_after(hostile: Hos
     elapsed = time.monotonic() - started
     assert url.startswith(hostile.issuer + "/authorize?")
     assert hostile.count("discovery") == 2
-    assert 0.9 <= elapsed < 3, elapsed
+    assert 0.9 <= elapsed < 30, elapsed  # honoured (>= 1 s), and not some other, long wait
 
 
 def test_an_hour_long_retry_after_fails_at_once(hostile: HostileIdP) -> None:
@@ -437,12 +437,10 @@ def test_outage_burst_sends_at_most_one_refresh_attempt(hostile: HostileIdP, out
         async with AuthSession(provider) as session:
             return await _burst(session, hostile.url("/api/storm"), 8)
 
-    started = time.monotonic()
     results = asyncio.run(main())
-    elapsed = time.monotonic() - started
     assert results == [200] * 8
+    # Not 8 serialized attempts (8 x the timeout): the count proves it, with no wall clock.
     assert hostile.count("token:refresh_token") - refreshes_before <= 2
-    assert elapsed < 1.5, elapsed  # not 8 x 0.3 s of serialized timeouts
 
 
 def test_jwks_fetch_during_login_follows_max_retries(hostile: HostileIdP) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import ssl
 import threading
 import time
 import zlib
@@ -201,6 +202,14 @@ class HTTPTraceLogger:
         )
 
 
+def tls_verify(ssl_verify: bool, ssl_ca_bundle: str | None) -> bool | ssl.SSLContext:
+    """httpx's ``verify=`` for these settings: a CA bundle wins over ``ssl_verify=True`` (as an
+    SSL context: httpx deprecates a path), ``False`` disables verification."""
+    if ssl_verify and ssl_ca_bundle:
+        return ssl.create_default_context(cafile=ssl_ca_bundle)
+    return ssl_verify
+
+
 def build_http_client(
     *,
     headers: Mapping[str, str] | None = None,
@@ -214,7 +223,7 @@ def build_http_client(
     ``ssl_ca_bundle`` wins over ``ssl_verify=True``; ``ssl_verify=False``
     disables verification (a warning is logged once per client).
     """
-    verify: bool | str = ssl_ca_bundle if (ssl_verify and ssl_ca_bundle) else ssl_verify
+    verify = tls_verify(ssl_verify, ssl_ca_bundle)
     if verify is False:
         get_logger("kstlib.auth._http").warning(
             "TLS certificate verification is disabled for identity-provider calls"

@@ -21,6 +21,7 @@ one async client that use the same ``ProviderAuth``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 import types
@@ -338,12 +339,12 @@ class AuthSession:
     @staticmethod
     def _resolve_verify(
         provider: AbstractAuthProvider, ssl_verify: bool | None, ssl_ca_bundle: str | None
-    ) -> bool | str:
+    ) -> bool | ssl.SSLContext:
+        from kstlib.auth._http import tls_verify
+
         verify = provider.config.ssl_verify if ssl_verify is None else ssl_verify
         bundle = provider.config.ssl_ca_bundle if ssl_ca_bundle is None else ssl_ca_bundle
-        if verify and bundle:
-            return bundle
-        return verify
+        return tls_verify(verify, bundle)
 
     def __repr__(self) -> str:
         return f"AuthSession(provider={self.provider.name!r})"
