@@ -29,7 +29,7 @@ class Route:
     then: list[Route] = field(default_factory=list)
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietThreadingServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Connections the tests hang up on are expected: no traceback on stderr."""
 
@@ -58,7 +58,7 @@ class JWKSServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self._httpd = QuietThreadingServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

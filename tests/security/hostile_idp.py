@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +41,7 @@ from kstlib.auth.models import Token
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.token import AbstractTokenStorage, MemoryTokenStorage
 from tests import jwt_factory as f
+from tests.jwks_server import QuietThreadingServer
 
 CLIENT_ID = "hostile-client"
 CLIENT_SECRET = "hostile-client-secret"
@@ -210,7 +211,8 @@ class HostileIdP:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # Clients hanging up (a passed deadline, a refused body) are expected: no traceback.
+        self._httpd = QuietThreadingServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
