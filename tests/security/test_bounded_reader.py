@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kstlib.auth._http import DEFAULT_MAX_RESPONSE_BYTES
 from kstlib.auth.errors import (
     AuthError,
     DiscoveryError,
@@ -35,7 +36,7 @@ from tests.security.hostile_idp import (
     running_hostile_idp,
 )
 
-LIMIT = 1024 * 1024  # kstlib.auth._http.DEFAULT_MAX_RESPONSE_BYTES
+LIMIT = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @pytest.fixture(scope="module")

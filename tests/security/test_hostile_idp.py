@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from kstlib.auth._discovery import MetadataCache
+from kstlib.auth._http import DEFAULT_MAX_RESPONSE_BYTES
 from kstlib.auth.errors import (
     AuthError,
     DiscoveryError,
@@ -38,7 +39,7 @@ from tests.security.hostile_idp import (
     running_hostile_idp,
 )
 
-LIMIT = 1024 * 1024  # kstlib.auth._http.DEFAULT_MAX_RESPONSE_BYTES
+LIMIT = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @pytest.fixture(scope="module")

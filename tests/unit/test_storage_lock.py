@@ -109,8 +109,8 @@ def test_empty_provider_name_is_rejected_for_locks(storage: AbstractTokenStorage
 
 
 def test_providers_have_independent_locks(storage: AbstractTokenStorage) -> None:
-    with storage.lock("a"), storage.lock("b", timeout=0):
-        pass
+    with storage.lock("a") as a, storage.lock("b", timeout=0) as b:
+        assert a.held and b.held  # holding "a" does not block "b"
 
 
 def test_lock_is_released_after_an_exception(storage: AbstractTokenStorage) -> None:
