@@ -334,6 +334,7 @@ class AuthSession:
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._aclient_guard: AsyncGenerator[None, None] | None = None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -366,14 +367,35 @@ class AuthSession:
 
     @property
     def async_client(self) -> httpx.AsyncClient:
-        """The async client of the running event loop (recreated if the loop changed)."""
+        """The async client of the running event loop (recreated if the loop changed).
+
+        The client is closed, on its own loop, when that loop shuts down (``asyncio.run``
+        ends): a session used under several ``asyncio.run`` calls leaves no socket open.
+        """
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient_loop is not loop:
-            self._aclient = httpx.AsyncClient(
-                auth=self.auth, timeout=self.timeout, verify=self._verify
-            )
+            client = httpx.AsyncClient(auth=self.auth, timeout=self.timeout, verify=self._verify)
+            self._aclient = client
             self._aclient_loop = loop
+            self._aclient_guard = self._close_with_loop(client)
+            _start_guard(self._aclient_guard)
         return self._aclient
+
+    async def _close_with_loop(self, client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+        """An async generator the loop closes at shutdown (``loop.shutdown_asyncgens``).
+
+        Started once when ``client`` is created, it waits at its ``yield``; the loop (which
+        tracks every started async generator) closes it before it closes itself, and the
+        ``finally`` closes ``client`` there, while its sockets still have a loop.
+        """
+        try:
+            yield
+        finally:
+            if self._aclient is client:
+                self._aclient = None
+                self._aclient_loop = None
+                self._aclient_guard = None
+            await client.aclose()
 
     # -- sync ------------------------------------------------------------------------------
 
@@ -455,13 +477,15 @@ class AuthSession:
     async def aclose(self) -> None:
         """Close both clients.
 
-        An async client created under an event loop that has since closed
-        cannot be closed any more: it is dropped (its sockets died with it).
+        An async client of another event loop was closed when that loop shut down.
         """
-        client, loop = self._aclient, self._aclient_loop
+        client, loop, guard = self._aclient, self._aclient_loop, self._aclient_guard
         self._aclient = None
         self._aclient_loop = None
+        self._aclient_guard = None
         if client is not None and loop is asyncio.get_running_loop():
+            if guard is not None:
+                await guard.aclose()  # its finally closes the client
             await client.aclose()
         self.close()
 
@@ -490,3 +514,13 @@ class AuthSession:
     ) -> None:
         """Exit async context manager."""
         await self.aclose()
+
+
+def _start_guard(guard: AsyncGenerator[None, None]) -> None:
+    """Run ``guard`` to its first ``yield`` now, so the running loop starts tracking it."""
+    step = guard.asend(None).__await__()
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("the loop guard awaited before its first yield")  # pragma: no cover
