@@ -89,8 +89,11 @@ _SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+[A-Za-z0-9._~+/=-]+", re.I
 _KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
 # Keys secret by name, or by suffix (*_secret, *_token, *password), as in is_sensitive_key.
 _SUFFIX_KEYS = r"[\w-]*(?:[_-]secret|[_-]token|password)"
+# A key inside a dotted path or a URL ("auth.providers.x.client_secret: cannot resolve ...",
+# "'env://CORP_SECRET': environment variable ...") names a field: what follows is prose, not
+# its value, so only a key standing on its own starts a pair.
 _KV_RE = re.compile(
-    r"(?P<key>\b(?:" + _KEY_ALTERNATION + "|" + _SUFFIX_KEYS + r"))"
+    r"(?P<key>(?<![\w./-])(?:" + _KEY_ALTERNATION + "|" + _SUFFIX_KEYS + r"))"
     r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
     re.IGNORECASE,
 )

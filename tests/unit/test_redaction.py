@@ -83,6 +83,37 @@ def test_free_text() -> None:
     assert SECRET not in out and JWT not in out
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        # the error of an unset env:// reference (it read "client_secret: [REDACTED] resolve
+        # secret reference ...: [REDACTED] variable CORP_SECRET is not set")
+        "/home/u/kstlib.conf.yml: auth.providers.corp.client_secret: cannot resolve secret "
+        "reference 'env://CORP_SECRET': environment variable CORP_SECRET is not set.",
+        "auth.storage.redis.password: expected a secret reference, got a number",
+        "file:///run/secrets/client_secret: is not a regular file",
+    ],
+)
+def test_prose_about_a_secret_field_keeps_its_words(message: str) -> None:
+    assert redact_text(message) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("client_secret: s3cr3t-value", "s3cr3t-value"),
+        ("client_secret=s3cr3t-value&x=1", "s3cr3t-value"),
+        ('{"refresh_token": "s3cr3t-value"}', "s3cr3t-value"),
+        ("headers: {client_secret: s3cr3t-value}", "s3cr3t-value"),
+        ("got password: s3cr3t-value from the server", "s3cr3t-value"),
+    ],
+)
+def test_a_key_standing_on_its_own_still_hides_its_value(text: str, secret: str) -> None:
+    out = redact_text(text)
+    assert secret not in out
+    assert REDACTED in out
+
+
 def test_extra_keys() -> None:
     assert SECRET not in redact_url(f"https://x/?my_key={SECRET}", extra_keys=["my_key"])
     assert SECRET not in redact_mapping({"my_key": SECRET}, extra_keys=["my_key"])["my_key"]
