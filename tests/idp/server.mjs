@@ -206,9 +206,15 @@ async function deviceTestEndpoint(req, res, url) {
 // ------------------------------------------------------ end of the device grant block
 
 const CLIENTS = process.env.IDP_CLIENTS ? JSON.parse(process.env.IDP_CLIENTS) : DEFAULT_CLIENTS;
-// Device grant block: the device clients are registered whatever IDP_CLIENTS lists.
+// Device grant block: the device clients are registered whatever IDP_CLIENTS lists, and
+// the public client of the quick start (the docs' my-app) may use the device grant too.
 for (const client of DEVICE_CLIENTS) {
   if (!CLIENTS.some((c) => c.client_id === client.client_id)) CLIENTS.push(client);
+}
+for (const client of CLIENTS) {
+  if (client.client_id === 'kstlib-public' && !client.grant_types?.includes(DEVICE_GRANT)) {
+    client.grant_types = [...(client.grant_types ?? ['authorization_code']), DEVICE_GRANT];
+  }
 }
 
 // --------------------------------------------------------------- settings

@@ -103,6 +103,7 @@ class DeviceAuthorization:
 
     @property
     def expired(self) -> bool:
+        """True once the codes have expired (start a new device authorization)."""
         return self.seconds_left <= 0
 
     def __repr__(self) -> str:
