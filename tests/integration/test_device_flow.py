@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ from kstlib.auth.config import AuthProviderConfig
 from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.redaction import TRACE
-from kstlib.auth.token import MemoryTokenStorage
+from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
 from tests.device_flow import (
     DEVICE,
     DEVICE_PUBLIC,
@@ -118,6 +119,31 @@ def test_the_device_code_is_never_logged(
     assert "/device/auth" in caplog.text  # the traces were captured
     for secret in (authorization.device_code, token.access_token, token.refresh_token):
         assert secret and secret not in caplog.text
+
+
+def test_the_token_is_saved_under_the_storage_lock(idp: IdP, tmp_path: Path) -> None:
+    """While another holder (another process, in effect: its own flock) holds the provider's
+    storage lock, an approved poll waits for it before storing."""
+    other = FileTokenStorage(tmp_path)
+    with make_oidc(idp, DEVICE, name="locked", storage=FileTokenStorage(tmp_path)) as provider:
+        authorization = provider.start_device_authorization()
+        approve_device(authorization.verification_uri, authorization.user_code)
+        idp.reset_stats()
+        result: list[object] = []
+        with other.lock("locked"):
+            poller = threading.Thread(
+                target=lambda: result.append(provider.poll_device_authorization(authorization))
+            )
+            poller.start()
+            deadline = time.monotonic() + 30
+            while _polls(idp, 200) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _polls(idp, 200) == 1  # the token was issued ...
+            time.sleep(1.0)  # ... time enough to store it, were the lock not held ...
+            assert other.load("locked") is None  # ... and waits for the lock
+        poller.join(30)
+        stored = other.load("locked")
+        assert stored is not None and result and stored.access_token == result[0].access_token  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- refusals
