@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from kstlib.auth import DeviceAuthorizationError, TokenExchangeError
@@ -123,3 +124,55 @@ def test_a_wait_needs_a_device_authorization_and_a_sane_timeout() -> None:
     authorization = DeviceAuthorization("d", "u", "https://i/device", None, 60, 5)
     with pytest.raises(ValueError, match="timeout"):
         DevicePoll("p", authorization, float("nan"))
+
+
+# --------------------------------------------------------------------------- respx: broken servers
+# Error paths the real test IdP cannot produce (tests/integration/test_device_flow.py runs the
+# real ones): a device endpoint answering 503, a token endpoint failing transiently.
+
+IDP = "https://idp.example"
+
+
+def _plain_provider() -> Any:
+    from kstlib.auth import AuthProviderConfig, MemoryTokenStorage, OAuth2Provider
+
+    config = AuthProviderConfig(
+        client_id="app",
+        authorize_url=f"{IDP}/authorize",
+        token_url=f"{IDP}/token",
+        device_authorization_url=f"{IDP}/device/auth",
+    )
+    return OAuth2Provider("broken", config, MemoryTokenStorage())
+
+
+def test_a_device_endpoint_answering_503_is_a_typed_error() -> None:
+    import respx
+
+    with respx.mock, _plain_provider() as provider:
+        respx.post(f"{IDP}/device/auth").respond(503, text="<html>down</html>")
+        with pytest.raises(DeviceAuthorizationError) as caught:
+            provider.start_device_authorization()
+    assert "Device authorization request to 'broken' failed" in str(caught.value)
+
+
+def test_transient_token_endpoint_failures_are_polled_through() -> None:
+    import respx
+
+    token = {"access_token": "at-value", "token_type": "Bearer", "expires_in": 60}
+    answers = [
+        httpx.Response(503, text="busy"),
+        httpx.Response(400, json={"error": "authorization_pending"}),
+        httpx.Response(500, json={"error": "server_error"}),
+        httpx.Response(200, json=token),
+    ]
+    with respx.mock, _plain_provider() as provider:
+        respx.post(f"{IDP}/device/auth").respond(200, json=dict(GOOD, interval=1))
+        route = respx.post(f"{IDP}/token").mock(side_effect=answers)
+        authorization = provider.start_device_authorization()
+        got = provider.poll_device_authorization(authorization, timeout=30)
+        assert got.access_token == "at-value"
+        assert route.call_count == 4
+        body = route.calls[0].request.content.decode()
+        assert "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code" in body
+        assert "device_code=dc-secret-value" in body
+        assert provider.token_storage.load("broken").access_token == "at-value"
