@@ -184,9 +184,9 @@ def test_plain_device_login_through_a_pipe(env: Env) -> None:
     assert stored is not None and stored.id_token
 
 
-def test_denied_device_login_exits_1_and_stores_nothing(env: Env) -> None:
+def test_quiet_denied_device_login_exits_1_and_stores_nothing(env: Env) -> None:
     proc = subprocess.Popen(
-        [KSTLIB, "auth", "login", "dev", "--device", "--no-browser"],
+        [KSTLIB, "auth", "login", "dev", "--device", "--no-browser", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -195,10 +195,13 @@ def test_denied_device_login_exits_1_and_stores_nothing(env: Env) -> None:
     )
     assert proc.stdout is not None
     url, code = proc.stdout.readline().strip(), proc.stdout.readline().strip()
+    assert URL.match(url + "\n") and CODE.fullmatch(code), (url, code)  # even with --quiet
     deny_device(url, code.removeprefix("Code: "))
     _, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 1
-    assert err.strip().splitlines()[-1].startswith("error: The device login to 'dev' was denied")
+    assert err.strip().splitlines() == [
+        "error: The device login to 'dev' was denied (access_denied); nothing was stored"
+    ]
     assert env.stored() is None
 
 
