@@ -31,6 +31,7 @@ __all__ = [
     "PreflightResult",
     "PreflightStatus",
     "ProviderAuth",
+    "PushedAuthorizationExpiredError",  # issue 14
     "SOPSTokenStorage",
     "Token",
     "TokenCheckReport",
@@ -90,6 +91,7 @@ _LOCATIONS: dict[str, str] = {
     "TokenRefreshError": "kstlib.auth.errors",
     "TokenStorageError": "kstlib.auth.errors",
     "TokenValidationError": "kstlib.auth.errors",
+    "PushedAuthorizationExpiredError": "kstlib.auth.errors",  # issue 14
 }
 
 
@@ -123,6 +125,7 @@ if TYPE_CHECKING:
         CallbackServerError,
         ConfigurationError,
         DiscoveryError,
+        PushedAuthorizationExpiredError,  # issue 14
         TokenError,
         TokenExchangeError,
         TokenExpiredError,

@@ -21,6 +21,7 @@ __all__ = [
     "ConfigurationError",
     "DiscoveryError",
     "InsecureDestinationError",
+    "PushedAuthorizationExpiredError",
     "RefreshedTokenInvalidError",
     "TokenError",
     "TokenExchangeError",
@@ -86,6 +87,21 @@ class AuthorizationError(AuthError):
         self.reason = reason or message
         self.error_code = error_code
         self.error_description = error_description
+
+
+# --- issue 14 -------------------------------------------------------------------------
+
+
+class PushedAuthorizationExpiredError(AuthorizationError):
+    """The pushed authorization request (RFC 9126) expired before the browser used it.
+
+    Its ``request_uri`` lived ``expires_in`` seconds (the server's choice) and the URL
+    reached the browser later, or the server answered ``invalid_request_uri``. Nothing was
+    stored; start the login again (a new request is pushed).
+    """
+
+
+# --- end issue 14 ---------------------------------------------------------------------
 
 
 class CallbackServerError(AuthError):
