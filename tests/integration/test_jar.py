@@ -89,3 +89,18 @@ def test_a_request_object_needs_a_client_key() -> None:
         AuthProviderConfig(client_id="app", issuer="https://idp.example.com", request_object=True)
     assert err.value.key == "request_object"
     assert "client_key" in str(err.value)
+
+
+def test_traces_show_no_request_object(idp: IdP, caplog: pytest.LogCaptureFixture) -> None:
+    from kstlib.auth.redaction import TRACE
+    from tests.flows import login
+
+    provider = make_oidc(
+        idp, PRIVATE_KEY_JWT, client_key=private_key_jwt_key("pkjwt-p256"),
+        request_object=True, par=True,
+    )  # fmt: skip
+    with caplog.at_level(TRACE, logger="kstlib"):
+        login(provider)
+    assert "--> POST" in caplog.text and "/request" in caplog.text
+    assert "eyJ" not in caplog.text
+    assert private_key_jwt_key("pkjwt-p256")["d"] not in caplog.text

@@ -130,3 +130,51 @@ def test_a_refused_push_is_an_authorization_error_naming_the_server_error(idp: I
     assert "Pushed authorization request" in str(err.value)
     assert not provider._pending
     assert "not-the-secret" not in str(err.value)
+
+
+def test_the_configured_par_endpoint_without_discovery(idp: IdP) -> None:
+    """OAuth2Provider (no discovery): the endpoint comes from the setting alone."""
+    from kstlib.auth.config import AuthProviderConfig
+    from kstlib.auth.errors import ConfigurationError
+    from kstlib.auth.providers.oauth2 import OAuth2Provider
+    from kstlib.auth.token import MemoryTokenStorage
+
+    discovered = idp.discovery()
+    values = {
+        "client_id": CONFIDENTIAL.client_id,
+        "client_secret": CONFIDENTIAL.client_secret,
+        "authorize_url": discovered["authorization_endpoint"],
+        "token_url": discovered["token_endpoint"],
+        "scopes": ["profile"],
+        "par": True,
+    }
+    without = OAuth2Provider("plain", AuthProviderConfig(**values), MemoryTokenStorage())
+    with pytest.raises(ConfigurationError) as err:
+        without.get_authorization_url()
+    assert err.value.key == "pushed_authorization_request_endpoint"
+    values["pushed_authorization_request_endpoint"] = discovered[
+        "pushed_authorization_request_endpoint"
+    ]
+    provider = OAuth2Provider("plain", AuthProviderConfig(**values), MemoryTokenStorage())
+    idp.reset_stats()
+    url, state = provider.get_authorization_url()
+    assert set(_query(url)) == {"client_id", "request_uri"}
+    assert provider.exchange_code(browser_login(url), state).access_token
+    assert idp.stats().get("pushed_authorization_request:201") == 1
+
+
+def test_alogin_pushes_too(idp: IdP) -> None:
+    import asyncio
+
+    provider = make_oidc(idp, redirect_uri=ANY_PORT, par=True)
+    browser = Browser()
+
+    async def main() -> None:
+        await provider.alogin(open_browser=False, timeout=30, on_url=browser.on_url)
+
+    with provider:
+        asyncio.run(main())
+    assert "Login complete" in browser.join().text
+    [(url, _)] = browser.urls
+    assert set(_query(url)) == {"client_id", "request_uri"}
+    assert provider.token_storage.load("test") is not None
