@@ -120,4 +120,23 @@ def test_fapi2_requires_the_iss_response_parameter(fapi_idp: IdP) -> None:
     with pytest.raises(AuthorizationError) as err:
         provider.exchange_code(stripped, state)
     assert err.value.reason == "missing iss" and "fapi2" in str(err.value)
+    # A bare code needs its iss too (the caller passes it along).
+    _, state = provider.get_authorization_url()
+    with pytest.raises(AuthorizationError, match="requires it"):
+        provider.exchange_code(query["code"][0], state)
     assert provider.token_storage.load("test") is None
+
+
+def test_fapi2_interactive_login_through_the_loopback_server(fapi_idp: IdP) -> None:
+    from tests.integration.test_login import ANY_PORT, Browser
+
+    provider = make_oidc(
+        fapi_idp, FAPI, client_key=private_key_jwt_key("pkjwt-ed25519"), profile="fapi2",
+        redirect_uri=ANY_PORT,
+    )  # fmt: skip
+    browser = Browser()
+    with provider:
+        token = provider.login(open_browser=False, timeout=30, on_url=browser.on_url)
+        assert "Login complete" in browser.join().text
+        assert provider.token_storage.load("test") == token
+        assert provider.refresh().access_token != token.access_token

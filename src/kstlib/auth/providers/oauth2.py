@@ -776,7 +776,8 @@ class OAuth2Provider(AbstractAuthProvider):
         ``code`` may also be the full callback URL (``...?code=...&state=...&iss=...``),
         in which case its ``state`` and ``iss`` are checked too. ``state`` must
         match a pending authorization of this provider, unless the caller
-        supplies ``code_verifier`` itself (state kept elsewhere).
+        supplies ``code_verifier`` itself (state kept elsewhere). Under ``profile: fapi2``
+        the ``iss`` response parameter is required, also with a bare code.
 
         Raises:
             AuthorizationError: state mismatch, an error returned to the
@@ -802,7 +803,9 @@ class OAuth2Provider(AbstractAuthProvider):
                 "(expired, already used, or forged); start the login again",
                 reason="state mismatch",
             )
-        self._check_response_issuer(iss, required=from_redirect)
+        # profile fapi2: the iss parameter is required even with a bare code (issue 14)
+        fapi2 = self.config.profile == "fapi2"
+        self._check_response_issuer(iss, required=from_redirect or fapi2)
         data = {
             "grant_type": "authorization_code",
             "code": code,
