@@ -131,3 +131,47 @@ def test_another_error_is_not_retried() -> None:
         with pytest.raises(TokenExchangeError):
             provider.token_request("client_credentials")
     assert route.call_count == 1
+
+
+# --- hostile answers of a PAR endpoint (the real IdP never sends them) ---------------
+
+PAR_URL = f"{ISSUER}/par"
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ({"expires_in": 60}, "no usable request_uri"),
+        ({"request_uri": "urn:x y", "expires_in": 60}, "no usable request_uri"),
+        ({"request_uri": "u" * 3000, "expires_in": 60}, "no usable request_uri"),
+        ({"request_uri": "urn:ok"}, "expires_in"),
+        ({"request_uri": "urn:ok", "expires_in": True}, "expires_in"),
+        ({"request_uri": "urn:ok", "expires_in": 0}, "expires_in"),
+        ({"request_uri": "urn:ok", "expires_in": 86400}, "expires_in"),
+    ],
+)
+def test_a_malformed_par_answer_is_refused_and_nothing_is_pending(
+    answer: dict[str, Any], problem: str
+) -> None:
+    from kstlib.auth.errors import AuthorizationError
+
+    provider = _provider(par=True, pushed_authorization_request_endpoint=PAR_URL)
+    with respx.mock as mock, provider:
+        mock.post(PAR_URL).mock(return_value=httpx.Response(201, json=answer))
+        with pytest.raises(AuthorizationError, match=problem) as err:
+            provider.get_authorization_url()
+    assert err.value.reason == "bad pushed response"
+    assert not provider._pending
+
+
+def test_a_par_endpoint_that_redirects_is_not_followed() -> None:
+    from kstlib.auth.errors import AuthorizationError
+
+    provider = _provider(par=True, pushed_authorization_request_endpoint=PAR_URL)
+    with respx.mock as mock, provider:
+        mock.post(PAR_URL).mock(
+            return_value=httpx.Response(302, headers={"location": "https://evil.example/x"})
+        )
+        with pytest.raises(AuthorizationError, match="redirect"):
+            provider.get_authorization_url()
+    assert not provider._pending

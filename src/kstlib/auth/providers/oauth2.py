@@ -157,7 +157,7 @@ class OAuth2Provider(AbstractAuthProvider):
         self._pending_lock = threading.Lock()
         self._client_auth: ClientAuthentication | None = None
         #: True once the server refused an assertion for an endpoint and took it for the
-        #: issuer: later assertions name the issuer at once (see _authenticated_post).
+        #: issuer: later assertions name the issuer at once (see _post_with_auth).
         self._issuer_audience = False
         self._jar_signer: JWTClientAssertion | None = None  # issue 14
         self._retry = RetryPolicy(max_retries=config.max_retries)
@@ -570,7 +570,7 @@ class OAuth2Provider(AbstractAuthProvider):
             or not 0 < lifetime <= MAX_REQUEST_URI_LIFETIME
         ):
             raise AuthorizationError(
-                f"{what}: the answer's expires_in is not a number of seconds between 1 and "
+                f"{what}: the answer's expires_in is not a positive number of seconds up to "
                 f"{MAX_REQUEST_URI_LIFETIME} (RFC 9126 2.2)",
                 reason="bad pushed response",
             )
