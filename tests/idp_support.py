@@ -30,6 +30,10 @@ Notes on the provider (see tests/idp/server.mjs for the configuration):
   client must use HTTP Basic, a ``client_secret_post`` client the form body;
   ``IdP.configure(strict_client_auth=False)`` restores oidc-provider's
   leniency (either is accepted);
+* ``start_idp(..., fapi="2.0")`` (the session fixture ``fapi_idp``) runs oidc-provider's
+  FAPI 2.0 profile with PAR required: client assertions must name the issuer as ``aud``,
+  PKCE is required; DPoP is not required (yet). The ``kstlib-fapi`` client
+  (private_key_jwt, ES256 ID tokens) is registered on both instances;
 * the session fixture ``idp`` is shared by all tests of a session (one per
   xdist worker): reset stats before counting, restore settings you change.
 """

@@ -66,6 +66,12 @@
 //   GET  /__test__/config, POST /__test__/config   settings (JSON): token
 //                                         TTLs, strict_client_auth
 //   GET  /__test__/clients                the configured client metadata
+//   GET  /__test__/resources              (issue 14) the RFC 8707 resource parameters
+//                                         of the last request per route; POST
+//                                         /__test__/resources/reset clears them.
+//                                         Resource servers: https://rs.kstlib.test/...
+//                                         Setting par_ttl (config): seconds a pushed
+//                                         authorization request lives (default 60).
 //   ANY  /__test__/api/...                protected resource: needs a valid
 //        bearer access token of this IdP; 200 {"sub","client_id","scope",
 //        "method","path","query","body"} or 401 + WWW-Authenticate.

@@ -32,6 +32,8 @@ _RESERVED_AUTHORIZE_PARAMS = frozenset(
         "nonce",
         "code_challenge",
         "code_challenge_method",
+        "request",  # issue 14: JAR and PAR set these
+        "request_uri",
     }
 )
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
