@@ -118,3 +118,9 @@ def test_an_rsa_key_signs_ps256_under_the_profile() -> None:
     )  # fmt: skip
     plain.client_authentication().apply(data, {}, endpoint=f"{ISSUER}/token")
     assert decode_jws(data["client_assertion"]).header["alg"] == "RS256"
+
+
+@pytest.mark.parametrize("name", ["request", "request_uri"])
+def test_authorize_params_cannot_smuggle_a_request_object_or_uri(name: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"must not set '{name}'"):
+        AuthProviderConfig(client_id="app", issuer=ISSUER, extra={"authorize_params": {name: "x"}})
