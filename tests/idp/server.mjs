@@ -22,6 +22,12 @@
 //                            interchangeably (oidc-provider's own behaviour);
 //                            default strict: only the registered method.
 //     IDP_EXIT_ON_STDIN_EOF  "1": exit when stdin closes (parent process died).
+//     IDP_FAPI               "2.0": run oidc-provider's FAPI 2.0 Security Profile
+//                            (features.fapi profile '2.0': PKCE required, client
+//                            assertions with aud = the issuer) with pushed
+//                            authorization requests required. DPoP is not
+//                            required (oidc-provider's FAPI 2.0 profile does not
+//                            force a sender constraint; the DPoP tests add it).
 //   Standalone: `npm start` (or `IDP_PORT=9000 node server.mjs`).
 //
 // What it configures (panva/oidc-provider 9.x)
@@ -61,6 +67,12 @@
 //   GET  /__test__/config, POST /__test__/config   settings (JSON): token
 //                                         TTLs, strict_client_auth
 //   GET  /__test__/clients                the configured client metadata
+//   GET  /__test__/resources              (issue 14) the RFC 8707 resource parameters
+//                                         of the last request per route; POST
+//                                         /__test__/resources/reset clears them.
+//                                         Resource servers: https://rs.kstlib.test/...
+//                                         Setting par_ttl (config): seconds a pushed
+//                                         authorization request lives (default 60).
 //   ANY  /__test__/api/...                protected resource: needs a valid
 //        bearer access token of this IdP; 200 {"sub","client_id","scope",
 //        "method","path","query","body"} or 401 + WWW-Authenticate.
@@ -69,7 +81,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const HOST = '127.0.0.1';
 const REQUESTED_PORT = Number.parseInt(process.env.IDP_PORT ?? process.argv[2] ?? '0', 10);
@@ -239,7 +251,33 @@ const settings = {
   strict_client_auth: process.env.IDP_STRICT_CLIENT_AUTH !== '0',
   // milliseconds the token endpoint waits before answering (a slow IdP)
   token_delay_ms: 0,
+  // --- issue 14 (PAR/JAR/resource indicators) ---
+  // seconds a pushed authorization request lives (oidc-provider's own: 60)
+  par_ttl: 60,
+  // --- end issue 14 ---
 };
+
+// --- issue 14: FAPI 2.0 mode, resource indicators (RFC 8707) ---------------
+const FAPI_PROFILE = process.env.IDP_FAPI || undefined;
+if (FAPI_PROFILE !== undefined && FAPI_PROFILE !== '2.0') {
+  console.error(`IDP_FAPI must be 2.0, got ${FAPI_PROFILE}`);
+  process.exit(2);
+}
+// Resource servers the IdP knows: any absolute https URI under this prefix.
+const RESOURCE_PREFIX = 'https://rs.kstlib.test/';
+// The resource parameters last received, per route (GET /__test__/resources).
+const receivedResources = new Map();
+
+function recordResources(ctx) {
+  try {
+    const route = ctx.oidc?.route;
+    const value = ctx.oidc?.params?.resource;
+    if (route && value !== undefined) receivedResources.set(route, [value].flat());
+  } catch {
+    // ctx.oidc may throw before the route is resolved
+  }
+}
+// --- end issue 14 ---
 
 // ---------------------------------------------------------- persisted state
 
@@ -516,6 +554,21 @@ async function strictClientAuth(ctx, next) {
   return next();
 }
 
+// --- issue 14: a pushed authorization request that lives settings.par_ttl s ---
+async function parTtl(ctx, next) {
+  await next();
+  if (ctx.method !== 'POST' || ctx.path !== '/request' || ctx.status !== 201) return;
+  if (settings.par_ttl >= 60) return;
+  const id = String(ctx.body?.request_uri ?? '').split(':').pop();
+  const entry = state.entries.get(`PushedAuthorizationRequest:${id}`);
+  if (!entry) return;
+  entry.exp = Date.now() + (settings.par_ttl * 1000);
+  entry.payload.exp = Math.floor(Date.now() / 1000) + settings.par_ttl;
+  ctx.body = { ...ctx.body, expires_in: settings.par_ttl };
+  saveState();
+}
+// --- end issue 14 ---
+
 // --------------------------------------------------------------- provider
 
 let issuer;
@@ -548,6 +601,31 @@ function buildProvider() {
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       deviceFlow: { enabled: true }, // device grant block
+      // --- issue 14: PAR, JAR, resource indicators, FAPI 2.0 ---
+      pushedAuthorizationRequests: {
+        enabled: true,
+        requirePushedAuthorizationRequests: FAPI_PROFILE !== undefined,
+      },
+      requestObjects: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // several resources at the token endpoint: the token is for the first one
+        defaultResource: async (ctx, client, oneOf) => (oneOf ? oneOf[0] : undefined),
+        useGrantedResource: async () => false,
+        getResourceServerInfo: async (ctx, resourceIndicator) => {
+          if (!resourceIndicator.startsWith(RESOURCE_PREFIX)) {
+            throw new errors.InvalidTarget(`unknown resource server ${resourceIndicator}`);
+          }
+          return {
+            scope: 'openid profile email offline_access',
+            audience: resourceIndicator,
+            accessTokenFormat: 'opaque',
+            accessTokenTTL: settings.access_token_ttl,
+          };
+        },
+      },
+      ...(FAPI_PROFILE ? { fapi: { enabled: true, profile: FAPI_PROFILE } } : {}),
+      // --- end issue 14 ---
     },
     // Default: only with offline_access (which oidc-provider drops unless
     // prompt=consent). Here: every client allowed the refresh_token grant.
@@ -558,6 +636,7 @@ function buildProvider() {
       IdToken: () => settings.id_token_ttl,
       RefreshToken: () => settings.refresh_token_ttl,
       AuthorizationCode: 60,
+      PushedAuthorizationRequest: 60, // issue 14: shortened by settings.par_ttl (parTtl)
       Interaction: 3600,
       Session: 14 * 24 * 3600,
       Grant: 14 * 24 * 3600,
@@ -580,10 +659,12 @@ function buildProvider() {
       throw err;
     }
     countRequest(ctx, ctx.status);
+    recordResources(ctx); // issue 14
   });
   provider.use(strictClientAuth);
   provider.use(deviceSlowDown); // device grant block
   provider.on('device_authorization.success', deviceInterval); // device grant block
+  provider.use(parTtl); // issue 14
   provider.use(async (ctx, next) => {
     if (settings.token_delay_ms > 0 && ctx.method === 'POST' && ctx.path === '/token') {
       await new Promise((resolve) => { setTimeout(resolve, settings.token_delay_ms); });
@@ -732,6 +813,15 @@ async function testEndpoint(req, res, url) {
     case 'GET /__test__/clients':
       send(res, 200, CLIENTS);
       return;
+    // --- issue 14 ---
+    case 'GET /__test__/resources':
+      send(res, 200, Object.fromEntries(receivedResources));
+      return;
+    case 'POST /__test__/resources/reset':
+      receivedResources.clear();
+      send(res, 200, {});
+      return;
+    // --- end issue 14 ---
     default:
       send(res, 404, { error: 'not_found', route });
   }

@@ -35,6 +35,7 @@ __all__ = [
     "PreflightResult",
     "PreflightStatus",
     "ProviderAuth",
+    "PushedAuthorizationExpiredError",  # issue 14
     "SOPSTokenStorage",
     "Token",
     "TokenCheckReport",
@@ -99,6 +100,7 @@ _LOCATIONS: dict[str, str] = {
     "DeviceAuthorizationError": "kstlib.auth.errors",
     "DeviceAuthorizationDeniedError": "kstlib.auth.errors",
     "DeviceCodeExpiredError": "kstlib.auth.errors",
+    "PushedAuthorizationExpiredError": "kstlib.auth.errors",  # issue 14
 }
 
 
@@ -136,6 +138,7 @@ if TYPE_CHECKING:
         DeviceAuthorizationError,
         DeviceCodeExpiredError,
         DiscoveryError,
+        PushedAuthorizationExpiredError,  # issue 14
         TokenError,
         TokenExchangeError,
         TokenExpiredError,

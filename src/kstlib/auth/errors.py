@@ -24,6 +24,7 @@ __all__ = [
     "DeviceCodeExpiredError",
     "DiscoveryError",
     "InsecureDestinationError",
+    "PushedAuthorizationExpiredError",
     "RefreshedTokenInvalidError",
     "TokenError",
     "TokenExchangeError",
@@ -110,6 +111,19 @@ class DeviceCodeExpiredError(DeviceAuthorizationError):
 
 
 # -- end of the device authorization block ----------------------------------------------
+# --- issue 14 -------------------------------------------------------------------------
+
+
+class PushedAuthorizationExpiredError(AuthorizationError):
+    """The pushed authorization request (RFC 9126) expired before the browser used it.
+
+    Its ``request_uri`` lived ``expires_in`` seconds (the server's choice) and the URL
+    reached the browser later, or the server answered ``invalid_request_uri``. Nothing was
+    stored; start the login again (a new request is pushed).
+    """
+
+
+# --- end issue 14 ---------------------------------------------------------------------
 
 
 class CallbackServerError(AuthError):

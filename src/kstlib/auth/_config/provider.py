@@ -23,6 +23,8 @@ from kstlib.auth._config.values import (
     _optional_path,
     _optional_text,
     _optional_url,
+    _profile,
+    _resources,
     _scopes,
     _set,
     _text,
@@ -82,10 +84,31 @@ class AuthProviderConfig:
     client_key_id: str | None = None
     #: Algorithm of client assertions (None: from the key, HS256 for client_secret_jwt).
     client_assertion_alg: str | None = None
+    # --- issue 14: PAR, JAR, resource indicators, FAPI 2.0 profile ---
+    #: PAR endpoint (RFC 9126); None: the server's ``pushed_authorization_request_endpoint``.
+    pushed_authorization_request_endpoint: str | None = None
+    #: Push the authorization request (RFC 9126); None: when the server requires it.
+    par: bool | None = None
+    #: Sign the authorization request with ``client_key`` (a request object, RFC 9101).
+    request_object: bool = False
+    #: Resource indicators (RFC 8707) sent on authorization, token and refresh requests.
+    resource: list[str] = field(default_factory=list)
+    #: A security profile whose client rules are turned on and enforced (``fapi2``).
+    profile: str | None = None
+    # --- end issue 14 ---
 
     def __post_init__(self) -> None:
         for name, value in _checked_provider_fields(self).items():
             _set(self, name, value)
+        if self.profile is not None:  # issue 14: the profile's rules, one place
+            from kstlib.auth._config.profiles import apply_profile
+
+            apply_profile(self)
+        if self.request_object and self.client_key is None:  # issue 14
+            raise _FieldError(
+                "request_object",
+                "a signed request object needs a client_key (the client's private key)",
+            )
 
     @property
     def is_public_client(self) -> bool:
@@ -162,4 +185,9 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "client_key": client_key,
         "client_key_id": _optional_text("client_key_id", cfg.client_key_id),
         "client_assertion_alg": _assertion_alg(cfg.client_assertion_alg, method),
+        # issue 14 (the endpoint is checked with the others)
+        "par": None if cfg.par is None else _bool("par", cfg.par),
+        "request_object": _bool("request_object", cfg.request_object),
+        "resource": _resources(cfg.resource),
+        "profile": _profile(cfg.profile),
     }

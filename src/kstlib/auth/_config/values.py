@@ -32,6 +32,8 @@ _RESERVED_AUTHORIZE_PARAMS = frozenset(
         "nonce",
         "code_challenge",
         "code_challenge_method",
+        "request",  # issue 14: JAR and PAR set these
+        "request_uri",
     }
 )
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -300,6 +302,45 @@ def _algorithms(value: object) -> list[str] | None:
                 f"{algorithm!r} {refused}; valid: {', '.join(JWS_ALGORITHMS)}",
             )
     return algorithms
+
+
+# --- issue 14 ---------------------------------------------------------------------------
+
+#: Security profiles a provider may name in ``profile``.
+PROFILES: Final = ("fapi2",)
+
+
+def _resources(value: object) -> list[str]:
+    """RFC 8707 resource indicators: one absolute URI or a list, without fragment."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else _str_list("resource", value)
+    resources: list[str] = []
+    for item in items:
+        text = _text("resource", item)
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            raise _FieldError("resource", f"{redact_url(text)!r} is not a valid URI") from None
+        if not parts.scheme or any(char.isspace() for char in text):
+            raise _FieldError(
+                "resource", f"{redact_url(text)!r} is not an absolute URI (RFC 8707 2)"
+            )
+        if parts.fragment or "#" in text:
+            raise _FieldError("resource", "a resource indicator must not have a fragment")
+        if text not in resources:
+            resources.append(text)
+    return resources
+
+
+def _profile(value: object) -> str | None:
+    profile = _optional_text("profile", value)
+    if profile is not None and profile not in PROFILES:
+        raise _FieldError("profile", f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    return profile
+
+
+# --- end issue 14 ------------------------------------------------------------------------
 
 
 def _port_range(value: object) -> tuple[int, int] | None:

@@ -9,12 +9,17 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-from kstlib.auth._clientauth import ClientAuthentication, select_client_authentication
+from kstlib.auth._clientauth import (
+    ClientAuthentication,
+    JWTClientAssertion,
+    PrivateKeyJWT,
+    select_client_authentication,
+)
 from kstlib.auth._http import (
     HTTPFailure,
     HTTPTraceLogger,
@@ -33,6 +38,7 @@ from kstlib.auth.errors import (
     AuthorizationError,
     ConfigurationError,
     DiscoveryError,
+    PushedAuthorizationExpiredError,
     RefreshedTokenInvalidError,
     TokenError,
     TokenExchangeError,
@@ -76,8 +82,13 @@ _FATAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_clie
 
 _ENDPOINT_FIELDS = METADATA_ENDPOINTS
 
+#: issue 14: seconds a request object is valid; the longest request_uri life accepted.
+REQUEST_OBJECT_LIFETIME = 60
+MAX_REQUEST_URI_LIFETIME = 3600
+
 #: What a token-endpoint call is, for its error type and message.
 GrantKind = Literal["exchange", "refresh", "grant"]
+_R = TypeVar("_R", JSONResponse, RawResponse)
 
 
 @dataclass
@@ -89,6 +100,8 @@ class _PendingAuthorization:
     nonce: str | None
     redirect_uri: str
     created: float
+    #: issue 14: monotonic time after which the pushed request_uri is dead (None: no PAR).
+    request_uri_deadline: float | None = None
 
     def __repr__(self) -> str:
         return f"_PendingAuthorization(redirect_uri={self.redirect_uri!r})"
@@ -144,6 +157,10 @@ class OAuth2Provider(AbstractAuthProvider):
         self._pending: OrderedDict[str, _PendingAuthorization] = OrderedDict()
         self._pending_lock = threading.Lock()
         self._client_auth: ClientAuthentication | None = None
+        #: True once the server refused an assertion for an endpoint and took it for the
+        #: issuer: later assertions name the issuer at once (see _post_with_auth).
+        self._issuer_audience = False
+        self._jar_signer: JWTClientAssertion | None = None  # issue 14
         self._retry = RetryPolicy(max_retries=config.max_retries)
         #: ``auth.callback_server`` settings, and the loopback redirect URI built from them
         #: when the provider sets none (both set by :meth:`from_config`).
@@ -307,7 +324,86 @@ class OAuth2Provider(AbstractAuthProvider):
                 client_key_id=self.config.client_key_id,
                 assertion_alg=self.config.client_assertion_alg,
             )
+            self._restrict_algorithms(self._client_auth)
         return self._client_auth
+
+    def _restrict_algorithms(self, auth: ClientAuthentication) -> None:
+        """Under ``profile: fapi2`` a JWT signer may only use PS256/ES256/EdDSA (issue 14)."""
+        if self.config.profile == "fapi2" and isinstance(auth, JWTClientAssertion):
+            from kstlib.auth._config.profiles import FAPI2_ALGORITHMS
+
+            auth.allowed_algorithms = frozenset(FAPI2_ALGORITHMS)
+
+    # -- authenticated back-channel requests -------------------------------------------------
+
+    def _assertion_audience(self, endpoint: str) -> str:
+        """The ``aud`` of a client assertion sent to ``endpoint``: the endpoint (RFC 7523),
+        or the issuer under ``profile: fapi2`` or once the server has shown it wants that
+        (FAPI 2.0, RFC 7523bis)."""
+        issuer = self.config.issuer
+        wants_issuer = self._issuer_audience or self.config.profile == "fapi2"
+        return issuer if issuer and wants_issuer else endpoint
+
+    def _post_json(
+        self, endpoint: str, data: Mapping[str, str | list[str]], headers: dict[str, str]
+    ) -> JSONResponse:
+        return request_json(
+            self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+        )
+
+    def _post_raw(
+        self, endpoint: str, data: Mapping[str, str | list[str]], headers: dict[str, str]
+    ) -> RawResponse:
+        return request(
+            self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+        )
+
+    def _post_with_auth(
+        self,
+        endpoint: str,
+        data: Mapping[str, str | list[str]],
+        send: Callable[[str, Mapping[str, str | list[str]], dict[str, str]], _R],
+        refused: Callable[[_R], bool],
+    ) -> _R:
+        """POST ``data`` to a back-channel endpoint (token, PAR, revocation, introspection)
+        with this client's authentication: the one door of every authenticated request.
+
+        ``send`` is :meth:`_post_json` or :meth:`_post_raw` (the bounded reader; HTTPFailure
+        as it raises), ``refused`` tells an ``invalid_client`` answer. With a JWT assertion
+        method, a server that refuses the client while the assertion's ``aud`` was the
+        endpoint gets one more request, with a fresh assertion (new ``jti``) for the issuer;
+        when that one is accepted, later assertions name the issuer at once. Never more
+        than one retry; other methods are never retried.
+        """
+        auth = self.client_authentication()
+
+        def attempt(audience: str | None) -> _R:
+            form: dict[str, Any] = dict(data)
+            headers: dict[str, str] = {}
+            if audience is not None and isinstance(auth, JWTClientAssertion):
+                auth.apply_assertion(form, headers, audience=audience)
+            else:
+                auth.apply(form, headers, endpoint=endpoint)
+            return send(endpoint, form, headers)
+
+        audience = self._assertion_audience(endpoint)
+        answer = attempt(audience)
+        issuer = self.config.issuer
+        if (
+            isinstance(auth, JWTClientAssertion)
+            and issuer
+            and audience != issuer
+            and refused(answer)
+        ):
+            _log.debug(
+                "'%s' refused the client assertion for %s; sending one for the issuer",
+                self.name,
+                endpoint,
+            )
+            answer = attempt(issuer)
+            if not refused(answer):
+                self._issuer_audience = True
+        return answer
 
     # -- authorization request -------------------------------------------------------------
 
@@ -359,9 +455,142 @@ class OAuth2Provider(AbstractAuthProvider):
             params["code_challenge_method"] = "S256"
         if pending.nonce is not None:
             params["nonce"] = pending.nonce
+        front = self._request_parameters(params, pending)
         self._remember(pending)
         separator = "&" if urlsplit(endpoint).query else "?"
-        return endpoint + separator + urlencode(params), state
+        return endpoint + separator + urlencode(front, doseq=True), state
+
+    # -- issue 14: resource indicators, signed request objects, pushed requests -----------
+
+    def _request_parameters(
+        self, params: dict[str, str], pending: _PendingAuthorization
+    ) -> dict[str, str | list[str]]:
+        """The authorization request as it travels: plain, signed (JAR), pushed (PAR).
+
+        ``resource`` (RFC 8707) joins the parameters; with ``request_object`` they are
+        signed into ``request`` (RFC 9101) beside ``client_id``; with PAR (RFC 9126) they
+        go to the PAR endpoint and the URL carries only ``client_id`` and ``request_uri``
+        (``pending`` learns when that dies).
+        """
+        request: dict[str, str | list[str]] = dict(params)
+        if self.config.resource:
+            request["resource"] = list(self.config.resource)
+        if self.config.request_object:
+            request = {
+                "client_id": self.config.client_id,
+                "request": self._request_object(request),
+            }
+        if not self._use_par():
+            return request
+        request_uri, lifetime = self._push_authorization_request(request)
+        pending.request_uri_deadline = time.monotonic() + lifetime
+        return {"client_id": self.config.client_id, "request_uri": request_uri}
+
+    def _use_par(self) -> bool:
+        """``par: true``, or (unset) the server requires pushed authorization requests."""
+        if self.config.par is not None:
+            return self.config.par
+        return self._server_metadata().get("require_pushed_authorization_requests") is True
+
+    def _request_signer(self) -> JWTClientAssertion:
+        """The signer of request objects: the client's key, as for ``private_key_jwt``."""
+        auth = self.client_authentication()
+        if isinstance(auth, PrivateKeyJWT):
+            return auth
+        signer = self._jar_signer
+        if signer is None:
+            signer = PrivateKeyJWT(
+                self.config.client_id,
+                client_key=self.config.client_key,
+                client_key_id=self.config.client_key_id,
+                assertion_alg=self.config.client_assertion_alg,
+                provider_name=self.name,
+            )
+            self._restrict_algorithms(signer)
+            self._jar_signer = signer
+        return signer
+
+    def _request_object(self, params: Mapping[str, str | list[str]]) -> str:
+        """The authorization request as a signed JWT (RFC 9101 4), valid for one minute."""
+        from kstlib.auth._signing import SigningError, sign_jws
+
+        signer = self._request_signer()
+        now = int(time.time())
+        claims: dict[str, Any] = dict(params)
+        claims.update(
+            {
+                "iss": self.config.client_id,
+                "aud": self.config.issuer or self._require_endpoint("authorization_endpoint"),
+                "iat": now,
+                "nbf": now,
+                "exp": now + REQUEST_OBJECT_LIFETIME,
+                "jti": new_state(),
+            }
+        )
+        key, alg = signer.signing_key(), signer.algorithm()
+        try:
+            return sign_jws(claims, key, alg, {"typ": "oauth-authz-req+jwt"})
+        except SigningError as exc:
+            raise ConfigurationError(
+                f"Provider '{self.name}': client_key cannot sign the request object: {exc.reason}",
+                provider=self.name,
+                key="client_key",
+            ) from None
+
+    def _push_authorization_request(
+        self, request: Mapping[str, str | list[str]]
+    ) -> tuple[str, float]:
+        """POST the request to the PAR endpoint; its ``request_uri`` and lifetime (s)."""
+        endpoint = self._require_endpoint("pushed_authorization_request_endpoint")
+        what = f"Pushed authorization request to '{self.name}' failed"
+        try:
+            response = self._post_with_auth(endpoint, request, self._post_json, _json_refused)
+        except HTTPFailure as failure:
+            raise AuthorizationError(
+                f"{what}: {failure.reason}", reason="pushed request failed"
+            ) from None
+        if not response.is_success:
+            reason, code, desc = _server_message(response)
+            raise AuthorizationError(
+                f"{what}: {reason}",
+                reason="pushed request refused",
+                error_code=code,
+                error_description=desc,
+            )
+        data = response.data if isinstance(response.data, dict) else {}
+        request_uri = data.get("request_uri")
+        lifetime = data.get("expires_in")
+        if not isinstance(request_uri, str) or not _printable_token(request_uri):
+            raise AuthorizationError(
+                f"{what}: the answer has no usable request_uri (RFC 9126 2.2)",
+                reason="bad pushed response",
+            )
+        if (
+            isinstance(lifetime, bool)
+            or not isinstance(lifetime, int | float)
+            or not 0 < lifetime <= MAX_REQUEST_URI_LIFETIME
+        ):
+            raise AuthorizationError(
+                f"{what}: the answer's expires_in is not a positive number of seconds up to "
+                f"{MAX_REQUEST_URI_LIFETIME} (RFC 9126 2.2)",
+                reason="bad pushed response",
+            )
+        return request_uri, float(lifetime)
+
+    def _check_request_uri_alive(self, state: str) -> None:
+        """Before waiting for the browser: a pushed request that already died ends the
+        login with :class:`PushedAuthorizationExpiredError` (its pending entry dropped)."""
+        with self._pending_lock:
+            pending = self._pending.get(state)
+        deadline = pending.request_uri_deadline if pending is not None else None
+        if deadline is not None and time.monotonic() >= deadline:
+            self._take_pending(state)
+            raise PushedAuthorizationExpiredError(
+                f"The pushed authorization request of '{self.name}' expired before the "
+                "browser opened it; start the login again",
+                reason="request_uri expired",
+                error_code="invalid_request_uri",
+            )
 
     def _remember(self, pending: _PendingAuthorization) -> None:
         with self._pending_lock:
@@ -480,9 +709,11 @@ class OAuth2Provider(AbstractAuthProvider):
             opened = open_browser and _open_in_background(url, server)
             if on_url is not None:
                 on_url(url, opened)
+            if server.result is None:
+                self._check_request_uri_alive(state)  # issue 14
             wait = self._login_settings().timeout if timeout is None else timeout
             result = server.wait_for_callback(wait, on_tick=on_tick)
-            result.raise_for_error()
+            _raise_for_callback_error(result.raise_for_error)
             token = self.exchange_code(f"{redirect_uri}?{urlencode(result.raw_params)}", state)
         except BaseException as exc:
             self._take_pending(state)
@@ -546,7 +777,8 @@ class OAuth2Provider(AbstractAuthProvider):
         ``code`` may also be the full callback URL (``...?code=...&state=...&iss=...``),
         in which case its ``state`` and ``iss`` are checked too. ``state`` must
         match a pending authorization of this provider, unless the caller
-        supplies ``code_verifier`` itself (state kept elsewhere).
+        supplies ``code_verifier`` itself (state kept elsewhere). Under ``profile: fapi2``
+        the ``iss`` response parameter is required, also with a bare code.
 
         Raises:
             AuthorizationError: state mismatch, an error returned to the
@@ -572,7 +804,9 @@ class OAuth2Provider(AbstractAuthProvider):
                 "(expired, already used, or forged); start the login again",
                 reason="state mismatch",
             )
-        self._check_response_issuer(iss, required=from_redirect)
+        # profile fapi2: the iss parameter is required even with a bare code (issue 14)
+        fapi2 = self.config.profile == "fapi2"
+        self._check_response_issuer(iss, required=from_redirect or fapi2)
         data = {
             "grant_type": "authorization_code",
             "code": code,
@@ -597,6 +831,8 @@ class OAuth2Provider(AbstractAuthProvider):
             values = params.get(key)
             return values[0] if values else None
 
+        if one("error") == "invalid_request_uri":  # issue 14
+            raise _expired_request_uri(redact_text(one("error_description") or "") or None)
         if one("error"):
             raise AuthorizationError(
                 f"The authorization server returned an error: {one('error')}",
@@ -622,6 +858,12 @@ class OAuth2Provider(AbstractAuthProvider):
                     f"({iss!r}, expected {expected!r}): possible mix-up attack; login aborted",
                     reason="issuer mismatch",
                 )
+        elif iss is None and required and self.config.profile == "fapi2":  # issue 14
+            raise AuthorizationError(
+                "The authorization response has no 'iss'; profile fapi2 requires it "
+                "(RFC 9207); login aborted",
+                reason="missing iss",
+            )
         elif iss is None and required and advertised:
             raise AuthorizationError(
                 "The authorization response has no 'iss' although the server advertises "
@@ -826,14 +1068,17 @@ class OAuth2Provider(AbstractAuthProvider):
         return token
 
     def _token_request(self, data: dict[str, str], *, kind: GrantKind) -> dict[str, Any]:
-        """POST a grant to the token endpoint with client authentication; return its JSON."""
+        """POST a grant to the token endpoint with client authentication; return its JSON.
+
+        The configured ``resource`` indicators (RFC 8707) go with every grant whose
+        parameters name none.
+        """
         endpoint = self._require_endpoint("token_endpoint")
-        headers: dict[str, str] = {}
-        self.client_authentication().apply(data, headers, endpoint=endpoint)
+        form: dict[str, str | list[str]] = dict(data)
+        if self.config.resource and "resource" not in form:  # issue 14
+            form["resource"] = list(self.config.resource)
         try:
-            response = request_json(
-                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
-            )
+            response = self._post_with_auth(endpoint, form, self._post_json, _json_refused)
         except HTTPFailure as failure:
             raise self._grant_error(kind, failure) from None
         if not response.is_success:
@@ -1028,13 +1273,9 @@ class OAuth2Provider(AbstractAuthProvider):
 
     def _revoke_one(self, endpoint: str, value: str, hint: str) -> None:
         data = {"token": value, "token_type_hint": hint}
-        headers: dict[str, str] = {}
-        self.client_authentication().apply(data, headers, endpoint=endpoint)
         what = f"Revocation of the {hint.replace('_', ' ')} at '{self.name}' failed"
         try:
-            answer = request(
-                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
-            )
+            answer = self._post_with_auth(endpoint, data, self._post_raw, _raw_refused)
         except HTTPFailure as failure:
             raise AuthError(f"{what}: {failure.reason}", details={"endpoint": endpoint}) from None
         if answer.status_code != 200:
@@ -1062,13 +1303,9 @@ class OAuth2Provider(AbstractAuthProvider):
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
-        headers: dict[str, str] = {}
-        self.client_authentication().apply(data, headers, endpoint=endpoint)
         what = f"Introspection at '{self.name}' failed"
         try:
-            response = request_json(
-                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
-            )
+            response = self._post_with_auth(endpoint, data, self._post_json, _json_refused)
         except HTTPFailure as failure:
             raise AuthError(f"{what}: {failure.reason}") from None
         if not response.is_success:
@@ -1171,6 +1408,53 @@ class OAuth2Provider(AbstractAuthProvider):
             f"{url} reachable (HTTP {response.status_code})",
             details={"url": url, "status_code": response.status_code},
         )
+
+
+def _printable_token(value: object) -> bool:
+    """A server-made opaque value safe to put in a URL: short printable ASCII, no space."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 2048
+        and value.isascii()
+        and value.isprintable()
+        and not any(char.isspace() for char in value)
+    )
+
+
+def _expired_request_uri(description: str | None) -> PushedAuthorizationExpiredError:
+    return PushedAuthorizationExpiredError(
+        "The authorization server no longer knows the pushed authorization request "
+        "(invalid_request_uri: expired or already used); start the login again",
+        reason="request_uri expired",
+        error_code="invalid_request_uri",
+        error_description=description,
+    )
+
+
+def _raise_for_callback_error(check: Callable[[], str]) -> None:
+    """``CallbackResult.raise_for_error``, an ``invalid_request_uri`` made typed (issue 14)."""
+    try:
+        check()
+    except PushedAuthorizationExpiredError:
+        raise
+    except AuthorizationError as exc:
+        if exc.error_code == "invalid_request_uri":
+            raise _expired_request_uri(exc.error_description) from None
+        raise
+
+
+def _json_refused(response: JSONResponse) -> bool:
+    """The server refused the client's authentication (RFC 6749 5.2 ``invalid_client``)."""
+    return (
+        response.status_code in (400, 401)
+        and oauth_error_fields(response.data)["error_code"] == "invalid_client"
+    )
+
+
+def _raw_refused(response: RawResponse) -> bool:
+    return response.status_code in (400, 401) and (
+        oauth_error_fields(response.json_or_none())["error_code"] == "invalid_client"
+    )
 
 
 def _poll_details(response: JSONResponse) -> dict[str, Any]:
