@@ -47,7 +47,8 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     proc = subprocess.run(
         [str(ROOT / "scripts" / "docs"), "-E", "-q"],
         cwd=ROOT,
-        env={**os.environ, "KSTLIB_DOCS_OUT": str(out)},
+        # the test command ran ./scripts/setup already (KSTLIB_SKIP_SETUP: see scripts/docs)
+        env={**os.environ, "KSTLIB_DOCS_OUT": str(out), "KSTLIB_SKIP_SETUP": "1"},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
