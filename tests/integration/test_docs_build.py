@@ -60,8 +60,9 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 def test_docs_build_without_warnings(build: Build) -> None:
     assert build.returncode == 0, f"./scripts/docs failed:\n{build.output}"
     assert "WARNING" not in build.output and "ERROR" not in build.output, build.output
-    for page in DOCS.glob("*.md"):
-        assert (build.html / f"{page.stem}.html").is_file(), f"{page.name} was not built"
+    for page in [*DOCS.glob("*.md"), *DOCS.glob("idps/*.md")]:
+        built = build.html / page.relative_to(DOCS).with_suffix(".html")
+        assert built.is_file(), f"{page.relative_to(DOCS)} was not built"
 
 
 def test_api_reference_covers_every_public_name(build: Build) -> None:
