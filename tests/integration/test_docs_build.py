@@ -247,3 +247,36 @@ def test_configuration_page_lists_every_key() -> None:
     page = (DOCS / "configuration.md").read_text(encoding="utf-8")
     missing = [key for key in _configuration_keys() if f"`{key}`" not in page]
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+def _css_rules(css: str) -> dict[str, str]:
+    """``selector -> declarations`` of a flat stylesheet (comments removed)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    rules: dict[str, str] = {}
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        for selector in selectors.split(","):
+            rules[" ".join(selector.split())] = rules.get(" ".join(selector.split()), "") + body
+    return rules
+
+
+def test_code_blocks_tables_and_images_stay_inside_the_content_column(build: Build) -> None:
+    """docs/_static/kstlib.css is shipped and linked from every page; in it, code blocks and
+    tables scroll sideways inside the column (``overflow-x: auto``), long words in table cells
+    may break, and images are at most the column's width."""
+    css = (build.html / "_static" / "kstlib.css").read_text(encoding="utf-8")
+    rules = {sel: " ".join(body.split()) for sel, body in _css_rules(css).items()}
+
+    def declares(selector_end: str, declaration: str) -> bool:
+        return any(
+            sel.endswith(selector_end) and declaration in body for sel, body in rules.items()
+        )
+
+    assert declares("pre", "overflow-x: auto;")
+    assert declares("table.docutils", "overflow-x: auto;")
+    assert declares("table.docutils", "max-width: 100%;")
+    assert declares("table.docutils td", "overflow-wrap: anywhere;")
+    assert declares("img", "max-width: 100%;")
+    pages = [*build.html.glob("*.html"), *build.html.glob("idps/*.html")]
+    assert len(pages) > 10
+    for page in pages:
+        assert "kstlib.css" in page.read_text(encoding="utf-8"), page.name
