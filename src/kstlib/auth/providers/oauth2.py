@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -51,7 +53,7 @@ from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvide
 from kstlib.auth.redaction import get_logger, redact_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from kstlib.auth.callback import CallbackServer
     from kstlib.auth.config import AuthProviderConfig, CallbackServerSettings
@@ -74,6 +76,20 @@ _RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error", *POLL_
 _FATAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
 _ENDPOINT_FIELDS = METADATA_ENDPOINTS
+
+# -- grants for services (issue 13) --
+#: ``flow`` values of the grants that need no user, and the :class:`AuthFlow` of each.
+_SERVICE_FLOWS: Final[Mapping[str, AuthFlow]] = {
+    "client_credentials": AuthFlow.CLIENT_CREDENTIALS,
+    "token_exchange": AuthFlow.TOKEN_EXCHANGE,
+}
+#: RFC 8693 names.
+TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:jwt"
+#: Issued token types accepted when none was requested (both are sent as bearer tokens).
+USABLE_ISSUED_TYPES: Final = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
+# -- end of grants for services --
 
 #: What a token-endpoint call is, for its error type and message.
 GrantKind = Literal["exchange", "refresh", "grant"]
@@ -148,6 +164,9 @@ class OAuth2Provider(AbstractAuthProvider):
         #: when the provider sets none (both set by :meth:`from_config`).
         self._callback_settings: CallbackServerSettings | None = None
         self._default_login_redirect_uri: str | None = None
+        # issue 13: flow token_exchange builds its subject provider from the same configuration
+        self._subject_provider: AbstractAuthProvider | None = None
+        self._loaded_config: Mapping[str, Any] | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -187,6 +206,7 @@ class OAuth2Provider(AbstractAuthProvider):
             tracer=tracer,
         )
         provider._callback_settings = setup.callback_server
+        provider._loaded_config = loaded  # issue 13: the subject provider of a token exchange
         written = get_provider_config(setup.name, config=loaded) or {}
         if overrides.get("redirect_uri") is None and not written.get("redirect_uri"):
             provider._default_login_redirect_uri = _loopback_uri(setup.callback_server)
@@ -196,7 +216,11 @@ class OAuth2Provider(AbstractAuthProvider):
 
     @property
     def flow(self) -> AuthFlow:
-        """Authorization code, with PKCE when enabled."""
+        """The provider's ``flow``: authorization code (with PKCE when enabled), client
+        credentials or token exchange."""
+        service = _SERVICE_FLOWS.get(self.config.flow)
+        if service is not None:
+            return service
         return AuthFlow.AUTHORIZATION_CODE_PKCE if self.config.pkce else AuthFlow.AUTHORIZATION_CODE
 
     @property
@@ -331,6 +355,7 @@ class OAuth2Provider(AbstractAuthProvider):
 
     def _authorization_url(self, state: str | None, redirect_uri: str) -> tuple[str, str]:
         """:meth:`get_authorization_url` for ``redirect_uri`` (a login's bound loopback URI)."""
+        self._require_user_flow("log in through the browser")
         endpoint = self._require_endpoint("authorization_endpoint")
         if state is not None and not state:
             raise AuthorizationError("state must not be empty", reason="empty state")
@@ -435,6 +460,7 @@ class OAuth2Provider(AbstractAuthProvider):
             AuthorizationError: the user or the server refused, or ``iss`` does not match.
             TokenExchangeError, TokenValidationError: the code exchange failed.
         """
+        self._require_user_flow("log in through the browser")
         with self._new_login_server() as server:
             return self._login_with(server, open_browser, timeout, on_url, on_tick)
 
@@ -453,6 +479,7 @@ class OAuth2Provider(AbstractAuthProvider):
         """
         import asyncio
 
+        self._require_user_flow("log in through the browser")
         server = self._new_login_server()
         await asyncio.to_thread(server.start)
         try:
@@ -553,6 +580,7 @@ class OAuth2Provider(AbstractAuthProvider):
             TokenExchangeError: the token endpoint refused the code.
             TokenValidationError: the returned tokens failed validation.
         """
+        self._require_user_flow("exchange an authorization code")
         from_redirect = False
         if "?" in code or code.startswith(("http://", "https://")):
             code, url_state, iss = self._parse_callback_url(code, iss)
@@ -895,17 +923,33 @@ class OAuth2Provider(AbstractAuthProvider):
 
     # -- introspection ---------------------------------------------------------------------
 
-    def introspect(self, token: str, *, token_type_hint: str | None = None) -> dict[str, Any]:
+    def introspect(
+        self, token: str | Token | None = None, *, token_type_hint: str | None = None
+    ) -> dict[str, Any]:
         """Ask the introspection endpoint (RFC 7662) about ``token``; return its answer.
 
-        The client authenticates as at the token endpoint; the answer is read through the
-        bounded reader and must be a JSON object with a boolean ``active``.
+        ``token`` is a token value or a :class:`Token` (its access token); by default the
+        stored access token of this provider (with the hint ``access_token``). The client
+        authenticates as at the token endpoint; the answer is read through the bounded
+        reader and must be a JSON object with a boolean ``active``.
 
         Raises:
-            ConfigurationError: no introspection endpoint is configured or discovered.
+            ConfigurationError: no introspection endpoint is configured or discovered
+                (the message names ``introspection_url``).
+            TokenExpiredError: no token given and none is stored.
             AuthError: the request failed or the answer is not an introspection response.
         """
         endpoint = self._require_endpoint("introspection_endpoint")
+        if token is None:
+            stored = self.token_storage.load(self.name)
+            if stored is None:
+                raise self._not_logged_in()
+            token = stored.access_token
+            token_type_hint = token_type_hint or "access_token"
+        elif isinstance(token, Token):
+            token = token.access_token
+        if not isinstance(token, str) or not token:
+            raise ValueError("introspect: token must be a non-empty string or a Token")
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
@@ -926,6 +970,12 @@ class OAuth2Provider(AbstractAuthProvider):
         if not isinstance(response.data, dict) or not isinstance(response.data.get("active"), bool):
             raise AuthError(f"{what}: the answer has no boolean 'active' (RFC 7662 2.2)")
         return response.data
+
+    async def aintrospect(
+        self, token: str | Token | None = None, *, token_type_hint: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`introspect` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(self.introspect, token, token_type_hint=token_type_hint)
 
     # -- userinfo --------------------------------------------------------------------------
 
@@ -1018,6 +1068,221 @@ class OAuth2Provider(AbstractAuthProvider):
             f"{url} reachable (HTTP {response.status_code})",
             details={"url": url, "status_code": response.status_code},
         )
+
+    # -- grants for services (issue 13): client credentials, token exchange ---------------
+
+    def _require_user_flow(self, what: str) -> None:
+        """Refuse a browser login (or code exchange) on a provider whose flow has no user."""
+        flow = self.config.flow
+        if flow not in _SERVICE_FLOWS:
+            return
+        how = (
+            "the client authenticates itself"
+            if flow == "client_credentials"
+            else f"its token is exchanged from the login of '{self.config.subject_provider}'"
+        )
+        raise ConfigurationError(
+            f"Provider '{self.name}' uses flow {flow}: it cannot {what} ({how}); "
+            f"`kstlib auth token {self.name}` (or provider.get_token()) gets its token",
+            provider=self.name,
+            key="flow",
+        )
+
+    def can_obtain(self) -> bool:
+        """A client-credentials or token-exchange provider gets its first token itself."""
+        return self.config.flow in _SERVICE_FLOWS
+
+    def can_renew(self, token: Token) -> bool:
+        """A client-credentials or token-exchange provider can always get a new token."""
+        if self.config.flow in _SERVICE_FLOWS:
+            return True
+        return super().can_renew(token)
+
+    def _renew(self, token: Token | None) -> Token:
+        flow = self.config.flow
+        if flow == "client_credentials":
+            return self._service_grant("client credentials grant", self._client_credentials)
+        if flow == "token_exchange":
+            return self._service_grant("token exchange", self._exchange_subject)
+        return super()._renew(token)
+
+    def _service_grant(self, what: str, grant: Callable[[], Token]) -> Token:
+        """Run ``grant`` (the caller holds the locks), then store its token.
+
+        A failure is a :class:`TokenRefreshError` (the pipeline's renewal failure: shared
+        with the callers queued behind, a still-valid token kept); nothing is stored.
+        """
+        try:
+            token = grant()
+        except TokenExchangeError as exc:
+            raise TokenRefreshError(
+                f"The {what} of '{self.name}' failed: {exc.reason}",
+                reason=exc.reason,
+                retryable=exc.retryable,
+                error_code=exc.error_code,
+                status_code=exc.status_code,
+            ) from None
+        except TokenValidationError as exc:
+            raise TokenRefreshError(
+                f"The {what} of '{self.name}' returned an invalid token: {exc.reason}",
+                reason=exc.reason,
+                retryable=False,
+            ) from None
+        self.save_token(token)
+        _log.debug("Got a new token for '%s' (%s)", self.name, what)
+        return token
+
+    def _grant_target(self) -> dict[str, str]:
+        """``scope``, ``audience`` and ``resource`` of a service grant, from the config.
+
+        ``openid`` is never sent: it asks for an ID token about a user, and these grants
+        have none.
+        """
+        params: dict[str, str] = {}
+        scopes = [scope for scope in self.config.scopes if scope != "openid"]
+        if scopes:
+            params["scope"] = " ".join(scopes)
+        if self.config.audience:
+            params["audience"] = self.config.audience
+        if self.config.resource:
+            params["resource"] = self.config.resource
+        return params
+
+    def _client_credentials(self) -> Token:
+        """The client credentials grant (RFC 6749 4.4): a token for the client itself."""
+        return self.token_request("client_credentials", **self._grant_target())
+
+    # -- token exchange (RFC 8693) --
+
+    @property
+    def subject_provider(self) -> AbstractAuthProvider:
+        """``flow: token_exchange``: the provider whose token is exchanged (built on first use
+        from the same configuration; assignable, e.g. to share one provider object).
+
+        Raises:
+            ConfigurationError: the provider's flow is not token_exchange.
+        """
+        subject = self._subject_provider
+        if subject is None:
+            name = self.config.subject_provider
+            if self.config.flow != "token_exchange" or not name:
+                raise ConfigurationError(
+                    f"Provider '{self.name}' has no subject_provider (only flow "
+                    "token_exchange has one)",
+                    provider=self.name,
+                    key="subject_provider",
+                )
+            from kstlib.auth.config import get_provider
+
+            subject = get_provider(name, config=self._loaded_config)
+            self._subject_provider = subject
+        return subject
+
+    @subject_provider.setter
+    def subject_provider(self, provider: AbstractAuthProvider) -> None:
+        self._subject_provider = provider
+
+    def _exchange_subject(self) -> Token:
+        """``flow: token_exchange``: exchange the subject provider's access token (renewed
+        first when stale, by that provider's own pipeline)."""
+        subject = self.subject_provider.acquire().token
+        return self.exchange_token(subject.access_token, **self._exchange_target())
+
+    def _exchange_target(self) -> dict[str, Any]:
+        params = self._grant_target()
+        return {
+            "audience": params.get("audience"),
+            "resource": params.get("resource"),
+            "scope": params.get("scope"),
+        }
+
+    def exchange_token(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        requested_token_type: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        store_as: str | None = None,
+    ) -> Token:
+        """Exchange ``subject_token`` for another token (RFC 8693); return it.
+
+        The answer must carry an ``issued_token_type``: the ``requested_token_type`` when
+        one was asked for, else an access token or a JWT (usable as a bearer token);
+        anything else is refused. The token is not stored unless ``store_as`` names the
+        storage entry to save it under (another provider's name, say).
+
+        Raises:
+            ValueError: an empty or non-string argument; ``actor_token`` without
+                ``actor_token_type``.
+            TokenExchangeError: the server refused, or issued another token type (nothing
+                stored).
+            TokenValidationError: the issued token is not a usable token response.
+            ConfigurationError: no token endpoint, or unusable client credentials.
+        """
+        params = {"subject_token": subject_token, "subject_token_type": subject_token_type}
+        optional = {
+            "audience": audience,
+            "resource": resource,
+            "scope": scope,
+            "requested_token_type": requested_token_type,
+            "actor_token": actor_token,
+            "actor_token_type": actor_token_type,
+        }
+        for name, value in [*params.items(), *optional.items()]:
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"exchange_token: {name} must be a non-empty string")
+        if (actor_token is None) != (actor_token_type is None):
+            raise ValueError("exchange_token: actor_token and actor_token_type go together")
+        params.update({name: value for name, value in optional.items() if value is not None})
+        token = self.token_request(TOKEN_EXCHANGE_GRANT, **params)
+        issued = token.metadata.get("issued_token_type")
+        accepted = (requested_token_type,) if requested_token_type else USABLE_ISSUED_TYPES
+        if issued not in accepted:
+            shown = issued if isinstance(issued, str) and len(issued) <= 100 else "none"
+            raise TokenExchangeError(
+                f"Token exchange at '{self.name}' returned issued_token_type {shown!r}, "
+                f"expected {' or '.join(accepted)}; the token was refused (not stored)",
+                reason="wrong issued_token_type",
+            )
+        if store_as is not None:
+            self.token_storage.save(store_as, token)
+        return token
+
+    async def aexchange_token(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        requested_token_type: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        store_as: str | None = None,
+    ) -> Token:
+        """:meth:`exchange_token` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.exchange_token,
+                subject_token,
+                subject_token_type,
+                audience=audience,
+                resource=resource,
+                scope=scope,
+                requested_token_type=requested_token_type,
+                actor_token=actor_token,
+                actor_token_type=actor_token_type,
+                store_as=store_as,
+            )
+        )
+
+    # -- end of grants for services --
 
 
 def _poll_details(response: JSONResponse) -> dict[str, Any]:
