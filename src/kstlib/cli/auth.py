@@ -399,7 +399,8 @@ def logout(
     elif revoked is False:
         console.print(
             Text(
-                f"{name} has no revocation endpoint: the tokens stay valid until they expire.",
+                f"{name} has no revocation endpoint (neither discovered nor set in "
+                "'revoke_url'): the tokens stay valid until they expire.",
                 style="yellow",
             )
         )

@@ -83,6 +83,10 @@ _SERVICE_FLOWS: Final[Mapping[str, AuthFlow]] = {
     "client_credentials": AuthFlow.CLIENT_CREDENTIALS,
     "token_exchange": AuthFlow.TOKEN_EXCHANGE,
 }
+#: Endpoints some servers list only in their RFC 8414 metadata, not in openid-configuration.
+ELSEWHERE_ENDPOINTS: Final = frozenset(
+    {"revocation_endpoint", "introspection_endpoint", "device_authorization_endpoint"}
+)
 #: RFC 8693 names.
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
@@ -286,10 +290,18 @@ class OAuth2Provider(AbstractAuthProvider):
         if explicit:
             return str(explicit)
         value = self._server_metadata().get(name)
+        if (not isinstance(value, str) or not value) and name in ELSEWHERE_ENDPOINTS:
+            # issue 13 (item 6): some servers list it only in their RFC 8414 metadata
+            value = self._other_metadata().get(name)
         if not isinstance(value, str) or not value:
             return None
         self._check_discovered_url(name, value)
         return value
+
+    def _other_metadata(self) -> dict[str, Any]:
+        """The issuer's RFC 8414 document, consulted for :data:`ELSEWHERE_ENDPOINTS` missing
+        from the server metadata (OIDC overrides; plain OAuth2 has none)."""
+        return {}
 
     def _check_discovered_url(self, name: str, url: str) -> None:
         from kstlib.auth._config.values import _FieldError, _url
