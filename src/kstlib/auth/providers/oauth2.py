@@ -1029,11 +1029,14 @@ class OAuth2Provider(AbstractAuthProvider):
     # -- preflight -------------------------------------------------------------------------
 
     def _preflight_steps(self) -> list[tuple[str, Callable[[], PreflightResult]]]:
-        return [
+        steps: list[tuple[str, Callable[[], PreflightResult]]] = [
             ("config", self._preflight_config),
             ("authorization_endpoint", lambda: self._preflight_reach("authorization_endpoint")),
             ("token_endpoint", lambda: self._preflight_reach("token_endpoint")),
         ]
+        if self.config.flow in _SERVICE_FLOWS:  # issue 13: no browser, no authorization endpoint
+            steps = [step for step in steps if step[0] != "authorization_endpoint"]
+        return steps
 
     def preflight(self) -> PreflightReport:
         """Check configuration, discovery, keys, scopes and endpoint reachability.
