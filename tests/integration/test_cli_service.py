@@ -58,6 +58,9 @@ def test_login_is_refused_with_a_clear_error(cli: CLI) -> None:
     assert "uses flow client_credentials" in result.stderr
     assert "kstlib auth token svc" in result.stderr
     assert cli.stored("svc") is None
+    assert cli.invoke("auth", "token").exit_code == 0
+    again = cli.invoke("auth", "login", "svc")  # a stored token changes nothing
+    assert again.exit_code == 2 and "uses flow client_credentials" in again.stderr
 
 
 def test_introspect_the_stored_token(cli: CLI, idp: IdP) -> None:

@@ -216,6 +216,19 @@ def test_refused_client_is_a_typed_error_and_nothing_is_stored(idp: IdP, use_asy
     provider.close()
 
 
+def test_a_refused_grant_stands_for_a_pause(idp: IdP) -> None:
+    """A misconfigured service does not send one token request per API call."""
+    provider = make_service(idp, client_secret="wrong-secret")
+    idp.reset_stats()
+    for _ in range(3):
+        with pytest.raises(TokenRefreshError, match="invalid_client"):
+            provider.acquire()
+    with pytest.raises(TokenRefreshError, match="invalid_client"):
+        asyncio.run(provider.aacquire())
+    assert grants(idp) == 1
+    provider.close()
+
+
 def test_auto_refresh_off_never_fetches(idp: IdP) -> None:
     provider = make_service(idp)
     idp.reset_stats()

@@ -289,6 +289,21 @@ def _expiry_phrase(token: Token) -> str:
     return f"expires {format_when(token.expires_at)}"
 
 
+def _refuse_service_flow(name: str, loaded: LoadedConfig) -> None:
+    """A provider whose flow has no user (client credentials, token exchange) has no login
+    (checked on the written ``flow``; a bad value is reported when the provider is built)."""
+    from kstlib.auth._config.values import SERVICE_FLOWS, _FieldError, _flow
+    from kstlib.auth.config import get_provider_config
+    from kstlib.auth.providers.oauth2 import no_user_error
+
+    try:
+        flow = _flow((get_provider_config(name, config=loaded) or {}).get("flow"))
+    except _FieldError:
+        return
+    if flow in SERVICE_FLOWS:
+        raise no_user_error(name, flow, "log in through the browser")
+
+
 @_handled
 def login(
     provider: ProviderArg = None,
@@ -323,6 +338,7 @@ def login(
     """Log in (authorization code + PKCE) and store the tokens."""
     loaded = _load()
     name = _resolve(provider, loaded)
+    _refuse_service_flow(name, loaded)  # issue 13: before "already logged in"
     notice = _Notice(quiet)
     current = None if force else _stored_valid_token(name, loaded)
     if current is not None:

@@ -107,14 +107,14 @@ class _RefreshFailure:
             return False
         if token is None or not token.refresh_token:
             # a grant that needs no user (client credentials, token exchange): nothing is
-            # spent, so a later caller tries again (after the pause of a retryable failure)
-            return self.at >= arrived_at
+            # spent; the failure stands for the pause, then a caller tries again
+            return self.at >= arrived_at or time.monotonic() < self.at + REFRESH_RETRY_PAUSE
         return not self.error.retryable or self.at >= arrived_at
 
     def pauses(self, token: Token, now: float) -> bool:
         """Whether a still-valid ``token`` is kept as is (no new attempt) at ``now``."""
         return (
-            self.error.retryable
+            (self.error.retryable or not token.refresh_token)
             and fingerprint(token.refresh_token) == self.refresh_token
             and now < self.at + REFRESH_RETRY_PAUSE
         )

@@ -87,6 +87,23 @@ _SERVICE_FLOWS: Final[Mapping[str, AuthFlow]] = {
 ELSEWHERE_ENDPOINTS: Final = frozenset(
     {"revocation_endpoint", "introspection_endpoint", "device_authorization_endpoint"}
 )
+
+
+def no_user_error(name: str, flow: str, what: str) -> ConfigurationError:
+    """The error of a browser login asked of provider ``name`` whose ``flow`` has no user."""
+    how = (
+        "the client authenticates itself"
+        if flow == "client_credentials"
+        else "its token is exchanged from another provider's login"
+    )
+    return ConfigurationError(
+        f"Provider '{name}' uses flow {flow}: it cannot {what} ({how}); "
+        f"`kstlib auth token {name}` (or provider.get_token()) gets its token",
+        provider=name,
+        key="flow",
+    )
+
+
 #: RFC 8693 names.
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
@@ -170,6 +187,7 @@ class OAuth2Provider(AbstractAuthProvider):
         self._default_login_redirect_uri: str | None = None
         # issue 13: flow token_exchange builds its subject provider from the same configuration
         self._subject_provider: AbstractAuthProvider | None = None
+        self._built_subject: AbstractAuthProvider | None = None  # built here: closed here
         self._loaded_config: Mapping[str, Any] | None = None
 
     # -- construction ----------------------------------------------------------------------
@@ -256,11 +274,15 @@ class OAuth2Provider(AbstractAuthProvider):
         return client
 
     def close(self) -> None:
-        """Close the HTTP client (when this provider created it)."""
+        """Close the HTTP client (when this provider created it), and the subject provider
+        of a token exchange when this provider built it."""
         with self._client_lock:
             if self._http_client is not None and self._owns_client:
                 self._http_client.close()
                 self._http_client = None
+        subject, self._built_subject = self._built_subject, None  # issue 13
+        if subject is not None:
+            subject.close()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Close the HTTP client and forget pending authorizations."""
@@ -1088,20 +1110,8 @@ class OAuth2Provider(AbstractAuthProvider):
 
     def _require_user_flow(self, what: str) -> None:
         """Refuse a browser login (or code exchange) on a provider whose flow has no user."""
-        flow = self.config.flow
-        if flow not in _SERVICE_FLOWS:
-            return
-        how = (
-            "the client authenticates itself"
-            if flow == "client_credentials"
-            else f"its token is exchanged from the login of '{self.config.subject_provider}'"
-        )
-        raise ConfigurationError(
-            f"Provider '{self.name}' uses flow {flow}: it cannot {what} ({how}); "
-            f"`kstlib auth token {self.name}` (or provider.get_token()) gets its token",
-            provider=self.name,
-            key="flow",
-        )
+        if self.config.flow in _SERVICE_FLOWS:
+            raise no_user_error(self.name, self.config.flow, what)
 
     def can_obtain(self) -> bool:
         """A client-credentials or token-exchange provider gets its first token itself."""
@@ -1190,7 +1200,7 @@ class OAuth2Provider(AbstractAuthProvider):
             from kstlib.auth.config import get_provider
 
             subject = get_provider(name, config=self._loaded_config)
-            self._subject_provider = subject
+            self._subject_provider = self._built_subject = subject
         return subject
 
     @subject_provider.setter
