@@ -232,8 +232,10 @@ def test_a_refused_grant_stands_for_a_pause(idp: IdP) -> None:
 def test_auto_refresh_off_never_fetches(idp: IdP) -> None:
     provider = make_service(idp)
     idp.reset_stats()
-    with pytest.raises(TokenExpiredError):
+    with pytest.raises(TokenExpiredError, match="kstlib auth token svc"):
         provider.acquire(auto_refresh=False)
+    with pytest.raises(TokenExpiredError, match="No token is stored for 'svc' yet"):
+        provider.introspect()
     assert provider.get_token(auto_refresh=False) is None and grants(idp) == 0
     provider.close()
 

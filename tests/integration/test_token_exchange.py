@@ -8,6 +8,7 @@ user with the requested audience.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from kstlib.auth.errors import (
 )
 from kstlib.auth.models import AuthFlow, Token
 from kstlib.auth.providers import OIDCProvider
+from kstlib.auth.redaction import TRACE
 from kstlib.auth.token import MemoryTokenStorage
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, SERVICE, WRONG_ISSUED_TYPE_AUDIENCE, IdP
@@ -248,4 +250,30 @@ def test_flow_token_exchange_from_the_configuration_file(idp: IdP) -> None:
         )
     with pytest.raises(ConfigurationError, match="only used with flow token_exchange"):
         AuthProviderConfig(client_id="c", issuer=idp.issuer, subject_provider="user")
+    svc.close()
+
+
+def test_no_token_in_the_trace(
+    idp: IdP, user: OIDCProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TRACE logs of an exchange and a client-credentials grant name no token."""
+    logger = logging.getLogger("kstlib")
+    before = logger.level
+    logger.setLevel(TRACE)
+    try:
+        with caplog.at_level(TRACE, logger="kstlib"):
+            svc = downstream(idp, user)
+            exchanged = svc.get_token()
+            service_token = service(idp, scopes=["api:read"]).get_token()
+    finally:
+        logger.setLevel(before)
+    assert exchanged is not None and service_token is not None
+    assert "--> POST" in caplog.text  # traces were on
+    for secret in (
+        exchanged.access_token,
+        user_token(user).access_token,
+        service_token.access_token,
+        SERVICE.client_secret or "",
+    ):
+        assert secret not in caplog.text
     svc.close()

@@ -308,6 +308,11 @@ class AbstractAuthProvider(ABC):
 
     def _not_logged_in(self) -> TokenExpiredError:
         name = self.name
+        if self.can_obtain():  # a service flow: there is no login
+            return TokenExpiredError(
+                f"No token is stored for '{name}' yet; `kstlib auth token {name}` "
+                "(or provider.get_token()) gets one"
+            )
         return TokenExpiredError(f"Not logged in to '{name}'; run `kstlib auth login {name}`")
 
     def _cannot_renew(self, token: Token) -> TokenError:
