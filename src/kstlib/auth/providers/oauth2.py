@@ -591,6 +591,24 @@ class OAuth2Provider(AbstractAuthProvider):
         separator = "&" if urlsplit(endpoint).query else "?"
         return f"{endpoint}{separator}{urlencode(params)}"
 
+    async def alogout_url(
+        self,
+        *,
+        id_token_hint: str | None = None,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> str | None:
+        """:meth:`logout_url` for asyncio callers (discovery and the storage read run in a
+        worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.logout_url,
+                id_token_hint=id_token_hint,
+                post_logout_redirect_uri=post_logout_redirect_uri,
+                state=state,
+            )
+        )
+
     # -- code exchange ---------------------------------------------------------------------
 
     def exchange_code(
