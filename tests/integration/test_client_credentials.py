@@ -114,7 +114,7 @@ def test_stale_token_is_fetched_again(idp: IdP) -> None:
     provider.close()
 
 
-def test_threads_and_tasks_storm_one_request(idp: IdP) -> None:
+def test_16_threads_storm_one_request(idp: IdP) -> None:
     provider = make_service(idp)
     provider.discover()
     idp.reset_stats()
@@ -161,9 +161,18 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_4_processes_sharing_a_file_storage_one_request(idp: IdP, tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["nothing stored", "expired token stored"])
+def test_4_processes_sharing_a_file_storage_one_request(
+    idp: IdP, tmp_path: Path, start: str
+) -> None:
     directory = tmp_path / "tokens"
-    FileTokenStorage(directory)  # created once, before the children race for it
+    storage = FileTokenStorage(directory)  # created once, before the children race for it
+    if start == "expired token stored":
+        first = make_service(idp, storage=storage)
+        token = first.get_token()
+        assert token is not None
+        storage.save("svc", expired(token))
+        first.close()
     go = tmp_path / "go"
     idp.reset_stats()
     args = [idp.issuer, str(directory), str(go), idp.api_url("p"), SERVICE.client_secret or ""]
@@ -186,6 +195,8 @@ def test_4_processes_sharing_a_file_storage_one_request(idp: IdP, tmp_path: Path
         assert p.returncode == 0, err
         assert out.strip() == "[200, 200, 200]"
     assert grants(idp) == 1
+    stored = storage.load("svc")
+    assert stored is not None and not stored.is_expired
 
 
 def test_browser_login_is_refused_with_a_typed_error(idp: IdP) -> None:
