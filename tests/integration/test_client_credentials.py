@@ -206,6 +206,7 @@ def test_browser_login_is_refused_with_a_typed_error(idp: IdP) -> None:
         provider.get_authorization_url,
         lambda: provider.exchange_code("code", "state"),
         lambda: asyncio.run(provider.alogin()),
+        provider.start_device_authorization,
     ):
         with pytest.raises(ConfigurationError, match="flow client_credentials") as info:
             attempt()
