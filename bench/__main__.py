@@ -18,7 +18,17 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import checker, cli_token, imports, login, per_request, storage, storm, verify
+from bench import (
+    checker,
+    cli_token,
+    imports,
+    login,
+    per_request,
+    storage,
+    storm,
+    storm_cc,  # issue 13: client-credentials storm
+    verify,
+)
 from bench.common import Context, CountTable, Result, format_table
 
 BENCHES: dict[str, Callable[[Context], list[Result]]] = {
@@ -26,6 +36,7 @@ BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "cli": cli_token.run,
     "requests": per_request.run,
     "storm": storm.run,
+    "storm_cc": storm_cc.run,  # issue 13
     "checker": checker.run,
     "verify": verify.run,
     "storage": storage.run,

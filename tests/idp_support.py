@@ -81,6 +81,9 @@ __all__ = [
     "REDIRECT_URI",
     "REDIRECT_URI_LOCALHOST",
     "SCOPES",
+    "SERVICE",
+    "SERVICE_SCOPES",
+    "WRONG_ISSUED_TYPE_AUDIENCE",
     "BrowserLoginError",
     "IdP",
     "IdPStartError",
@@ -126,6 +129,10 @@ class OidcClient:
     )
     #: Public keys registered for private_key_jwt (a JWKS), None for other methods.
     jwks: Mapping[str, Any] | None = None
+    #: issue 13: a service client has other grants, no response type, no redirect.
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    response_types: tuple[str, ...] = ("code",)
+    application_type: str = "native"
 
     @property
     def is_public(self) -> bool:
@@ -135,10 +142,11 @@ class OidcClient:
         """oidc-provider client metadata (passed to the server as IDP_CLIENTS)."""
         meta: dict[str, Any] = {
             "client_id": self.client_id,
-            "application_type": "native",  # loopback redirect URIs match with any port
+            # native: loopback redirect URIs match with any port
+            "application_type": self.application_type,
             "token_endpoint_auth_method": self.token_endpoint_auth_method,
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
+            "grant_types": list(self.grant_types),
+            "response_types": list(self.response_types),
             "redirect_uris": list(self.redirect_uris),
             "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
             "id_token_signed_response_alg": self.id_token_signed_response_alg,
@@ -187,6 +195,24 @@ ES256 = OidcClient(
     "client_secret_basic",
     id_token_signed_response_alg="ES256",
 )
+# -- grants for services (issue 13) --
+#: A confidential client with no user: client_credentials and RFC 8693 token exchange only.
+SERVICE = OidcClient(
+    "kstlib-service",
+    "kstlib-service-secret",
+    "client_secret_basic",
+    redirect_uris=(),
+    post_logout_redirect_uris=(),
+    grant_types=("client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"),
+    response_types=(),
+    application_type="web",
+)
+#: Scopes the test IdP grants a service.
+SERVICE_SCOPES = ("api:read", "api:write")
+#: A token exchange asked for this audience gets a wrong issued_token_type (server.mjs hook).
+WRONG_ISSUED_TYPE_AUDIENCE = "urn:kstlib:test:wrong-issued-token-type"
+# -- end of grants for services --
+
 #: Test-only private keys of the private_key_jwt client (its public halves are registered).
 _CLIENT_KEYS: list[dict[str, Any]] = json.loads(
     (Path(__file__).resolve().parent / "idp" / "test-client-keys.json").read_text()
@@ -238,6 +264,7 @@ CLIENTS: Mapping[str, OidcClient] = {
         PRIVATE_KEY_JWT,
         CLIENT_SECRET_JWT,
         FAPI,  # issue 14
+        SERVICE,  # issue 13
     )
 }
 

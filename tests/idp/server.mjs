@@ -83,6 +83,8 @@ import * as http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
+const oidcErrors = errors; // issue 13's name for the same module
+
 const HOST = '127.0.0.1';
 const REQUESTED_PORT = Number.parseInt(process.env.IDP_PORT ?? process.argv[2] ?? '0', 10);
 const READY_FILE = process.env.IDP_READY_FILE || undefined;
@@ -148,6 +150,70 @@ const DEFAULT_CLIENTS = [
   post_logout_redirect_uris: ['http://127.0.0.1:8400/logged-out', 'http://localhost:8400/logged-out'],
   ...client,
 }));
+
+// ---- grants for services (issue 13): client credentials, token exchange (RFC 8693) ----
+// kstlib-service: a confidential client with no user and no redirect; it may use the
+// client_credentials grant and exchange a user's access token (RFC 8693).
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+// Scopes a service may ask for (added to the provider's scopes).
+const SERVICE_SCOPES = ['api:read', 'api:write'];
+// Test hook: a token exchange asked for this audience answers with a wrong
+// issued_token_type (the client must refuse it and store nothing).
+const WRONG_ISSUED_TYPE_AUDIENCE = 'urn:kstlib:test:wrong-issued-token-type';
+DEFAULT_CLIENTS.push({
+  client_id: 'kstlib-service',
+  client_secret: 'kstlib-service-secret',
+  token_endpoint_auth_method: 'client_secret_basic',
+  application_type: 'web',
+  grant_types: ['client_credentials', TOKEN_EXCHANGE_GRANT],
+  response_types: [],
+  redirect_uris: [],
+  post_logout_redirect_uris: [],
+});
+
+// RFC 8693 token exchange: the subject token must be a live access token of this
+// IdP (AccessToken.find, not expired, its grant not revoked); the answer is a new
+// access token for the same user and grant, with the requested audience.
+async function tokenExchangeHandler(ctx) {
+  const { params, client } = ctx.oidc;
+  const { provider } = current;
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new oidcErrors.InvalidRequest(`unsupported subject_token_type (only ${ACCESS_TOKEN_TYPE})`);
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new oidcErrors.InvalidRequest('unsupported requested_token_type');
+  }
+  const subject = await provider.AccessToken.find(params.subject_token);
+  if (!subject || subject.isExpired || !(await provider.Grant.find(subject.grantId))) {
+    throw new oidcErrors.InvalidGrant('subject_token is invalid, expired or revoked');
+  }
+  const token = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId: subject.grantId,
+    gty: 'token_exchange',
+    scope: params.scope || subject.scope,
+  });
+  if (params.audience) token.setAudience(params.audience);
+  const value = await token.save();
+  const wrong = params.audience === WRONG_ISSUED_TYPE_AUDIENCE;
+  ctx.body = {
+    access_token: value,
+    issued_token_type: wrong ? 'urn:ietf:params:oauth:token-type:refresh_token' : ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope || undefined,
+  };
+}
+
+function registerServiceGrants(provider) {
+  provider.registerGrantType(TOKEN_EXCHANGE_GRANT, tokenExchangeHandler, [
+    'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+    'requested_token_type', 'audience', 'resource', 'scope',
+  ]);
+}
+// ---- end of grants for services ----
 
 // ---------------------------------------- device authorization grant (RFC 8628; issue #13)
 // Clients allowed only the device grant (and refresh), always registered: kstlib-device (client_secret_basic),
@@ -586,7 +652,7 @@ function buildProvider() {
     jwks: { keys },
     cookies: { keys: state.cookieKeys },
     findAccount,
-    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    scopes: ['openid', 'profile', 'email', 'offline_access', ...SERVICE_SCOPES],
     responseTypes: ['code'],
     claims: {
       openid: ['sub'],
@@ -600,6 +666,8 @@ function buildProvider() {
       introspection: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      // grants for services (issue 13)
+      clientCredentials: { enabled: true },
       deviceFlow: { enabled: true }, // device grant block
       // --- issue 14: PAR, JAR, resource indicators, FAPI 2.0 ---
       pushedAuthorizationRequests: {
@@ -633,6 +701,7 @@ function buildProvider() {
     rotateRefreshToken: true,
     ttl: {
       AccessToken: () => settings.access_token_ttl,
+      ClientCredentials: () => settings.access_token_ttl, // issue 13
       IdToken: () => settings.id_token_ttl,
       RefreshToken: () => settings.refresh_token_ttl,
       AuthorizationCode: 60,
@@ -671,6 +740,8 @@ function buildProvider() {
     }
     return next();
   });
+
+  registerServiceGrants(provider); // issue 13: token exchange
 
   provider.on('server_error', (ctx, err) => {
     console.error('server_error', err);
@@ -725,6 +796,11 @@ async function protectedApi(req, res, url) {
     if (token && (token.isExpired || !(await provider.Grant.find(token.grantId)))) {
       token = undefined;
     }
+    // issue 13: a client-credentials token (no user, no grant) is accepted too
+    if (!token) {
+      const service = await provider.ClientCredentials.find(match[1]);
+      if (service && !service.isExpired) token = service;
+    }
   }
 
   if (!token) {
@@ -749,13 +825,14 @@ async function protectedApi(req, res, url) {
   bump('api');
   bump('api:200');
   send(res, 200, {
-    sub: token.accountId,
+    sub: token.accountId ?? null,
     client_id: token.clientId,
     scope: token.scope ?? null,
     method: req.method,
     path: url.pathname,
     query: Object.fromEntries(url.searchParams),
     body,
+    ...(token.aud ? { aud: token.aud } : {}), // issue 13: the audience of an exchanged token
   });
 }
 

@@ -90,6 +90,23 @@ auth:
       issuer: https://idp.example.com
       client_id: my-app
       scopes: [openid, profile, email, offline_access]
+    # issue 13 (docs/grants.md): a service (client credentials) and a downstream API
+    # reached by token exchange from corporate's login; test-only client of the local IdP
+    reporting:
+      type: oauth2
+      flow: client_credentials
+      token_endpoint: https://idp.example.com/token
+      introspection_endpoint: https://idp.example.com/token/introspection
+      client_id: kstlib-service
+      client_secret: kstlib-service-secret
+      scopes: [api:read]
+    downstream:
+      flow: token_exchange
+      subject_provider: corporate
+      issuer: https://idp.example.com
+      client_id: kstlib-service
+      client_secret: kstlib-service-secret
+      audience: https://orders.example.com
 """
 
 #: What a page's namespace must hold once all its Python blocks ran (beyond "nothing raised").

@@ -10,6 +10,7 @@ from kstlib._redaction import REDACTED, is_sensitive_key, redact_mapping, redact
 from kstlib.auth._config.values import (
     _ENDPOINT_FIELDS,
     DEFAULT_REDIRECT_URI,
+    SERVICE_FLOWS,
     _algorithms,
     _assertion_alg,
     _auth_method,
@@ -17,6 +18,7 @@ from kstlib.auth._config.values import (
     _client_key,
     _extra,
     _FieldError,
+    _flow,
     _headers,
     _int,
     _number,
@@ -96,6 +98,17 @@ class AuthProviderConfig:
     #: A security profile whose client rules are turned on and enforced (``fapi2``).
     profile: str | None = None
     # --- end issue 14 ---
+    # -- grants for services (issue 13: client credentials, token exchange) --------------
+    #: How the provider gets its tokens: ``authorization_code`` (a user logs in through the
+    #: browser), ``client_credentials`` (the client itself, no user, no redirect) or
+    #: ``token_exchange`` (RFC 8693, from the token of ``subject_provider``).
+    flow: str = "authorization_code"
+    #: ``flow: token_exchange``: the provider whose token is exchanged (the user's login).
+    subject_provider: str | None = None
+    #: ``audience`` / ``resource`` sent with the client-credentials and token-exchange grants.
+    audience: str | None = None
+    # (``resource`` - RFC 8707, one or a list - is the field above, sent with every grant)
+    # -- end of grants for services --------------------------------------------------------
 
     def __post_init__(self) -> None:
         for name, value in _checked_provider_fields(self).items():
@@ -146,6 +159,13 @@ def _checked_endpoints(cfg: AuthProviderConfig) -> dict[str, str | None]:
         name: _optional_url(name, getattr(cfg, name), issuer=name == "issuer")
         for name in _ENDPOINT_FIELDS
     }
+    if _flow(cfg.flow) in SERVICE_FLOWS:  # no browser: the token endpoint is enough
+        if urls["issuer"] is None and urls["token_url"] is None:
+            raise _FieldError(
+                "issuer",
+                "set 'issuer' (endpoints found by discovery) or 'token_url' (token_endpoint)",
+            )
+        return urls
     if urls["issuer"] is None and (urls["authorize_url"] is None or urls["token_url"] is None):
         raise _FieldError(
             "issuer",
@@ -190,4 +210,37 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "request_object": _bool("request_object", cfg.request_object),
         "resource": _resources(cfg.resource),
         "profile": _profile(cfg.profile),
+        **_checked_grant_fields(cfg, client_secret, client_key, method),
+    }
+
+
+# -- grants for services (issue 13) --------------------------------------------------------
+
+
+def _checked_grant_fields(
+    cfg: AuthProviderConfig, client_secret: str | None, client_key: object, method: str | None
+) -> dict[str, Any]:
+    """``flow``, ``subject_provider`` and ``audience``, checked together."""
+    flow = _flow(cfg.flow)
+    subject = _optional_text("subject_provider", cfg.subject_provider)
+    if flow == "client_credentials":
+        confidential = client_secret is not None or client_key is not None
+        if method == "none" or not confidential:
+            raise _FieldError(
+                "flow",
+                "client_credentials needs a confidential client: set 'client_secret' or "
+                "'client_key' (the client authenticates itself; there is no user)",
+            )
+    if flow == "token_exchange" and subject is None:
+        raise _FieldError(
+            "subject_provider",
+            "missing: flow token_exchange exchanges the token of another provider; name it "
+            "in 'subject_provider'",
+        )
+    if flow != "token_exchange" and subject is not None:
+        raise _FieldError("subject_provider", "only used with flow token_exchange")
+    return {
+        "flow": flow,
+        "subject_provider": subject,
+        "audience": _optional_text("audience", cfg.audience),
     }

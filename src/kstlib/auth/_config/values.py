@@ -359,3 +359,22 @@ def _port_range(value: object) -> tuple[int, int] | None:
 def _set(instance: object, name: str, value: object) -> None:
     """Store a normalised value on a frozen dataclass instance (from ``__post_init__``)."""
     object.__setattr__(instance, name, value)
+
+
+# -- grants for services (issue 13) --------------------------------------------------------
+
+#: The values of a provider's ``flow`` (``-`` and ``_`` alike, any case).
+FLOWS: Final = ("authorization_code", "client_credentials", "token_exchange")
+#: Flows that get tokens without a user at a browser (no authorization endpoint, no redirect).
+SERVICE_FLOWS: Final = frozenset({"client_credentials", "token_exchange"})
+
+
+def _flow(value: object) -> str:
+    if value is None:
+        return "authorization_code"
+    if isinstance(value, str):
+        spelled = value.strip().lower().replace("-", "_")
+        if spelled in FLOWS:
+            return spelled
+    got = f"unknown flow {value!r}" if isinstance(value, str) else f"got {_kind(value)}"
+    raise _FieldError("flow", f"{got}; valid flows: {', '.join(FLOWS)}")

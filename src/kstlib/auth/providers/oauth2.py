@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -57,7 +59,7 @@ from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvide
 from kstlib.auth.redaction import get_logger, redact_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from kstlib.auth._device import DeviceAuthorization
     from kstlib.auth.callback import CallbackServer
@@ -85,6 +87,40 @@ _ENDPOINT_FIELDS = METADATA_ENDPOINTS
 #: issue 14: seconds a request object is valid; the longest request_uri life accepted.
 REQUEST_OBJECT_LIFETIME = 60
 MAX_REQUEST_URI_LIFETIME = 3600
+# -- grants for services (issue 13) --
+#: ``flow`` values of the grants that need no user, and the :class:`AuthFlow` of each.
+_SERVICE_FLOWS: Final[Mapping[str, AuthFlow]] = {
+    "client_credentials": AuthFlow.CLIENT_CREDENTIALS,
+    "token_exchange": AuthFlow.TOKEN_EXCHANGE,
+}
+#: Endpoints some servers list only in their RFC 8414 metadata, not in openid-configuration.
+ELSEWHERE_ENDPOINTS: Final = frozenset(
+    {"revocation_endpoint", "introspection_endpoint", "device_authorization_endpoint"}
+)
+
+
+def no_user_error(name: str, flow: str, what: str) -> ConfigurationError:
+    """The error of a browser login asked of provider ``name`` whose ``flow`` has no user."""
+    how = (
+        "the client authenticates itself"
+        if flow == "client_credentials"
+        else "its token is exchanged from another provider's login"
+    )
+    return ConfigurationError(
+        f"Provider '{name}' uses flow {flow}: it cannot {what} ({how}); "
+        f"`kstlib auth token {name}` (or provider.get_token()) gets its token",
+        provider=name,
+        key="flow",
+    )
+
+
+#: RFC 8693 names.
+TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:jwt"
+#: Issued token types accepted when none was requested (both are sent as bearer tokens).
+USABLE_ISSUED_TYPES: Final = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
+# -- end of grants for services --
 
 #: What a token-endpoint call is, for its error type and message.
 GrantKind = Literal["exchange", "refresh", "grant"]
@@ -166,6 +202,10 @@ class OAuth2Provider(AbstractAuthProvider):
         #: when the provider sets none (both set by :meth:`from_config`).
         self._callback_settings: CallbackServerSettings | None = None
         self._default_login_redirect_uri: str | None = None
+        # issue 13: flow token_exchange builds its subject provider from the same configuration
+        self._subject_provider: AbstractAuthProvider | None = None
+        self._built_subject: AbstractAuthProvider | None = None  # built here: closed here
+        self._loaded_config: Mapping[str, Any] | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -205,6 +245,7 @@ class OAuth2Provider(AbstractAuthProvider):
             tracer=tracer,
         )
         provider._callback_settings = setup.callback_server
+        provider._loaded_config = loaded  # issue 13: the subject provider of a token exchange
         written = get_provider_config(setup.name, config=loaded) or {}
         if overrides.get("redirect_uri") is None and not written.get("redirect_uri"):
             provider._default_login_redirect_uri = _loopback_uri(setup.callback_server)
@@ -214,7 +255,11 @@ class OAuth2Provider(AbstractAuthProvider):
 
     @property
     def flow(self) -> AuthFlow:
-        """Authorization code, with PKCE when enabled."""
+        """The provider's ``flow``: authorization code (with PKCE when enabled), client
+        credentials or token exchange."""
+        service = _SERVICE_FLOWS.get(self.config.flow)
+        if service is not None:
+            return service
         return AuthFlow.AUTHORIZATION_CODE_PKCE if self.config.pkce else AuthFlow.AUTHORIZATION_CODE
 
     @property
@@ -246,11 +291,15 @@ class OAuth2Provider(AbstractAuthProvider):
         return client
 
     def close(self) -> None:
-        """Close the HTTP client (when this provider created it)."""
+        """Close the HTTP client (when this provider created it), and the subject provider
+        of a token exchange when this provider built it."""
         with self._client_lock:
             if self._http_client is not None and self._owns_client:
                 self._http_client.close()
                 self._http_client = None
+        subject, self._built_subject = self._built_subject, None  # issue 13
+        if subject is not None:
+            subject.close()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Close the HTTP client and forget pending authorizations."""
@@ -280,10 +329,18 @@ class OAuth2Provider(AbstractAuthProvider):
         if explicit:
             return str(explicit)
         value = self._server_metadata().get(name)
+        if (not isinstance(value, str) or not value) and name in ELSEWHERE_ENDPOINTS:
+            # issue 13 (item 6): some servers list it only in their RFC 8414 metadata
+            value = self._other_metadata().get(name)
         if not isinstance(value, str) or not value:
             return None
         self._check_discovered_url(name, value)
         return value
+
+    def _other_metadata(self) -> dict[str, Any]:
+        """The issuer's RFC 8414 document, consulted for :data:`ELSEWHERE_ENDPOINTS` missing
+        from the server metadata (OIDC overrides; plain OAuth2 has none)."""
+        return {}
 
     def _check_discovered_url(self, name: str, url: str) -> None:
         from kstlib.auth._config.values import _FieldError, _url
@@ -428,6 +485,7 @@ class OAuth2Provider(AbstractAuthProvider):
 
     def _authorization_url(self, state: str | None, redirect_uri: str) -> tuple[str, str]:
         """:meth:`get_authorization_url` for ``redirect_uri`` (a login's bound loopback URI)."""
+        self._require_user_flow("log in through the browser")
         endpoint = self._require_endpoint("authorization_endpoint")
         if state is not None and not state:
             raise AuthorizationError("state must not be empty", reason="empty state")
@@ -665,6 +723,7 @@ class OAuth2Provider(AbstractAuthProvider):
             AuthorizationError: the user or the server refused, or ``iss`` does not match.
             TokenExchangeError, TokenValidationError: the code exchange failed.
         """
+        self._require_user_flow("log in through the browser")
         with self._new_login_server() as server:
             return self._login_with(server, open_browser, timeout, on_url, on_tick)
 
@@ -683,6 +742,7 @@ class OAuth2Provider(AbstractAuthProvider):
         """
         import asyncio
 
+        self._require_user_flow("log in through the browser")
         server = self._new_login_server()
         await asyncio.to_thread(server.start)
         try:
@@ -762,6 +822,24 @@ class OAuth2Provider(AbstractAuthProvider):
         separator = "&" if urlsplit(endpoint).query else "?"
         return f"{endpoint}{separator}{urlencode(params)}"
 
+    async def alogout_url(
+        self,
+        *,
+        id_token_hint: str | None = None,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> str | None:
+        """:meth:`logout_url` for asyncio callers (discovery and the storage read run in a
+        worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.logout_url,
+                id_token_hint=id_token_hint,
+                post_logout_redirect_uri=post_logout_redirect_uri,
+                state=state,
+            )
+        )
+
     # -- code exchange ---------------------------------------------------------------------
 
     def exchange_code(
@@ -786,6 +864,7 @@ class OAuth2Provider(AbstractAuthProvider):
             TokenExchangeError: the token endpoint refused the code.
             TokenValidationError: the returned tokens failed validation.
         """
+        self._require_user_flow("exchange an authorization code")
         from_redirect = False
         if "?" in code or code.startswith(("http://", "https://")):
             code, url_state, iss = self._parse_callback_url(code, iss)
@@ -902,6 +981,7 @@ class OAuth2Provider(AbstractAuthProvider):
         from kstlib.auth._device import parse_device_authorization
         from kstlib.auth.errors import DeviceAuthorizationError
 
+        self._require_user_flow("log in with a device code")  # issue 13: a service flow
         endpoint = self._device_endpoint()
         data = {"scope": " ".join(self._scopes())}
         headers: dict[str, str] = {}
@@ -1289,17 +1369,33 @@ class OAuth2Provider(AbstractAuthProvider):
 
     # -- introspection ---------------------------------------------------------------------
 
-    def introspect(self, token: str, *, token_type_hint: str | None = None) -> dict[str, Any]:
+    def introspect(
+        self, token: str | Token | None = None, *, token_type_hint: str | None = None
+    ) -> dict[str, Any]:
         """Ask the introspection endpoint (RFC 7662) about ``token``; return its answer.
 
-        The client authenticates as at the token endpoint; the answer is read through the
-        bounded reader and must be a JSON object with a boolean ``active``.
+        ``token`` is a token value or a :class:`Token` (its access token); by default the
+        stored access token of this provider (with the hint ``access_token``). The client
+        authenticates as at the token endpoint; the answer is read through the bounded
+        reader and must be a JSON object with a boolean ``active``.
 
         Raises:
-            ConfigurationError: no introspection endpoint is configured or discovered.
+            ConfigurationError: no introspection endpoint is configured or discovered
+                (the message names ``introspection_url``).
+            TokenExpiredError: no token given and none is stored.
             AuthError: the request failed or the answer is not an introspection response.
         """
         endpoint = self._require_endpoint("introspection_endpoint")
+        if token is None:
+            stored = self.token_storage.load(self.name)
+            if stored is None:
+                raise self._not_logged_in()
+            token = stored.access_token
+            token_type_hint = token_type_hint or "access_token"
+        elif isinstance(token, Token):
+            token = token.access_token
+        if not isinstance(token, str) or not token:
+            raise ValueError("introspect: token must be a non-empty string or a Token")
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
@@ -1316,6 +1412,12 @@ class OAuth2Provider(AbstractAuthProvider):
         if not isinstance(response.data, dict) or not isinstance(response.data.get("active"), bool):
             raise AuthError(f"{what}: the answer has no boolean 'active' (RFC 7662 2.2)")
         return response.data
+
+    async def aintrospect(
+        self, token: str | Token | None = None, *, token_type_hint: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`introspect` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(self.introspect, token, token_type_hint=token_type_hint)
 
     # -- userinfo --------------------------------------------------------------------------
 
@@ -1357,11 +1459,14 @@ class OAuth2Provider(AbstractAuthProvider):
     # -- preflight -------------------------------------------------------------------------
 
     def _preflight_steps(self) -> list[tuple[str, Callable[[], PreflightResult]]]:
-        return [
+        steps: list[tuple[str, Callable[[], PreflightResult]]] = [
             ("config", self._preflight_config),
             ("authorization_endpoint", lambda: self._preflight_reach("authorization_endpoint")),
             ("token_endpoint", lambda: self._preflight_reach("token_endpoint")),
         ]
+        if self.config.flow in _SERVICE_FLOWS:  # issue 13: no browser, no authorization endpoint
+            steps = [step for step in steps if step[0] != "authorization_endpoint"]
+        return steps
 
     def preflight(self) -> PreflightReport:
         """Check configuration, discovery, keys, scopes and endpoint reachability.
@@ -1408,6 +1513,207 @@ class OAuth2Provider(AbstractAuthProvider):
             f"{url} reachable (HTTP {response.status_code})",
             details={"url": url, "status_code": response.status_code},
         )
+
+    # -- grants for services (issue 13): client credentials, token exchange ---------------
+
+    def _require_user_flow(self, what: str) -> None:
+        """Refuse a browser login (or code exchange) on a provider whose flow has no user."""
+        if self.config.flow in _SERVICE_FLOWS:
+            raise no_user_error(self.name, self.config.flow, what)
+
+    def can_obtain(self) -> bool:
+        """A client-credentials or token-exchange provider gets its first token itself."""
+        return self.config.flow in _SERVICE_FLOWS
+
+    def can_renew(self, token: Token) -> bool:
+        """A client-credentials or token-exchange provider can always get a new token."""
+        if self.config.flow in _SERVICE_FLOWS:
+            return True
+        return super().can_renew(token)
+
+    def _renew(self, token: Token | None) -> Token:
+        flow = self.config.flow
+        if flow == "client_credentials":
+            return self._service_grant("client credentials grant", self._client_credentials)
+        if flow == "token_exchange":
+            return self._service_grant("token exchange", self._exchange_subject)
+        return super()._renew(token)
+
+    def _service_grant(self, what: str, grant: Callable[[], Token]) -> Token:
+        """Run ``grant`` (the caller holds the locks), then store its token.
+
+        A failure is a :class:`TokenRefreshError` (the pipeline's renewal failure: shared
+        with the callers queued behind, a still-valid token kept); nothing is stored.
+        """
+        try:
+            token = grant()
+        except TokenExchangeError as exc:
+            raise TokenRefreshError(
+                f"The {what} of '{self.name}' failed: {exc.reason}",
+                reason=exc.reason,
+                retryable=exc.retryable,
+                error_code=exc.error_code,
+                status_code=exc.status_code,
+            ) from None
+        except TokenValidationError as exc:
+            raise TokenRefreshError(
+                f"The {what} of '{self.name}' returned an invalid token: {exc.reason}",
+                reason=exc.reason,
+                retryable=False,
+            ) from None
+        self.save_token(token)
+        _log.debug("Got a new token for '%s' (%s)", self.name, what)
+        return token
+
+    def _grant_target(self) -> dict[str, str]:
+        """``scope`` and ``audience`` of a service grant, from the config.
+
+        ``openid`` is never sent: it asks for an ID token about a user, and these grants
+        have none.
+        """
+        params: dict[str, str] = {}
+        scopes = [scope for scope in self.config.scopes if scope != "openid"]
+        if scopes:
+            params["scope"] = " ".join(scopes)
+        if self.config.audience:
+            params["audience"] = self.config.audience
+        return params  # the configured ``resource`` indicators: token_request adds them
+
+    def _client_credentials(self) -> Token:
+        """The client credentials grant (RFC 6749 4.4): a token for the client itself."""
+        return self.token_request("client_credentials", **self._grant_target())
+
+    # -- token exchange (RFC 8693) --
+
+    @property
+    def subject_provider(self) -> AbstractAuthProvider:
+        """``flow: token_exchange``: the provider whose token is exchanged (built on first use
+        from the same configuration; assignable, e.g. to share one provider object).
+
+        Raises:
+            ConfigurationError: the provider's flow is not token_exchange.
+        """
+        subject = self._subject_provider
+        if subject is None:
+            name = self.config.subject_provider
+            if self.config.flow != "token_exchange" or not name:
+                raise ConfigurationError(
+                    f"Provider '{self.name}' has no subject_provider (only flow "
+                    "token_exchange has one)",
+                    provider=self.name,
+                    key="subject_provider",
+                )
+            from kstlib.auth.config import get_provider
+
+            subject = get_provider(name, config=self._loaded_config)
+            self._subject_provider = self._built_subject = subject
+        return subject
+
+    @subject_provider.setter
+    def subject_provider(self, provider: AbstractAuthProvider) -> None:
+        self._subject_provider = provider
+
+    def _exchange_subject(self) -> Token:
+        """``flow: token_exchange``: exchange the subject provider's access token (renewed
+        first when stale, by that provider's own pipeline)."""
+        subject = self.subject_provider.acquire().token
+        return self.exchange_token(subject.access_token, **self._exchange_target())
+
+    def _exchange_target(self) -> dict[str, Any]:
+        params = self._grant_target()
+        return {
+            "audience": params.get("audience"),
+            "resource": params.get("resource"),
+            "scope": params.get("scope"),
+        }
+
+    def exchange_token(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        requested_token_type: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        store_as: str | None = None,
+    ) -> Token:
+        """Exchange ``subject_token`` for another token (RFC 8693); return it.
+
+        The answer must carry an ``issued_token_type``: the ``requested_token_type`` when
+        one was asked for, else an access token or a JWT (usable as a bearer token);
+        anything else is refused. The token is not stored unless ``store_as`` names the
+        storage entry to save it under (another provider's name, say).
+
+        Raises:
+            ValueError: an empty or non-string argument; ``actor_token`` without
+                ``actor_token_type``.
+            TokenExchangeError: the server refused, or issued another token type (nothing
+                stored).
+            TokenValidationError: the issued token is not a usable token response.
+            ConfigurationError: no token endpoint, or unusable client credentials.
+        """
+        params = {"subject_token": subject_token, "subject_token_type": subject_token_type}
+        optional = {
+            "audience": audience,
+            "resource": resource,
+            "scope": scope,
+            "requested_token_type": requested_token_type,
+            "actor_token": actor_token,
+            "actor_token_type": actor_token_type,
+        }
+        for name, value in [*params.items(), *optional.items()]:
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"exchange_token: {name} must be a non-empty string")
+        if (actor_token is None) != (actor_token_type is None):
+            raise ValueError("exchange_token: actor_token and actor_token_type go together")
+        params.update({name: value for name, value in optional.items() if value is not None})
+        token = self.token_request(TOKEN_EXCHANGE_GRANT, **params)
+        issued = token.metadata.get("issued_token_type")
+        accepted = (requested_token_type,) if requested_token_type else USABLE_ISSUED_TYPES
+        if issued not in accepted:
+            shown = issued if isinstance(issued, str) and len(issued) <= 100 else "none"
+            raise TokenExchangeError(
+                f"Token exchange at '{self.name}' returned issued_token_type {shown!r}, "
+                f"expected {' or '.join(accepted)}; the token was refused (not stored)",
+                reason="wrong issued_token_type",
+            )
+        if store_as is not None:
+            self.token_storage.save(store_as, token)
+        return token
+
+    async def aexchange_token(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        requested_token_type: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        store_as: str | None = None,
+    ) -> Token:
+        """:meth:`exchange_token` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.exchange_token,
+                subject_token,
+                subject_token_type,
+                audience=audience,
+                resource=resource,
+                scope=scope,
+                requested_token_type=requested_token_type,
+                actor_token=actor_token,
+                actor_token_type=actor_token_type,
+                store_as=store_as,
+            )
+        )
+
+    # -- end of grants for services --
 
 
 def _printable_token(value: object) -> bool:
