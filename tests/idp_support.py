@@ -120,6 +120,8 @@ class OidcClient:
     )
     #: Public keys registered for private_key_jwt (a JWKS), None for other methods.
     jwks: Mapping[str, Any] | None = None
+    #: DPoP (RFC 9449): the server issues this client DPoP-bound access tokens only.
+    dpop_bound_access_tokens: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -141,6 +143,8 @@ class OidcClient:
             meta["client_secret"] = self.client_secret
         if self.jwks is not None:
             meta["jwks"] = dict(self.jwks)
+        if self.dpop_bound_access_tokens:
+            meta["dpop_bound_access_tokens"] = True
         return meta
 
     def token_auth(self, data: dict[str, str]) -> httpx.BasicAuth | None:
@@ -212,9 +216,24 @@ CLIENT_SECRET_JWT_SECRET = "kstlib-client-secret-jwt-secret-0123456789-abcdefghi
 CLIENT_SECRET_JWT = OidcClient(
     CLIENT_SECRET_JWT_CLIENT_ID, CLIENT_SECRET_JWT_SECRET, "client_secret_jwt"
 )
+# -- DPoP (RFC 9449, issue 14 item 2) --
+DPOP_CLIENT_ID = "kstlib-dpop"
+DPOP_CLIENT_SECRET = "kstlib-dpop-secret"
+DPOP = OidcClient(
+    DPOP_CLIENT_ID, DPOP_CLIENT_SECRET, "client_secret_basic", dpop_bound_access_tokens=True
+)
+# -- end DPoP --
 CLIENTS: Mapping[str, OidcClient] = {
     c.client_id: c
-    for c in (CONFIDENTIAL, CONFIDENTIAL_POST, PUBLIC, ES256, PRIVATE_KEY_JWT, CLIENT_SECRET_JWT)
+    for c in (
+        CONFIDENTIAL,
+        CONFIDENTIAL_POST,
+        PUBLIC,
+        ES256,
+        PRIVATE_KEY_JWT,
+        CLIENT_SECRET_JWT,
+        DPOP,
+    )
 }
 
 

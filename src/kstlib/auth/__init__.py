@@ -92,6 +92,17 @@ _LOCATIONS: dict[str, str] = {
     "TokenValidationError": "kstlib.auth.errors",
 }
 
+# -- DPoP (RFC 9449, issue 14 item 2) --------------------------------------------------
+__all__ += ["DPoPBindingError", "DPoPError", "DPoPNonceError"]
+_LOCATIONS.update(
+    {
+        "DPoPBindingError": "kstlib.auth.errors",
+        "DPoPError": "kstlib.auth.errors",
+        "DPoPNonceError": "kstlib.auth.errors",
+    }
+)
+# -- end DPoP ----------------------------------------------------------------------------
+
 
 def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
@@ -123,6 +134,9 @@ if TYPE_CHECKING:
         CallbackServerError,
         ConfigurationError,
         DiscoveryError,
+        DPoPBindingError,
+        DPoPError,
+        DPoPNonceError,
         TokenError,
         TokenExchangeError,
         TokenExpiredError,

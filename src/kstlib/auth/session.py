@@ -204,6 +204,7 @@ class ProviderAuth(httpx.Auth):
             # e.g. a DPoP nonce challenge: the provider took the nonce, sign and send again once
             self._authorize(request, cached)
             response = yield request
+            self.provider.wants_replay(request, response)  # keeps a new nonce; raises on a loop
         if response.status_code != 401 or not self.retry_on_401 or not _replayable(request):
             return
         renewed: _Cached = yield _Rejected(cached.token)

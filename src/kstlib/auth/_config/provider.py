@@ -82,6 +82,12 @@ class AuthProviderConfig:
     client_key_id: str | None = None
     #: Algorithm of client assertions (None: from the key, HS256 for client_secret_jwt).
     client_assertion_alg: str | None = None
+    # -- DPoP (RFC 9449, issue 14 item 2) --
+    #: Sender-constrained tokens: a key pair per login, a proof on every request.
+    dpop: bool = False
+    #: Algorithm of the DPoP key: ES256 (default), ES384, EdDSA, PS256 or RS256.
+    dpop_alg: str = "ES256"
+    # -- end DPoP --
 
     def __post_init__(self) -> None:
         for name, value in _checked_provider_fields(self).items():
@@ -162,4 +168,19 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "client_key": client_key,
         "client_key_id": _optional_text("client_key_id", cfg.client_key_id),
         "client_assertion_alg": _assertion_alg(cfg.client_assertion_alg, method),
+        # -- DPoP (RFC 9449, issue 14 item 2) --
+        "dpop": _bool("dpop", cfg.dpop),
+        "dpop_alg": _dpop_alg(cfg.dpop_alg),
     }
+
+
+def _dpop_alg(value: object) -> str:
+    from kstlib.auth._names import DPOP_ALGORITHMS
+
+    alg = _text("dpop_alg", value)
+    if alg not in DPOP_ALGORITHMS:
+        refused = "is never used" if alg.lower() == "none" else "is not supported"
+        raise _FieldError(
+            "dpop_alg", f"{alg!r} {refused} for DPoP; valid: {', '.join(DPOP_ALGORITHMS)}"
+        )
+    return alg
