@@ -15,13 +15,14 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import checker, cli_token, imports, login, per_request, storage, storm, verify
+from bench import checker, cli_token, dpop, imports, login, per_request, storage, storm, verify
 from bench.common import Context, CountTable, Result, format_table
 
 BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "imports": imports.run,
     "cli": cli_token.run,
     "requests": per_request.run,
+    "dpop": dpop.run,  # issue 14 item 2
     "storm": storm.run,
     "checker": checker.run,
     "verify": verify.run,

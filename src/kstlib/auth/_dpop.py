@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from kstlib.auth._names import DPOP_ALGORITHMS
@@ -60,6 +60,13 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 def b64url_encode(data: bytes) -> str:
     """Unpadded base64url (this module stays free of ``cryptography`` until it signs)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _json_str(value: str) -> str:
+    """``value`` as a JSON string; plain printable ASCII (a method, a URL) needs no encoder."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value)
 
 
 def valid_nonce(value: str | None) -> bool:
@@ -169,7 +176,7 @@ class DPoPKey:
     parsed on first use and the proof header encoded once.
     """
 
-    __slots__ = ("_header", "_jwk", "_lock", "_signer", "_thumbprint", "alg")
+    __slots__ = ("_ath", "_header", "_jwk", "_lock", "_sign_fast", "_thumbprint", "alg")
 
     def __init__(self, alg: str, jwk: Mapping[str, Any]) -> None:
         if alg not in DPOP_ALGORITHMS:
@@ -180,8 +187,11 @@ class DPoPKey:
             raise ValueError("the DPoP key is not a private EC, OKP or RSA JWK")
         self.alg = alg
         self._jwk = dict(jwk)
-        self._signer: Any = None
+        #: ``data -> signature``, built on first use (the private key parsed once).
+        self._sign_fast: Callable[[bytes], bytes] | None = None
         self._lock = threading.Lock()
+        #: The last access token and its ``ath`` (a session sends one token many times).
+        self._ath: tuple[str, str] = ("", "")
         public = {name: self._jwk[name] for name in members}
         canonical = json.dumps(public, separators=(",", ":"), sort_keys=True).encode("ascii")
         self._thumbprint = b64url_encode(hashlib.sha256(canonical).digest())
@@ -233,17 +243,28 @@ class DPoPKey:
     def __getstate__(self) -> None:
         raise TypeError("a DPoPKey is not picklable (it holds a private key)")
 
-    def _sign(self, data: bytes) -> bytes:
-        signer = self._signer
-        if signer is None:
-            with self._lock:
-                if self._signer is None:
-                    from kstlib.auth._signing import load_signing_key
+    def _signer(self) -> Callable[[bytes], bytes]:
+        """Parse (and check) the private key once; EC keys get a direct ECDSA path."""
+        with self._lock:
+            if self._sign_fast is not None:
+                return self._sign_fast
+            from kstlib.auth._signing import load_signing_key
 
-                    self._signer = load_signing_key(self._jwk)
-                signer = self._signer
-        signature: bytes = signer.sign(self.alg, data)
-        return signature
+            signer = load_signing_key(self._jwk)  # checks the key and its public half
+            alg = self.alg
+            if alg in _EC_SIZES:
+                self._sign_fast = _ecdsa_signer(self._jwk, alg)
+            else:
+                self._sign_fast = lambda data: signer.sign(alg, data)
+            return self._sign_fast
+
+    def _ath_of(self, access_token: str) -> str:
+        last_token, last_ath = self._ath
+        if last_token == access_token:
+            return last_ath
+        value = ath_of(access_token)
+        self._ath = (access_token, value)
+        return value
 
     def proof(
         self,
@@ -258,19 +279,23 @@ class DPoPKey:
 
         ``access_token`` adds ``ath`` (resource requests); ``nonce`` the server's nonce.
         """
-        claims: dict[str, Any] = {
-            "jti": secrets.token_urlsafe(16),
-            "htm": htm,
-            "htu": htu_of(url),
-            "iat": int(time.time() if now is None else now),
-        }
+        # The claims as JSON without json.dumps of a dict (a proof per request): jti and ath
+        # are base64url, iat an int; htm and htu are JSON-escaped; a nonce is 1*NQCHAR
+        # (no quote, no backslash), checked before it is used.
+        iat = int(time.time() if now is None else now)
+        text = (
+            f'{{"jti":"{secrets.token_urlsafe(16)}","htm":{_json_str(htm)},'
+            f'"htu":{_json_str(htu_of(url))},"iat":{iat}'
+        )
         if access_token is not None:
-            claims["ath"] = ath_of(access_token)
+            text += f',"ath":"{self._ath_of(access_token)}"'
         if nonce is not None:
-            claims["nonce"] = nonce
-        signing_input = f"{self._header}.{_segment(claims)}"
-        signature = self._sign(signing_input.encode("ascii"))
-        return f"{signing_input}.{b64url_encode(signature)}"
+            if not valid_nonce(nonce):
+                raise ValueError("the DPoP nonce is not 1*NQCHAR")
+            text += f',"nonce":"{nonce}"'
+        signing_input = f"{self._header}.{b64url_encode((text + '}').encode('ascii'))}"
+        sign = self._sign_fast or self._signer()
+        return f"{signing_input}.{b64url_encode(sign(signing_input.encode('ascii')))}"
 
 
 def ath_of(access_token: str) -> str:
@@ -291,9 +316,9 @@ class NonceBook:
 
     def get(self, url: str) -> str | None:
         """The nonce to put in a proof for a request to ``url`` (None: none known)."""
-        origin = origin_of(url)
-        with self._lock:
-            return self._nonces.get(origin)
+        if not self._nonces:
+            return None
+        return self._nonces.get(origin_of(url))  # one dict read: atomic, no lock needed
 
     def record(self, url: str, nonce: str | None) -> bool:
         """Remember a well-formed ``nonce`` for ``url``'s origin; False when malformed/absent."""
@@ -324,6 +349,28 @@ class NonceBook:
                 reason="malformed nonce" if nonce else "missing nonce",
                 origin=origin_of(url),
             )
+
+
+_EC_SIZES: Final = {"ES256": 32, "ES384": 48}
+
+
+def _ecdsa_signer(jwk: Mapping[str, Any], alg: str) -> Callable[[bytes], bytes]:
+    """``data -> r || s`` for an EC key (JWS ES256/ES384), with no per-call set-up."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    size = _EC_SIZES[alg]
+    d = int.from_bytes(base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4)), "big")
+    curve = ec.SECP256R1() if alg == "ES256" else ec.SECP384R1()
+    key = ec.derive_private_key(d, curve)
+    ecdsa = ec.ECDSA(hashes.SHA256() if alg == "ES256" else hashes.SHA384())
+
+    def sign(data: bytes) -> bytes:
+        r, s = decode_dss_signature(key.sign(data, ecdsa))
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+    return sign
 
 
 def nonce_loop_error(url: str, *, provider: str, where: str) -> DPoPNonceError:

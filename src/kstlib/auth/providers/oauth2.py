@@ -1081,10 +1081,10 @@ class OAuth2Provider(AbstractAuthProvider):
         Raises:
             DPoPNonceError: the challenge has no usable nonce, or the replay got one too.
         """
-        if "dpop" not in request.headers:
-            return False
-        url = str(request.url)
         nonce = response.headers.get("dpop-nonce")
+        if (nonce is None and response.status_code != 401) or "dpop" not in request.headers:
+            return False  # the common case, decided without parsing anything
+        url = str(request.url)
         challenges = response.headers.get_list("www-authenticate")
         if not is_nonce_challenge(response.status_code, challenges):
             self._dpop_nonces.record(url, nonce)
