@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -407,3 +408,53 @@ def test_resource_server_nonce_loop_and_malformed_nonce(use_async: bool) -> None
         assert sent.headers["Authorization"] == "DPoP at"
         proof = _claims(sent.headers["DPoP"])
         assert proof["nonce"] == "n3" and proof["htu"] == API_URL and proof["htm"] == "GET"
+
+
+def test_a_renewed_token_may_meet_a_nonce_challenge_too() -> None:
+    """401 -> renewal -> replay challenged for a nonce: that is a new attempt, not a loop."""
+    p = _offline_provider()
+    key = DPoPKey.generate()
+    old = Token(
+        access_token="old",
+        token_type="DPoP",
+        refresh_token="rt",
+        dpop_key=key,
+        issued_at=datetime.now(UTC) - timedelta(minutes=5),
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    p.save_token(old)
+    invalid = httpx.Response(401, headers={"WWW-Authenticate": 'DPoP error="invalid_token"'})
+    with respx.mock() as mock:
+        mock.post(TOKEN_URL).mock(
+            return_value=httpx.Response(
+                200, json={"access_token": "new", "token_type": "DPoP", "expires_in": 3600}
+            )
+        )
+        api = mock.get(API_URL).mock(
+            side_effect=[_challenge("n1"), invalid, _challenge("n2"), httpx.Response(200)]
+        )
+        with AuthSession(p) as session:
+            assert session.get(API_URL).status_code == 200
+    sent = [call.request for call in api.calls]
+    assert [r.headers["Authorization"] for r in sent] == [
+        "DPoP old",
+        "DPoP old",
+        "DPoP new",
+        "DPoP new",
+    ]
+    assert [_claims(r.headers["DPoP"]).get("nonce") for r in sent] == [None, "n1", "n1", "n2"]
+    stored = p.token_storage.load(p.name)
+    assert stored is not None and stored.access_token == "new" and stored.dpop_key == key
+
+
+def test_async_resource_nonce_retry_against_the_real_api(idp: IdP, provider: OIDCProvider) -> None:
+    provider._dpop_nonces.record(idp.issuer, "stale-nonce-from-yesterday")
+    idp.reset_stats()
+
+    async def main() -> int:
+        async with AuthSession(provider) as session:
+            return (await session.aget(idp.api_url("async-nonce"))).status_code
+
+    assert asyncio.run(main()) == 200
+    stats = idp.stats()
+    assert stats["api:401:use_dpop_nonce"] == 1 and stats["api:200"] == 1

@@ -55,7 +55,7 @@ from kstlib.auth.models import (
     TokenType,
 )
 from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvider
-from kstlib.auth.redaction import get_logger, redact_text
+from kstlib.auth.redaction import fingerprint, get_logger, redact_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -1090,10 +1090,13 @@ class OAuth2Provider(AbstractAuthProvider):
             self._dpop_nonces.record(url, nonce)
             return False
         where = f"The resource server {request.url.host}"
-        if request.extensions.get(_DPOP_REPLAYED):
+        # a loop: challenged again for the same request with the same token (a replay with a
+        # renewed token after a 401 is another attempt)
+        attempt = fingerprint(request.headers.get("authorization"))
+        if request.extensions.get(_DPOP_REPLAYED) == attempt:
             raise nonce_loop_error(url, provider=self.name, where=where)
         self._dpop_nonces.take_challenge(url, nonce, provider=self.name, where=where)
-        request.extensions[_DPOP_REPLAYED] = True
+        request.extensions[_DPOP_REPLAYED] = attempt
         return True
 
     # -- preflight -------------------------------------------------------------------------
