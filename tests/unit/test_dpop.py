@@ -4,6 +4,7 @@ and how the key rests in the Token model (stored, never shown)."""
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import pickle
@@ -153,6 +154,8 @@ def test_key_round_trips_and_repr_hides_the_private_part(es256: DPoPKey) -> None
         assert es256.thumbprint[:8] in shown
     with pytest.raises(TypeError):
         pickle.dumps(es256)
+    token = Token(access_token="at", token_type="DPoP", dpop_key=es256)
+    assert copy.deepcopy(token).dpop_key is es256 and copy.copy(token) == token
 
 
 @pytest.mark.parametrize(

@@ -243,6 +243,12 @@ class DPoPKey:
     def __getstate__(self) -> None:
         raise TypeError("a DPoPKey is not picklable (it holds a private key)")
 
+    def __copy__(self) -> DPoPKey:
+        return self  # never changes once made: a copied token shares its key
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DPoPKey:
+        return self
+
     def _signer(self) -> Callable[[bytes], bytes]:
         """Parse (and check) the private key once; EC keys get a direct ECDSA path."""
         with self._lock:
