@@ -44,7 +44,8 @@
 //   already rotated refresh token revokes the whole grant. Revoking an access
 //   token revokes every token of its grant too (oidc-provider behaviour).
 //   Features:
-//   devInteractions, revocation, introspection, userinfo, rpInitiatedLogout.
+//   devInteractions, revocation, introspection, userinfo, rpInitiatedLogout,
+//   deviceFlow (see the device grant block).
 //   Signing keys: one RSA 2048 (RS256) and one P-256 (ES256) key, generated at
 //   startup; POST /__test__/rotate-keys swaps in freshly generated keys
 //   in-process (the old ones stay in the JWKS as verify-only keys unless
@@ -154,7 +155,85 @@ const DEFAULT_CLIENTS = [
   ...client,
 }));
 
+// ---------------------------------------- device authorization grant (RFC 8628; issue #13)
+// Clients allowed only the device grant (and refresh), always registered: kstlib-device (client_secret_basic),
+// kstlib-device-public (auth method none) and kstlib-device-short, whose device codes live
+// DEVICE_SHORT_TTL seconds (expiry tests). Test-only emulations, all in this block:
+//  - every device authorization answer carries interval DEVICE_INTERVAL (oidc-provider sends
+//    none, so a client would wait the RFC default of 5 s between polls);
+//  - expired device codes stay in the store DEVICE_CODE_GRACE seconds, so a late poll gets
+//    RFC 8628's expired_token (as real servers answer) rather than "device code not found";
+//  - oidc-provider never answers slow_down: POST /__test__/device/slow-down {"count": n}
+//    makes the next n device-code polls answer slow_down (RFC 8628 3.5).
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+const DEVICE_INTERVAL = 1;
+const DEVICE_SHORT_TTL = 2;
+const DEVICE_CODE_GRACE = 60;
+const DEVICE_CLIENTS = [
+  {
+    client_id: 'kstlib-device',
+    client_secret: 'kstlib-device-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  { client_id: 'kstlib-device-public', token_endpoint_auth_method: 'none' },
+  {
+    client_id: 'kstlib-device-short',
+    client_secret: 'kstlib-device-short-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+].map((client) => ({
+  application_type: 'native',
+  grant_types: [DEVICE_GRANT, 'refresh_token'],
+  response_types: [],
+  redirect_uris: [],
+  ...client,
+}));
+const deviceState = { slowDown: 0 };
+
+function deviceCodeTTL(ctx, deviceCode, client) {
+  return client?.clientId === 'kstlib-device-short' ? DEVICE_SHORT_TTL : 600;
+}
+
+async function deviceSlowDown(ctx, next) {
+  if (deviceState.slowDown > 0 && ctx.method === 'POST' && ctx.path === '/token'
+    && ctx.state.form?.get('grant_type') === DEVICE_GRANT) {
+    deviceState.slowDown -= 1;
+    ctx.status = 400;
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { error: 'slow_down', error_description: 'polling too fast (test IdP emulation)' };
+    return undefined;
+  }
+  return next();
+}
+
+function deviceInterval(ctx, body) {
+  Object.assign(body, { interval: DEVICE_INTERVAL });
+}
+
+async function deviceTestEndpoint(req, res, url) {
+  if (req.method !== 'POST' || url.pathname !== '/__test__/device/slow-down') return false;
+  const { count = 1 } = await readJson(req);
+  if (!Number.isInteger(count) || count < 0) {
+    send(res, 400, { error: 'count must be a non-negative integer' });
+    return true;
+  }
+  deviceState.slowDown = count;
+  send(res, 200, { slow_down: count });
+  return true;
+}
+// ------------------------------------------------------ end of the device grant block
+
 const CLIENTS = process.env.IDP_CLIENTS ? JSON.parse(process.env.IDP_CLIENTS) : DEFAULT_CLIENTS;
+// Device grant block: the device clients are registered whatever IDP_CLIENTS lists, and
+// the public client of the quick start (the docs' my-app) may use the device grant too.
+for (const client of DEVICE_CLIENTS) {
+  if (!CLIENTS.some((c) => c.client_id === client.client_id)) CLIENTS.push(client);
+}
+for (const client of CLIENTS) {
+  if (client.client_id === 'kstlib-public' && !client.grant_types?.includes(DEVICE_GRANT)) {
+    client.grant_types = [...(client.grant_types ?? ['authorization_code']), DEVICE_GRANT];
+  }
+}
 
 // --------------------------------------------------------------- settings
 
@@ -349,6 +428,14 @@ class StoreAdapter {
   }
 }
 
+// Device grant block (see above): expired device codes are kept DEVICE_CODE_GRACE seconds.
+class DeviceGraceAdapter extends StoreAdapter {
+  async upsert(id, payload, expiresIn) {
+    const keep = this.model === 'DeviceCode' && typeof expiresIn === 'number';
+    return super.upsert(id, payload, keep ? expiresIn + DEVICE_CODE_GRACE : expiresIn);
+  }
+}
+
 // --------------------------------------------------------------- accounts
 
 function findAccount(ctx, sub) {
@@ -470,7 +557,7 @@ function buildProvider() {
   ];
 
   const provider = new Provider(issuer, {
-    adapter: StoreAdapter,
+    adapter: DeviceGraceAdapter, // StoreAdapter + the device block's grace
     clients: CLIENTS,
     jwks: { keys },
     cookies: { keys: state.cookieKeys },
@@ -494,6 +581,7 @@ function buildProvider() {
         nonceSecret: DPOP_NONCE_SECRET,
         requireNonce: () => settings.dpop_require_nonce,
       },
+      deviceFlow: { enabled: true }, // device grant block
     },
     enabledJWA: { clientAuthSigningAlgValues: CLIENT_AUTH_ALGS, dPoPSigningAlgValues: DPOP_ALGS },
     // Default: only with offline_access (which oidc-provider drops unless
@@ -508,6 +596,7 @@ function buildProvider() {
       Interaction: 3600,
       Session: 14 * 24 * 3600,
       Grant: 14 * 24 * 3600,
+      DeviceCode: deviceCodeTTL, // device grant block
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
@@ -528,6 +617,8 @@ function buildProvider() {
     countRequest(ctx, ctx.status);
   });
   provider.use(strictClientAuth);
+  provider.use(deviceSlowDown); // device grant block
+  provider.on('device_authorization.success', deviceInterval); // device grant block
   provider.use(async (ctx, next) => {
     if (settings.token_delay_ms > 0 && ctx.method === 'POST' && ctx.path === '/token') {
       await new Promise((resolve) => { setTimeout(resolve, settings.token_delay_ms); });
@@ -687,6 +778,7 @@ async function protectedApi(req, res, url) {
 
 async function testEndpoint(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
+  if (await deviceTestEndpoint(req, res, url)) return; // device grant block
   if (url.pathname === '/__test__/api' || url.pathname.startsWith('/__test__/api/')) {
     await protectedApi(req, res, url);
     return;

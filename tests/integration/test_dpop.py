@@ -410,3 +410,19 @@ def test_async_resource_nonce_retry_against_the_real_api(idp: IdP, provider: OID
     assert asyncio.run(main()) == 200
     stats = idp.stats()
     assert stats["api:401:use_dpop_nonce"] == 1 and stats["api:200"] == 1
+
+
+def test_device_grant_through_token_request_gets_a_bound_token(idp: IdP) -> None:
+    """Any grant through token_request carries a proof: the device grant (RFC 8628) too."""
+    from tests.device_flow import DEVICE, approve_device
+
+    with make_oidc(idp, DEVICE, name="device-dpop", dpop=True) as p:
+        authorization = p.start_device_authorization()
+        approve_device(authorization.verification_uri, authorization.user_code)
+        token = p.poll_device_authorization(authorization, timeout=60)
+        assert token.token_type == TokenType.DPOP and token.dpop_key is not None
+        assert p.introspect(token.access_token)["cnf"] == {"jkt": token.dpop_key.thumbprint}
+        assert _token(p).dpop_key == token.dpop_key
+        with AuthSession(p) as session:
+            answer = session.get(idp.api_url("device"))
+        assert answer.status_code == 200 and answer.json()["dpop_jkt"] == token.dpop_key.thumbprint

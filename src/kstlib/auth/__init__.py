@@ -22,6 +22,10 @@ __all__ = [
     "CallbackServer",
     "CallbackServerError",
     "ConfigurationError",
+    "DeviceAuthorization",
+    "DeviceAuthorizationDeniedError",
+    "DeviceAuthorizationError",
+    "DeviceCodeExpiredError",
     "DiscoveryError",
     "FileTokenStorage",
     "MemoryTokenStorage",
@@ -90,6 +94,11 @@ _LOCATIONS: dict[str, str] = {
     "TokenRefreshError": "kstlib.auth.errors",
     "TokenStorageError": "kstlib.auth.errors",
     "TokenValidationError": "kstlib.auth.errors",
+    # device authorization grant (RFC 8628; issue #13 item 1)
+    "DeviceAuthorization": "kstlib.auth._device",
+    "DeviceAuthorizationError": "kstlib.auth.errors",
+    "DeviceAuthorizationDeniedError": "kstlib.auth.errors",
+    "DeviceCodeExpiredError": "kstlib.auth.errors",
 }
 
 # -- DPoP (RFC 9449, issue 14 item 2) --------------------------------------------------
@@ -118,6 +127,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from kstlib.auth._device import DeviceAuthorization  # device authorization grant
     from kstlib.auth.callback import CallbackResult, CallbackServer
     from kstlib.auth.check import TokenChecker, TokenCheckReport, ValidationStep
     from kstlib.auth.config import (
@@ -133,6 +143,9 @@ if TYPE_CHECKING:
         AuthorizationError,
         CallbackServerError,
         ConfigurationError,
+        DeviceAuthorizationDeniedError,
+        DeviceAuthorizationError,
+        DeviceCodeExpiredError,
         DiscoveryError,
         DPoPBindingError,
         DPoPError,

@@ -22,6 +22,9 @@ __all__ = [
     "DPoPBindingError",
     "DPoPError",
     "DPoPNonceError",
+    "DeviceAuthorizationDeniedError",
+    "DeviceAuthorizationError",
+    "DeviceCodeExpiredError",
     "DiscoveryError",
     "InsecureDestinationError",
     "RefreshedTokenInvalidError",
@@ -89,6 +92,27 @@ class AuthorizationError(AuthError):
         self.reason = reason or message
         self.error_code = error_code
         self.error_description = error_description
+
+
+# -- device authorization grant (RFC 8628; issue #13 item 1) ----------------------------
+
+
+class DeviceAuthorizationError(AuthorizationError):
+    """A device login (RFC 8628) failed: the device authorization request was refused or
+    answered badly, the wait timed out (``reason="timeout"``), or the token request
+    ended with an error other than the two below (``error_code`` names it)."""
+
+
+class DeviceAuthorizationDeniedError(DeviceAuthorizationError):
+    """The user (or the server) refused the device login (``access_denied``); nothing stored."""
+
+
+class DeviceCodeExpiredError(DeviceAuthorizationError):
+    """The device code expired before the login was approved (``expired_token``, or its
+    ``expires_in`` passed while waiting); start a new device login. Nothing stored."""
+
+
+# -- end of the device authorization block ----------------------------------------------
 
 
 class CallbackServerError(AuthError):

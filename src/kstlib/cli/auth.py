@@ -28,6 +28,7 @@ from rich.text import Text
 from kstlib.auth.errors import (
     AuthError,
     AuthorizationError,
+    CallbackServerError,
     ConfigurationError,
     TokenStorageError,
 )
@@ -237,6 +238,16 @@ def _loopback_login(
                 on_url=progress.on_url,
                 on_tick=progress.on_tick,
             )
+    except CallbackServerError as exc:  # device login (issue 13): suggest it on a timeout
+        if exc.reason != "timeout":
+            raise
+        from kstlib.cli._device import DEVICE_HINT
+
+        raise CallbackServerError(
+            f"{exc.message}; no browser on this machine? {DEVICE_HINT}",
+            reason=exc.reason,
+            port=exc.port,
+        ) from None
     finally:
         progress.close()
 
@@ -302,13 +313,22 @@ def login(
             help="Paste the redirect address (or the code) instead of running a loopback server.",
         ),
     ] = False,
+    device: Annotated[
+        bool,
+        typer.Option(
+            "--device",
+            help="Log in with a code typed on another device (RFC 8628 device authorization): "
+            "for SSH sessions and machines without a browser.",
+        ),
+    ] = False,
     timeout: Annotated[
         float | None,
         typer.Option(
             "--timeout",
             min=1,
             max=600,
-            help="Seconds to wait for the browser (default: auth.callback_server.timeout).",
+            help="Seconds to wait for the browser (default: auth.callback_server.timeout), "
+            "or with --device for the approval (default: until the code expires).",
             show_default=False,
         ),
     ] = None,
@@ -319,7 +339,10 @@ def login(
         bool, typer.Option("--quiet", "-q", help="Only print errors (and the URL if needed).")
     ] = False,
 ) -> None:
-    """Log in (authorization code + PKCE) and store the tokens."""
+    """Log in (authorization code + PKCE, or a device code with --device) and store the tokens."""
+    if device and manual:
+        error_line("--device and --manual cannot be combined")
+        raise typer.Exit(EXIT_USAGE)
     loaded = _load()
     name = _resolve(provider, loaded)
     notice = _Notice(quiet)
@@ -329,9 +352,17 @@ def login(
             f"Already logged in to {name} ({_expiry_phrase(current)}); use --force to log in again."
         )
         return
-    if manual:
+    if device:  # device authorization grant (issue 13)
+        from kstlib.cli._device import device_login
+
+        with _provider(name, loaded) as device_provider:
+            token = device_login(device_provider, timeout, no_browser=no_browser, notice=notice)
+    elif manual:
         token = _manual_login(name, loaded, no_browser=no_browser)
     else:
+        from kstlib.cli._device import suggest_device
+
+        suggest_device(notice)
         token = _loopback_login(name, loaded, timeout, no_browser=no_browser, notice=notice)
     subject = _subject(token)
     who = f" as {subject}" if subject else ""

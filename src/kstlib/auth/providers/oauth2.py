@@ -60,6 +60,7 @@ from kstlib.auth.redaction import fingerprint, get_logger, redact_text
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from kstlib.auth._device import DeviceAuthorization
     from kstlib.auth.callback import CallbackServer
     from kstlib.auth.config import AuthProviderConfig, CallbackServerSettings
     from kstlib.auth.token import AbstractTokenStorage
@@ -646,6 +647,158 @@ class OAuth2Provider(AbstractAuthProvider):
                 reason="missing iss",
             )
 
+    # -- device authorization grant (RFC 8628; issue #13 item 1) ---------------------------
+
+    def _device_endpoint(self) -> str:
+        url = self.endpoint("device_authorization_endpoint")
+        if url is None:
+            raise ConfigurationError(
+                f"Provider '{self.name}' has no device_authorization_endpoint (RFC 8628), "
+                "neither configured nor in the server's metadata: set "
+                "'device_authorization_endpoint' in its configuration, or log in with the "
+                "browser (`kstlib auth login` without --device)",
+                provider=self.name,
+                key="device_authorization_endpoint",
+            )
+        return url
+
+    def start_device_authorization(self) -> DeviceAuthorization:
+        """Ask the device authorization endpoint for a device code and a user code (RFC 8628 3.1).
+
+        The client authenticates as at the token endpoint and asks for the provider's
+        scopes. Show the user ``verification_uri`` and ``user_code`` (or
+        ``verification_uri_complete``), then call :meth:`poll_device_authorization`.
+
+        Raises:
+            ConfigurationError: no ``device_authorization_endpoint`` configured or discovered
+                (``key`` names the setting that supplies it).
+            DeviceAuthorizationError: the server refused (``error_code``) or answered
+                without a usable device code, user code, verification URI or lifetime.
+        """
+        from kstlib.auth._device import parse_device_authorization
+        from kstlib.auth.errors import DeviceAuthorizationError
+
+        endpoint = self._device_endpoint()
+        data = {"scope": " ".join(self._scopes())}
+        headers: dict[str, str] = {}
+        self.client_authentication().apply(data, headers, endpoint=endpoint)
+        data.setdefault("client_id", self.config.client_id)  # RFC 8628 3.1
+        what = f"Device authorization request to '{self.name}' failed"
+        try:
+            response = request_json(
+                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+            )
+        except HTTPFailure as failure:
+            raise DeviceAuthorizationError(
+                f"{what}: {failure.reason}", reason=failure.reason
+            ) from None
+        if not response.is_success:
+            reason, code, desc = _server_message(response)
+            raise DeviceAuthorizationError(
+                f"{what}: {reason}", reason=reason, error_code=code, error_description=desc
+            )
+        authorization = parse_device_authorization(self.name, response.data)
+        _log.info(
+            "Device login to '%s' started: code valid %d s, polling every %d s",
+            self.name,
+            authorization.expires_in,
+            authorization.interval,
+        )
+        return authorization
+
+    def poll_device_authorization(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        timeout: float | None = None,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> Token:
+        """Wait until the user approved ``authorization``; store and return the token.
+
+        Polls the token endpoint (:meth:`token_request`, grant
+        ``urn:ietf:params:oauth:grant-type:device_code``) every ``interval`` seconds,
+        5 s longer after each ``slow_down``; ``authorization_pending`` keeps waiting. The
+        token is validated (an ID token is verified), then stored under the storage's
+        lock. Nothing is stored when the wait fails.
+
+        Args:
+            authorization: What :meth:`start_device_authorization` returned.
+            timeout: Seconds to wait at most (None: until the codes expire).
+            on_tick: Called about every 0.2 s with the seconds left (a progress display).
+
+        Raises:
+            DeviceAuthorizationDeniedError: the user refused (``access_denied``).
+            DeviceCodeExpiredError: the codes expired first (``expired_token`` or
+                ``expires_in`` passed).
+            DeviceAuthorizationError: ``timeout`` passed (``reason="timeout"``), or the
+                server answered another error.
+            TokenValidationError: the issued token failed validation.
+        """
+        from kstlib.auth._device import DEVICE_CODE_GRANT, DevicePoll
+
+        poll = DevicePoll(self.name, authorization, timeout)
+        while True:
+            _pause(poll.next_wait(), poll.seconds_left, on_tick)
+            poll.check()
+            try:
+                token = self.token_request(DEVICE_CODE_GRANT, device_code=authorization.device_code)
+            except TokenExchangeError as exc:
+                poll.failed(exc)
+                continue
+            with self.refresh_guard():
+                self.save_token(token)
+            _log.info("Logged in to '%s' (device authorization)", self.name)
+            return token
+
+    async def astart_device_authorization(self) -> DeviceAuthorization:
+        """:meth:`start_device_authorization` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(self.start_device_authorization)
+
+    async def apoll_device_authorization(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        timeout: float | None = None,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> Token:
+        """:meth:`poll_device_authorization` for asyncio callers; never blocks the event loop.
+
+        Waits with ``asyncio.sleep`` (cancelling the task ends the wait, nothing stored);
+        each token request runs in a worker thread; the token is stored under the
+        provider's asyncio lock and the storage's cross-process lock.
+        """
+        from kstlib.auth._device import DEVICE_CODE_GRANT, DevicePoll
+        from kstlib.auth.providers.base import REFRESH_LOCK_TIMEOUT
+
+        poll = DevicePoll(self.name, authorization, timeout)
+        while True:
+            await _apause(poll.next_wait(), poll.seconds_left, on_tick)
+            poll.check()
+            try:
+                token = await self.atoken_request(
+                    DEVICE_CODE_GRANT, device_code=authorization.device_code
+                )
+            except TokenExchangeError as exc:
+                poll.failed(exc)
+                continue
+            async with (
+                self._async_lock(),
+                self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT),
+            ):
+                await asyncio.to_thread(self._save_holding_lock, token)
+            _log.info("Logged in to '%s' (device authorization)", self.name)
+            return token
+
+    def _save_holding_lock(self, token: Token) -> None:
+        """:meth:`save_token` from a worker thread whose asyncio caller holds the locks."""
+        self._guard_state.depth = 1
+        try:
+            self.save_token(token)
+        finally:
+            self._guard_state.depth = 0
+
+    # -- end of the device authorization block ---------------------------------------------
+
     # -- token endpoint --------------------------------------------------------------------
 
     def token_request(self, grant_type: str, **params: str) -> Token:
@@ -1208,3 +1361,31 @@ def _loopback_uri(settings: CallbackServerSettings) -> str:
     """The redirect URI of ``auth.callback_server`` (for a provider that sets none)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{settings.port}/callback"
+
+
+# -- device authorization grant: the waits between polls (issue #13 item 1) -----------------
+
+#: Seconds between two progress callbacks while a device login waits.
+_TICK = 0.2
+
+
+def _pause(
+    seconds: float, left: Callable[[], float], on_tick: Callable[[float], None] | None
+) -> None:
+    """Sleep ``seconds`` in short steps (Ctrl-C ends it at once), reporting the time left."""
+    end = time.monotonic() + seconds
+    while (remaining := end - time.monotonic()) > 0:
+        if on_tick is not None:
+            on_tick(left())
+        time.sleep(min(_TICK, remaining))
+
+
+async def _apause(
+    seconds: float, left: Callable[[], float], on_tick: Callable[[float], None] | None
+) -> None:
+    """:func:`_pause` for the event loop."""
+    end = time.monotonic() + seconds
+    while (remaining := end - time.monotonic()) > 0:
+        if on_tick is not None:
+            on_tick(left())
+        await asyncio.sleep(min(_TICK, remaining))
