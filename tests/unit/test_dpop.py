@@ -175,6 +175,16 @@ def test_malformed_stored_key_is_a_validation_error(stored: Any) -> None:
     assert info.value.claim == "dpop_key"
 
 
+def test_a_stored_key_that_cannot_sign_is_a_typed_error(es256: DPoPKey) -> None:
+    stored = es256.to_dict()
+    stored["jwk"]["d"] = DPoPKey.generate().to_dict()["jwk"]["d"]  # not this public key's
+    broken = DPoPKey.from_dict(stored)
+    with pytest.raises(DPoPError) as info:
+        broken.proof("GET", "https://rs/")
+    assert info.value.reason == "unusable key"
+    assert stored["jwk"]["d"] not in str(info.value)
+
+
 def test_token_stores_the_key_but_never_shows_it(es256: DPoPKey) -> None:
     token = Token(
         access_token="at-secret-value",

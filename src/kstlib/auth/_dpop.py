@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from kstlib.auth._names import DPOP_ALGORITHMS
-from kstlib.auth.errors import DPoPBindingError, DPoPNonceError
+from kstlib.auth.errors import DPoPBindingError, DPoPError, DPoPNonceError
 
 __all__ = [
     "DEFAULT_DPOP_ALG",
@@ -254,9 +254,16 @@ class DPoPKey:
         with self._lock:
             if self._sign_fast is not None:
                 return self._sign_fast
-            from kstlib.auth._signing import load_signing_key
+            from kstlib.auth._signing import SigningError, load_signing_key
 
-            signer = load_signing_key(self._jwk)  # checks the key and its public half
+            try:
+                signer = load_signing_key(self._jwk)  # checks the key and its public half
+            except SigningError as exc:
+                raise DPoPError(
+                    f"The DPoP key stored with the token is unusable ({exc.reason}); log in "
+                    "again to get a new key",
+                    reason="unusable key",
+                ) from None
             alg = self.alg
             if alg in _EC_SIZES:
                 self._sign_fast = _ecdsa_signer(self._jwk, alg)
