@@ -263,10 +263,19 @@ def test_nonce_challenge_with_a_malformed_nonce_is_a_typed_error() -> None:
         (401, ['Bearer error="use_dpop_nonce"'], False),
         (400, ['DPoP error="use_dpop_nonce"'], False),
         (401, [], False),
+        (401, ['DPoPx error="use_dpop_nonce"'], False),
+        (401, ['DPoP error="use_dpop_nonce_not"'], False),
     ],
 )
 def test_resource_nonce_challenge(status: int, values: list[str], expected: bool) -> None:
     assert is_nonce_challenge(status, values) is expected
+
+
+def test_a_hostile_challenge_header_is_read_in_linear_time() -> None:
+    """Many schemes and spaces (a backtracking regex would take minutes): a quick False."""
+    value = "DPoP " * 20_000 + "x"
+    assert not is_nonce_challenge(401, [value, "DPoP ,,, " * 10_000])
+    assert is_nonce_challenge(401, ['Bearer realm="x"', "DPoP " + 'error="use_dpop_nonce"'])
 
 
 # ------------------------------------------------------------------ the binding check

@@ -50,10 +50,12 @@ MAX_NONCE_LENGTH: Final = 512
 MAX_NONCE_ORIGINS: Final = 64
 #: RFC 9449 section 8.1: ``nonce = 1*NQCHAR``, ``NQCHAR = %x21 / %x23-5B / %x5D-7E``.
 _NONCE_RE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-#: A ``DPoP`` challenge naming ``error="use_dpop_nonce"`` in a WWW-Authenticate value.
-_CHALLENGE_RE: Final = re.compile(
-    r"(?:^|[\s,])DPoP(?:\s[^\n]*?)?[\s,]error\s*=\s*\"?use_dpop_nonce\b", re.IGNORECASE
-)
+#: The ``DPoP`` auth-scheme in a WWW-Authenticate value, and a ``use_dpop_nonce`` error
+#: after it (two linear searches: no backtracking on a hostile header).
+_SCHEME_RE: Final = re.compile(r"(?:^|[\s,])DPoP(?=[\s,]|$)", re.IGNORECASE)
+_NONCE_ERROR_RE: Final = re.compile(r"\berror\s*=\s*\"?use_dpop_nonce\b", re.IGNORECASE)
+#: Longest WWW-Authenticate value looked at.
+_MAX_CHALLENGE_LENGTH: Final = 8192
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
@@ -97,7 +99,14 @@ def htu_of(url: str) -> str:
 
 def is_nonce_challenge(status_code: int, www_authenticate: list[str]) -> bool:
     """Whether a resource server's answer asks for a DPoP nonce (RFC 9449 section 9)."""
-    return status_code == 401 and any(_CHALLENGE_RE.search(value) for value in www_authenticate)
+    if status_code != 401:
+        return False
+    for value in www_authenticate:
+        head = value[:_MAX_CHALLENGE_LENGTH]
+        scheme = _SCHEME_RE.search(head)
+        if scheme is not None and _NONCE_ERROR_RE.search(head, scheme.end()):
+            return True
+    return False
 
 
 def _segment(value: Mapping[str, Any]) -> str:
