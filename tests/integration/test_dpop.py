@@ -426,3 +426,19 @@ def test_device_grant_through_token_request_gets_a_bound_token(idp: IdP) -> None
         with AuthSession(p) as session:
             answer = session.get(idp.api_url("device"))
         assert answer.status_code == 200 and answer.json()["dpop_jkt"] == token.dpop_key.thumbprint
+
+
+def test_a_server_that_needs_no_nonce_gets_one_token_request(idp: IdP) -> None:
+    """Without a required nonce the first proof is accepted: no retry, still bound."""
+    idp._test_call("POST", "config", {"dpop_require_nonce": False})
+    try:
+        p = dpop_provider(idp)
+        idp.reset_stats()
+        token = login(p)
+        assert idp.stats()["token:authorization_code"] == 1
+        assert token.dpop_key is not None
+        assert p.introspect(token.access_token)["cnf"]["jkt"] == token.dpop_key.thumbprint
+        with AuthSession(p) as session:
+            assert session.get(idp.api_url("no-nonce")).status_code == 200
+    finally:
+        idp._test_call("POST", "config", {"dpop_require_nonce": True})
