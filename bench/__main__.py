@@ -21,6 +21,7 @@ from collections.abc import Callable
 from bench import (
     checker,
     cli_token,
+    dpop,  # issue 14: per-request cost with DPoP
     imports,
     login,
     per_request,
@@ -35,6 +36,7 @@ BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "imports": imports.run,
     "cli": cli_token.run,
     "requests": per_request.run,
+    "dpop": dpop.run,  # issue 14 item 2
     "storm": storm.run,
     "storm_cc": storm_cc.run,  # issue 13
     "checker": checker.run,

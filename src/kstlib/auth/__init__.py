@@ -103,6 +103,17 @@ _LOCATIONS: dict[str, str] = {
     "PushedAuthorizationExpiredError": "kstlib.auth.errors",  # issue 14
 }
 
+# -- DPoP (RFC 9449, issue 14 item 2) --------------------------------------------------
+__all__ += ["DPoPBindingError", "DPoPError", "DPoPNonceError"]
+_LOCATIONS.update(
+    {
+        "DPoPBindingError": "kstlib.auth.errors",
+        "DPoPError": "kstlib.auth.errors",
+        "DPoPNonceError": "kstlib.auth.errors",
+    }
+)
+# -- end DPoP ----------------------------------------------------------------------------
+
 
 def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
@@ -138,6 +149,9 @@ if TYPE_CHECKING:
         DeviceAuthorizationError,
         DeviceCodeExpiredError,
         DiscoveryError,
+        DPoPBindingError,
+        DPoPError,
+        DPoPNonceError,
         PushedAuthorizationExpiredError,  # issue 14
         TokenError,
         TokenExchangeError,
