@@ -24,6 +24,7 @@ __all__ = [
     "ConfigurationError",
     "DiscoveryError",
     "FileTokenStorage",
+    "KeyringTokenStorage",  # issue 15
     "MemoryTokenStorage",
     "OAuth2Provider",
     "OIDCProvider",
@@ -31,6 +32,7 @@ __all__ = [
     "PreflightResult",
     "PreflightStatus",
     "ProviderAuth",
+    "RedisTokenStorage",  # issue 15
     "SOPSTokenStorage",
     "Token",
     "TokenCheckReport",
@@ -90,6 +92,10 @@ _LOCATIONS: dict[str, str] = {
     "TokenRefreshError": "kstlib.auth.errors",
     "TokenStorageError": "kstlib.auth.errors",
     "TokenValidationError": "kstlib.auth.errors",
+    # --- issue 15: fleet storages ---
+    "RedisTokenStorage": "kstlib.auth.token",
+    "KeyringTokenStorage": "kstlib.auth.token",
+    # --- end issue 15 ---
 }
 
 
@@ -142,10 +148,12 @@ if TYPE_CHECKING:
     from kstlib.auth.providers.oauth2 import OAuth2Provider
     from kstlib.auth.providers.oidc import OIDCProvider
     from kstlib.auth.session import AuthSession, ProviderAuth
-    from kstlib.auth.token import (
+    from kstlib.auth.token import (  # issue 15
         AbstractTokenStorage,
         FileTokenStorage,
+        KeyringTokenStorage,
         MemoryTokenStorage,
+        RedisTokenStorage,
         SOPSTokenStorage,
         get_token_storage,
     )
