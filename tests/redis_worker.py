@@ -82,6 +82,22 @@ def storm(args: dict[str, Any]) -> None:
     store.close()
 
 
+def metadata(args: dict[str, Any]) -> None:
+    """A cold worker: discovery and JWKS, as the first ID token verification needs them."""
+    from kstlib.auth.config import AuthProviderConfig
+    from kstlib.auth.providers.oidc import OIDCProvider
+
+    store = storage(args)
+    provider = OIDCProvider(args["name"], AuthProviderConfig(**args["config"]), store)
+    print("ready", flush=True)
+    wait_for(Path(args["dir"]) / "go1")
+    document = provider.discover()
+    keys = provider._cache.jwks(provider.http_client, document["jwks_uri"])
+    print(json.dumps({"issuer": document["issuer"], "keys": len(keys)}), flush=True)
+    provider.close()
+    store.close()
+
+
 def hold(args: dict[str, Any]) -> None:
     store = storage(args)
     handle = store.create_lock(args["name"])
@@ -112,4 +128,6 @@ def stale_save(args: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     arguments = json.loads(sys.argv[1])
-    {"storm": storm, "hold": hold, "stale-save": stale_save}[arguments["mode"]](arguments)
+    {"storm": storm, "hold": hold, "stale-save": stale_save, "metadata": metadata}[
+        arguments["mode"]
+    ](arguments)
