@@ -15,7 +15,17 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import checker, cli_token, imports, login, per_request, storage, storm, verify
+from bench import (
+    checker,
+    cli_token,
+    coldstart,  # issue 15
+    imports,
+    login,
+    per_request,
+    storage,
+    storm,
+    verify,
+)
 from bench.common import Context, CountTable, Result, format_table
 
 BENCHES: dict[str, Callable[[Context], list[Result]]] = {
@@ -23,6 +33,7 @@ BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "cli": cli_token.run,
     "requests": per_request.run,
     "storm": storm.run,
+    "coldstart": coldstart.run,  # issue 15
     "checker": checker.run,
     "verify": verify.run,
     "storage": storage.run,

@@ -128,6 +128,20 @@ def test_save_load_delete_exists_sync_and_async(store: RedisTokenStorage) -> Non
     assert store.delete("p") is False
 
 
+def test_1000_concurrent_async_loads_wait_for_a_connection(store: RedisTokenStorage) -> None:
+    """Regression: redis.asyncio's pool refused the 101st concurrent command
+    (MaxConnectionsError); commands beyond the pool now wait their turn."""
+    store.save("p", token())
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(store.aload("p") for _ in range(1000)), return_exceptions=True
+        )
+
+    loaded = asyncio.run(main())
+    assert Counter(type(item).__name__ for item in loaded) == Counter({"Token": 1000})
+
+
 def test_two_prefixes_do_not_see_each_other(redis_server: RedisServer, prefix: str) -> None:
     a = RedisTokenStorage(redis_server.url, prefix=prefix + "a:")
     b = RedisTokenStorage(redis_server.url, prefix=prefix + "b:")

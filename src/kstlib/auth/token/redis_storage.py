@@ -68,6 +68,9 @@ DEFAULT_REDIS_TIMEOUT = 5.0
 DEFAULT_FAILOVER_TIMEOUT = 30.0
 #: Milliseconds a save or a lease waits for a replica's acknowledgement (Sentinel mode).
 REPLICA_ACK_MS = 1000
+#: Connections per client (per process for the sync client, per event loop for asyncio);
+#: more concurrent commands wait for a free connection instead of failing.
+MAX_CONNECTIONS = 64
 _ENCRYPTED_MAGIC = b"kstlib-aesgcm1:"
 _NONCE_BYTES = 12
 
@@ -469,6 +472,10 @@ class RedisTokenStorage(AbstractTokenStorage):
             weakref.WeakKeyDictionary()
         )
         self._aguards: dict[int, AsyncGenerator[None, None]] = {}
+        #: Per loop: at most MAX_CONNECTIONS commands in flight (the others wait their turn).
+        self._aslots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._scripts: dict[tuple[int, str], Any] = {}
         self._leases: dict[str, list[str]] = {}
         self._leases_guard = threading.Lock()
@@ -529,9 +536,13 @@ class RedisTokenStorage(AbstractTokenStorage):
                         self.service_name, **self._sentinel_options()
                     )
                 else:
-                    self._client = self._redis.Redis.from_url(
-                        self._url, **self._connection_options()
+                    pool = self._redis.BlockingConnectionPool.from_url(
+                        self._url,
+                        max_connections=MAX_CONNECTIONS,
+                        timeout=self.timeout,
+                        **self._connection_options(),
                     )
+                    self._client = self._redis.Redis(connection_pool=pool)
             return self._client
 
     async def async_client(self) -> Any:
@@ -552,12 +563,17 @@ class RedisTokenStorage(AbstractTokenStorage):
                 sentinel_kwargs=self._connection_options(),
                 **self._connection_options(),
             )
-            client = sentinel.master_for(self.service_name, **self._sentinel_options())
+            client = sentinel.master_for(
+                self.service_name, max_connections=MAX_CONNECTIONS, **self._sentinel_options()
+            )
             closables: tuple[Any, ...] = (client, *sentinel.sentinels)
         else:
-            client = redis.asyncio.Redis.from_url(self._url, **self._connection_options())
+            client = redis.asyncio.Redis.from_url(
+                self._url, max_connections=MAX_CONNECTIONS, **self._connection_options()
+            )
             closables = (client,)
         self._aclients[loop] = client
+        self._aslots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
         guard = self._close_with_loop(loop, closables)
         self._aguards[id(loop)] = guard
         _start_guard(guard)
@@ -571,6 +587,7 @@ class RedisTokenStorage(AbstractTokenStorage):
             yield
         finally:
             self._aclients.pop(loop, None)
+            self._aslots.pop(loop, None)
             self._aguards.pop(id(loop), None)
             for closable in closables:
                 try:
@@ -585,6 +602,7 @@ class RedisTokenStorage(AbstractTokenStorage):
             sentinel, self._sentinel = self._sentinel, None
         if client is not None:
             client.close()
+            client.connection_pool.disconnect()
         if sentinel is not None:
             for each in sentinel.sentinels:
                 each.close()
@@ -624,9 +642,16 @@ class RedisTokenStorage(AbstractTokenStorage):
             raise self._error(action, provider_name, exc) from None
 
     async def run_async(self, action: str, provider_name: str, awaitable: Any) -> Any:
-        """Await a Redis command; Redis errors become TokenStorageError."""
+        """Await a Redis command (waiting for a free connection); errors become
+        TokenStorageError."""
+        import asyncio
+
+        slots = self._aslots.get(asyncio.get_running_loop())
         try:
-            return await awaitable
+            if slots is None:
+                return await awaitable
+            async with slots:
+                return await awaitable
         except (self._redis.exceptions.RedisError, OSError) as exc:
             raise self._error(action, provider_name, exc) from None
 
