@@ -224,6 +224,18 @@ def test_config_token_storage_redis_with_the_url_in_a_secret_reference(
     storage.close()
 
 
+def test_configuration_mistakes_name_the_fix() -> None:
+    with pytest.raises(ConfigurationError, match=r"storage\.redis\.url"):
+        RedisTokenStorage()
+    with pytest.raises(ConfigurationError, match="service_name"):
+        RedisTokenStorage(sentinels=["127.0.0.1:26379"])
+    with pytest.raises(ConfigurationError, match="host:port"):
+        RedisTokenStorage(sentinels=["nowhere"], service_name="x")
+    with pytest.raises(ConfigurationError) as caught:
+        RedisTokenStorage("http://user:hunter2-pw@host/0")
+    assert "hunter2-pw" not in str(caught.value)
+
+
 def test_importable_from_the_packages() -> None:
     import kstlib.auth
     import kstlib.auth.token

@@ -273,7 +273,7 @@ class RedisLease(PollingLock):
             self.release()  # raises the "not held" error
             return
         owner, self._owner = self._candidate, None
-        self._stop_extender()
+        self._stop_extender(wait=False)  # never block the loop: the thread ends by itself
         storage = self._storage
         storage.forget_lease(self.provider_name, owner)
         client = await storage.async_client()
@@ -309,10 +309,10 @@ class RedisLease(PollingLock):
         self._extender = thread
         thread.start()
 
-    def _stop_extender(self) -> None:
+    def _stop_extender(self, *, wait: bool = True) -> None:
         self._stop.set()
         thread, self._extender = self._extender, None
-        if thread is not None and thread is not threading.current_thread():
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._storage.timeout + 1.0)
 
     def _extend_loop(self, stop: threading.Event, owner: str) -> None:
@@ -329,9 +329,10 @@ class RedisLease(PollingLock):
                     ),
                 )
             except TokenStorageError as exc:
-                _log.warning("%s", exc.message)
+                if not stop.is_set():
+                    _log.warning("%s", exc.message)
                 continue  # Redis may come back before the TTL ends
-            if not int(extended):
+            if not int(extended) and not stop.is_set():
                 self.lost = True
                 _log.warning(
                     "The Redis lease of provider '%s' expired while held; its save will be "
