@@ -35,15 +35,75 @@ def _binary() -> str:
     return found
 
 
-def _ping(port: int, password: str | None) -> bool:
+def make_tls_files(directory: Path) -> Path:
+    """A private CA and a server certificate for 127.0.0.1 it signed: ca.pem, server.pem,
+    server.key in ``directory`` (returned)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("kstlib test CA"))
+        .issuer_name(name("kstlib test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return directory
+
+
+def _ping(port: int, password: str | None, tls: Path | None = None) -> bool:
     import redis
 
+    extra: dict[str, Any] = {}
+    if tls is not None:
+        extra = {"ssl": True, "ssl_ca_certs": str(tls / "ca.pem")}
     client = redis.Redis(
         host="127.0.0.1",
         port=port,
         password=password,
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
+        **extra,
     )
     try:
         return bool(client.ping())
@@ -63,16 +123,29 @@ class RedisServer:
     replica_of: int | None = None
     sentinel: bool = False
     extra: tuple[str, ...] = ()
+    tls: Path | None = None  # a directory from make_tls_files: serve TLS only
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def _config(self) -> Path:
+        if self.tls is not None:
+            ports = [
+                "port 0",
+                f"tls-port {self.port}",
+                f"tls-cert-file {self.tls / 'server.pem'}",
+                f"tls-key-file {self.tls / 'server.key'}",
+                f"tls-ca-cert-file {self.tls / 'ca.pem'}",
+                "tls-auth-clients no",
+            ]
+        else:
+            ports = [f"port {self.port}"]
         lines = [
-            f"port {self.port}",
+            *ports,
             "bind 127.0.0.1",
             "protected-mode no",
             f"dir {self.directory}",
@@ -99,7 +172,7 @@ class RedisServer:
         )
         deadline = time.monotonic() + START_TIMEOUT
         password = None if self.sentinel else self.password
-        while not _ping(self.port, password):
+        while not _ping(self.port, password, self.tls):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 log = self.directory / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""

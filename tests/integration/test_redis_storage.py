@@ -29,7 +29,7 @@ from kstlib.auth.errors import ConfigurationError, TokenStorageError
 from kstlib.auth.redaction import fingerprint
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, IdP
-from tests.redis_support import PASSWORD, RedisServer
+from tests.redis_support import PASSWORD, RedisServer, make_tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_TIMEOUT = 120.0
@@ -192,6 +192,29 @@ def test_encryption_at_rest_with_a_key_from_a_secret_reference(
     client.close()
     for each in (storage, other, plain):
         each.close()
+
+
+def test_rediss_tls_with_a_ca_bundle(tmp_path: Path, prefix: str) -> None:
+    """A real TLS redis-server whose certificate a private CA signed: trusted with
+    ssl_ca_bundle, refused (certificate check) without it."""
+    tls = make_tls_files(tmp_path / "tls")
+    server = RedisServer(tmp_path / "redis-tls", tls=tls).start()
+    try:
+        assert server.url.startswith("rediss://")
+        storage = RedisTokenStorage(server.url, prefix=prefix, ssl_ca_bundle=tls / "ca.pem")
+        storage.save("p", token("over-tls"))
+        loaded = storage.load("p")
+        assert loaded is not None and loaded.access_token == "over-tls"
+        got = asyncio.run(storage.aload("p"))
+        assert got is not None and got.access_token == "over-tls"
+        storage.close()
+        untrusting = RedisTokenStorage(server.url, prefix=prefix, timeout=2.0)
+        with pytest.raises(TokenStorageError) as caught:
+            untrusting.load("p")
+        assert "certificate" in str(caught.value).lower() and PASSWORD not in str(caught.value)
+        untrusting.close()
+    finally:
+        server.stop()
 
 
 def test_a_short_encryption_key_is_a_configuration_error(redis_server: RedisServer) -> None:

@@ -45,6 +45,7 @@ from kstlib.auth.token._settings import (
     StorageSetting,
     parse_bool,
     parse_number,
+    parse_path,
     parse_string_list,
     parse_text,
 )
@@ -369,6 +370,8 @@ class RedisTokenStorage(AbstractTokenStorage):
         timeout: Seconds a Redis command or connection attempt may take.
         failover_timeout: Sentinel mode: seconds a save is retried while a new primary is
             elected (the token in hand is not lost to a failover).
+        ssl_ca_bundle: With ``rediss://``: the CA bundle that signs the server's certificate
+            (default: the system's CAs). The certificate and its host name are always checked.
     """
 
     backend_name = "redis"
@@ -399,6 +402,12 @@ class RedisTokenStorage(AbstractTokenStorage):
             "timeout", parse_number, default=DEFAULT_REDIS_TIMEOUT, doc="seconds per command"
         ),
         StorageSetting(
+            "ssl_ca_bundle",
+            parse_path,
+            path=True,
+            doc="rediss://: CA bundle that signs the server's certificate (default: system CAs)",
+        ),
+        StorageSetting(
             "failover_timeout",
             parse_number,
             default=DEFAULT_FAILOVER_TIMEOUT,
@@ -418,6 +427,7 @@ class RedisTokenStorage(AbstractTokenStorage):
         share_metadata: bool = False,
         timeout: float = DEFAULT_REDIS_TIMEOUT,
         failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        ssl_ca_bundle: Path | str | None = None,
     ) -> None:
         """Configure the storage (no connection is made until the first command)."""
         from kstlib.secrets import is_secret_reference, resolve_secret
@@ -464,6 +474,7 @@ class RedisTokenStorage(AbstractTokenStorage):
         self.lock_ttl_ms = max(int(self.lock_ttl * 1000), 1)
         self.timeout = float(timeout)
         self.failover_timeout = float(failover_timeout)
+        self.ssl_ca_bundle = None if ssl_ca_bundle is None else str(ssl_ca_bundle)
         self.share_metadata = bool(share_metadata)
         self._aes_key = _load_aes_key(encryption_key) if encryption_key else None
         self._client_guard = threading.Lock()
@@ -505,9 +516,16 @@ class RedisTokenStorage(AbstractTokenStorage):
             "socket_connect_timeout": self.timeout,
         }
 
+    def _data_options(self) -> dict[str, Any]:
+        """Options of connections to the data node (not to sentinels): TLS trust."""
+        options = self._connection_options()
+        if urlsplit(self._url).scheme == "rediss" and self.ssl_ca_bundle is not None:
+            options["ssl_ca_certs"] = self.ssl_ca_bundle
+        return options
+
     def _sentinel_options(self) -> dict[str, Any]:
         parts = urlsplit(self._url)
-        options: dict[str, Any] = self._connection_options()
+        options: dict[str, Any] = self._data_options()
         if parts.username:
             options["username"] = unquote(parts.username)
         if self._password:
@@ -541,7 +559,7 @@ class RedisTokenStorage(AbstractTokenStorage):
                         self._url,
                         max_connections=MAX_CONNECTIONS,
                         timeout=self.timeout,
-                        **self._connection_options(),
+                        **self._data_options(),
                     )
                     self._client = self._redis.Redis(connection_pool=pool)
             return self._client
@@ -570,7 +588,7 @@ class RedisTokenStorage(AbstractTokenStorage):
             closables: tuple[Any, ...] = (client, *sentinel.sentinels)
         else:
             client = redis.asyncio.Redis.from_url(
-                self._url, max_connections=MAX_CONNECTIONS, **self._connection_options()
+                self._url, max_connections=MAX_CONNECTIONS, **self._data_options()
             )
             closables = (client,)
         self._aclients[loop] = client
