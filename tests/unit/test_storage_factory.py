@@ -136,7 +136,7 @@ def test_sensitive_token_on_file_storage(tmp_path: Path) -> None:
 def test_import_is_cheap() -> None:
     code = (
         "import json, sys, kstlib.auth.token\n"
-        "heavy = ['httpx', 'cryptography', 'platformdirs', 'yaml', 'asyncio']\n"
+        "heavy = ['httpx', 'cryptography', 'platformdirs', 'yaml', 'asyncio', 'redis', 'keyring']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     result = subprocess.run(
