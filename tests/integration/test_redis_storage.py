@@ -378,6 +378,42 @@ def test_redis_down_is_a_clear_error_then_the_next_call_works(tmp_path: Path, pr
         server.stop()
 
 
+def test_redis_down_during_a_session_then_back(idp: IdP, tmp_path: Path, prefix: str) -> None:
+    """Through AuthSession: a fresh cached header needs no Redis; a stale token while Redis
+    is down is a TokenStorageError (URL, no password); Redis back (its data kept on disk),
+    the next call refreshes once and works."""
+    server = RedisServer(tmp_path / "redis", extra=("appendonly yes", "appendfsync always"))
+    server.start()
+    storage = RedisTokenStorage(server.url, prefix=prefix, timeout=1.0)
+    provider = make_oidc(idp, CONFIDENTIAL, name="outage", storage=storage)
+    api = idp.api_url("outage")
+    try:
+        tok = login(provider)
+        with AuthSession(provider) as session:
+            assert session.get(api).status_code == 200
+            server.stop()
+            assert session.get(api).status_code == 200  # the cached header: no Redis needed
+        server.start()
+        storage.save("outage", stale(tok))
+        server.stop()
+        idp.reset_stats()
+        with AuthSession(provider) as session:
+            with pytest.raises(TokenStorageError) as caught:
+                session.get(api)
+            message = str(caught.value)
+            assert f"127.0.0.1:{server.port}" in message and PASSWORD not in message
+            assert idp.stats().get("token:refresh_token", 0) == 0
+            server.start()  # the same data (append-only file)
+            assert session.get(api).status_code == 200
+        assert idp.stats().get("token:refresh_token", 0) == 1
+        stored = storage.load("outage")
+        assert stored is not None and not stored.is_stale(60)
+    finally:
+        provider.close()
+        storage.close()
+        server.stop()
+
+
 def test_a_wrong_password_is_reported_without_it(redis_server: RedisServer, prefix: str) -> None:
     url = redis_server.url.replace(PASSWORD, "wrong-pass-Qx9")
     storage = RedisTokenStorage(url, prefix=prefix)
