@@ -488,7 +488,6 @@ class RedisTokenStorage(AbstractTokenStorage):
         self._aslots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        self._scripts: dict[tuple[int, str], Any] = {}
         self._leases: dict[str, list[str]] = {}
         self._leases_guard = threading.Lock()
 
@@ -626,13 +625,19 @@ class RedisTokenStorage(AbstractTokenStorage):
             for each in sentinel.sentinels:
                 each.close()
 
-    def script(self, client: Any, source: str) -> Any:
-        """``client.register_script(source)``, cached per client."""
-        key = (id(client), source)
-        found = self._scripts.get(key)
-        if found is None:
-            found = self._scripts[key] = client.register_script(source)
-        return found
+    @staticmethod
+    def script(client: Any, source: str) -> Any:
+        """A call of the Lua ``source`` on ``client`` (``EVAL``; the server caches it).
+
+        ``script(client, source)(keys=[...], args=[...])`` returns the reply (a coroutine
+        with an asyncio client). Nothing is cached here, so a client that was closed (an
+        event loop that ended) is never reused.
+        """
+
+        def call(*, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+            return client.eval(source, len(keys), *keys, *args)
+
+        return call
 
     # -- errors ----------------------------------------------------------------------------
 
