@@ -216,15 +216,19 @@ class RedisLease(PollingLock):
         self._stop_extender()
         self._storage.forget_lease(self.provider_name, owner)
         storage = self._storage
-        released = storage.run_sync(
-            "releasing the lease of",
-            self.provider_name,
-            lambda client: storage.script(client, _RELEASE)(
-                keys=[storage.key("lock", self.provider_name)], args=[owner]
-            ),
-        )
-        self._after_release(released)
         self._candidate = new_owner_id()
+        try:
+            released = storage.run_sync(
+                "releasing the lease of",
+                self.provider_name,
+                lambda client: storage.script(client, _RELEASE)(
+                    keys=[storage.key("lock", self.provider_name)], args=[owner]
+                ),
+            )
+        except TokenStorageError as exc:
+            self._release_failed(exc)
+            return
+        self._after_release(released)
 
     def _abandon(self) -> None:
         """A failed attempt holds nothing (``SET NX`` either took the lease or not)."""
@@ -277,22 +281,35 @@ class RedisLease(PollingLock):
         self._stop_extender(wait=False)  # never block the loop: the thread ends by itself
         storage = self._storage
         storage.forget_lease(self.provider_name, owner)
-        client = await storage.async_client()
-        released = await storage.run_async(
-            "releasing the lease of",
-            self.provider_name,
-            storage.script(client, _RELEASE)(
-                keys=[storage.key("lock", self.provider_name)], args=[owner]
-            ),
-        )
-        self._after_release(released)
         self._candidate = new_owner_id()
+        client = await storage.async_client()
+        try:
+            released = await storage.run_async(
+                "releasing the lease of",
+                self.provider_name,
+                storage.script(client, _RELEASE)(
+                    keys=[storage.key("lock", self.provider_name)], args=[owner]
+                ),
+            )
+        except TokenStorageError as exc:
+            self._release_failed(exc)
+            return
+        self._after_release(released)
+
+    def _release_failed(self, exc: TokenStorageError) -> None:
+        """What was done under the lease stands; the lease itself expires after its TTL."""
+        _log.warning(
+            "%s The lease of provider '%s' expires by itself within %g s.",
+            exc.message,
+            self.provider_name,
+            self._storage.lock_ttl,
+        )
 
     def _after_release(self, released: Any) -> None:
         if not int(released):
             _log.warning(
                 "The Redis lease of provider '%s' had expired before its release (another "
-                "worker may have taken it); a save made after expiry was refused",
+                "worker may have taken it meanwhile)",
                 self.provider_name,
             )
 
