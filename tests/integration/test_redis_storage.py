@@ -304,6 +304,26 @@ def test_a_slow_holder_keeps_its_lease_past_the_ttl(
     assert loaded is not None and loaded.access_token == "kept"
 
 
+def test_a_slow_async_holder_keeps_its_lease_and_its_fenced_asave_lands(
+    store: RedisTokenStorage,
+) -> None:
+    async def main() -> bool:
+        async with store.alock("p"):
+            await asyncio.sleep(store.lock_ttl * 1.6)  # the loop stays free meanwhile
+            other = store.create_lock("p")
+            try:
+                await other.aacquire(0.1)
+                taken = True
+            except TokenStorageError:
+                taken = False
+            await store.asave("p", token("async-kept"))
+        return taken
+
+    assert asyncio.run(main()) is False
+    loaded = store.load("p")
+    assert loaded is not None and loaded.access_token == "async-kept"
+
+
 def test_async_lease_twin(store: RedisTokenStorage) -> None:
     async def main() -> list[str]:
         order: list[str] = []
