@@ -21,6 +21,7 @@ from collections.abc import Callable
 from bench import (
     checker,
     cli_token,
+    coldstart,  # issue 15
     dpop,  # issue 14: per-request cost with DPoP
     imports,
     login,
@@ -39,6 +40,7 @@ BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "dpop": dpop.run,  # issue 14 item 2
     "storm": storm.run,
     "storm_cc": storm_cc.run,  # issue 13
+    "coldstart": coldstart.run,  # issue 15
     "checker": checker.run,
     "verify": verify.run,
     "storage": storage.run,
