@@ -29,10 +29,20 @@ from kstlib.auth.errors import (
     AuthError,
     AuthorizationError,
     ConfigurationError,
+    TokenExpiredError,
+    TokenRefreshError,
     TokenStorageError,
 )
 from kstlib.auth.redaction import redact_text, redact_urls
-from kstlib.cli._fast import decode_jwt_unverified, format_token
+from kstlib.cli._fast import (
+    decode_jwt_unverified,
+    exec_info,
+    format_token,
+    git_answer,
+    git_refusal,
+    git_request,
+    id_token_usable,
+)
 from kstlib.cli.output import (
     echo_json,
     err_console,
@@ -182,32 +192,35 @@ def _stored_valid_token(name: str, loaded: LoadedConfig) -> Token | None:
 
 
 def _send_user_to(url: str, *, no_browser: bool, notice: _Notice) -> None:
-    """Open ``url`` in the browser, or print it alone on stdout when asked or when that fails.
-
-    The URL (it holds the state) is printed only when the user needs it.
-    """
+    """Open ``url`` in the browser (never a console one) and show it in any case."""
     from kstlib.auth.callback import open_in_browser
 
     _show_url(url, not no_browser and open_in_browser(url), notice)
 
 
-def _show_url(url: str, opened: bool, notice: _Notice) -> None:
+def _show_url(url: str, opened: bool, notice: _Notice, *, stdout: bool = True) -> None:
+    """Show the authorization URL: alone on a stdout line when no browser opened (the user
+    must open it), on stderr when one did (in case it is not the right one; not under
+    ``--quiet``). ``stdout=False``: always stderr (stdout carries a credential protocol)."""
     if opened:
-        notice("Opened your browser to log in (if it did not open, use --no-browser).")
+        if not notice.quiet:
+            notice("Opened your browser to log in; if it did not open, open this URL:")
+            typer.echo(url, err=True)
         return
     notice("Open this URL in a browser to log in:")
-    typer.echo(url)
+    typer.echo(url, err=not stdout)
 
 
 class _LoginProgress:
     """What the terminal shows during :meth:`OAuth2Provider.login`: the URL, then a spinner."""
 
-    def __init__(self, notice: _Notice) -> None:
+    def __init__(self, notice: _Notice, *, stdout: bool = True) -> None:
         self.notice = notice
+        self.stdout = stdout
         self.spinner: Status | None = None
 
     def on_url(self, url: str, opened: bool) -> None:
-        _show_url(url, opened, self.notice)
+        _show_url(url, opened, self.notice, stdout=self.stdout)
         if not self.notice.quiet:
             self.spinner = err_console().status("Waiting for the login in the browser…")
             self.spinner.start()
@@ -225,10 +238,19 @@ class _LoginProgress:
 
 
 def _loopback_login(
-    name: str, loaded: LoadedConfig, timeout: float | None, *, no_browser: bool, notice: _Notice
+    name: str,
+    loaded: LoadedConfig,
+    timeout: float | None,
+    *,
+    no_browser: bool,
+    notice: _Notice,
+    stdout: bool = True,
 ) -> Token:
-    """Authorization code + PKCE through the loopback callback server (RFC 8252)."""
-    progress = _LoginProgress(notice)
+    """Authorization code + PKCE through the loopback callback server (RFC 8252).
+
+    ``stdout=False``: nothing at all on stdout (a credential plugin's stdout is its answer).
+    """
+    progress = _LoginProgress(notice, stdout=stdout)
     try:
         with _provider(name, loaded) as provider:
             return provider.login(
@@ -586,21 +608,125 @@ def token(
         typer.Option(
             "--format",
             help="raw (default), header, json, env (export lines), or kubectl "
-            "(client.authentication.k8s.io/v1 ExecCredential).",
+            "(ExecCredential with the ID token; logs in on demand when interactive).",
             show_default=False,
         ),
     ] = None,
+    access_token: Annotated[
+        bool,
+        typer.Option(
+            "--access-token", help="With --format kubectl: the access token, not the ID token."
+        ),
+    ] = False,
 ) -> None:
     """Print the access token (refreshed first when needed)."""
     chosen = _output_format(output_format, header, as_json)
+    if access_token and chosen != "kubectl":
+        raise typer.BadParameter("only applies to --format kubectl", param_hint="'--access-token'")
     loaded = _load()
     name = _resolve(provider, loaded)
+    if chosen == "kubectl" and not decode:
+        typer.echo(_kubectl_credential(name, loaded, refresh=refresh, access_token=access_token))
+        return
     with _provider(name, loaded) as prov:
         current = _current_token(prov, force=refresh)
     if decode:
         _print_decoded(name, current)
     else:
         typer.echo(format_token(current, chosen))
+
+
+# --------------------------------------------------------------------------- kubectl (#16)
+
+
+def _kube_token(provider: OAuth2Provider, *, force: bool, access_token: bool) -> Token:
+    """The token for an ExecCredential: the access token as ``token`` gives it, or one whose
+    ID token is still fresh (renewed once, single-flight, when it is not)."""
+    current = provider.acquire(force=force).token
+    skew = provider.config.refresh_skew
+    if access_token or id_token_usable(current, skew):
+        return current
+    if provider.can_renew(current):  # the refresh answer of an OpenID provider has a new one
+        current = provider.acquire(current, force=True).token
+    if not id_token_usable(current, skew):
+        name = provider.name
+        raise TokenExpiredError(
+            f"'{name}' has no valid ID token for kubectl (none was issued, or it expired and "
+            f"the refresh gave no new one); run kstlib auth login {name}, or use --access-token"
+        )
+    return current
+
+
+def _kubectl_credential(
+    name: str, loaded: LoadedConfig, *, refresh: bool, access_token: bool
+) -> str:
+    """The ExecCredential of ``token --format kubectl``; logs in first when nothing valid is
+    stored and the session is interactive (``KUBERNETES_EXEC_INFO``'s ``spec.interactive``,
+    else whether stdin is a terminal). The login talks on stderr only."""
+    info = exec_info()
+    interactive = info.interactive if info.interactive is not None else sys.stdin.isatty()
+    try:
+        with _provider(name, loaded) as prov:
+            current = _kube_token(prov, force=refresh, access_token=access_token)
+    except (TokenExpiredError, TokenRefreshError) as exc:
+        if not interactive or getattr(exc, "retryable", False):
+            raise
+        notice = _Notice(quiet=False)
+        notice(f"{exc}; logging in for kubectl.")
+        current = _loopback_login(name, loaded, None, no_browser=False, notice=notice, stdout=False)
+        if not access_token and not id_token_usable(current, 0):
+            raise TokenExpiredError(
+                f"The login to '{name}' gave no ID token; use --access-token"
+            ) from None
+    return format_token(current, "kubectl", access_token=access_token, api_version=info.api_version)
+
+
+# --------------------------------------------------------------------------- git credential (#16)
+
+
+class GitAction(StrEnum):
+    """Actions of git's credential-helper protocol."""
+
+    GET = "get"
+    STORE = "store"
+    ERASE = "erase"
+
+
+@_handled
+def git_credential(
+    provider: Annotated[str, typer.Argument(help="Provider whose access token git sends.")],
+    action: Annotated[GitAction, typer.Argument(help="get, store or erase (given by git).")],
+    *,
+    username: Annotated[
+        str,
+        typer.Option("--username", help="User name sent with the token (GitLab: oauth2)."),
+    ] = "oauth2",
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Only answer for this host (git's host[:port]); repeatable."),
+    ] = None,
+) -> None:
+    """git credential helper: answer 'get' with the provider's access token.
+
+    Set it with git config credential.https://git.example.com.helper
+    '!kstlib auth git-credential corp'. 'get' prints username=<--username> and
+    password=<access token> (refreshed when stale) for https requests only, and only
+    for --host when given; 'store' keeps nothing and 'erase' forgets nothing (the stored
+    token stays; use kstlib auth logout). Exit 1 when there is no usable token (git
+    then asks its other helpers or the user).
+    """
+    request = git_request()
+    if action is not GitAction.GET:
+        return
+    refusal = git_refusal(request, [h.lower() for h in host or ()])
+    if refusal is not None:
+        logging.getLogger("kstlib.cli").info("git-credential: no answer, %s", refusal)
+        return
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    with _provider(name, loaded) as prov:
+        current = prov.acquire().token
+    sys.stdout.write(git_answer(current, username))
 
 
 # --------------------------------------------------------------------------- whoami
@@ -744,6 +870,7 @@ _COMMANDS: Final[tuple[tuple[str, Callable[..., None]], ...]] = (
     ("whoami", whoami),
     ("providers", providers),
     ("preflight", preflight),
+    ("git-credential", git_credential),
 )
 
 
