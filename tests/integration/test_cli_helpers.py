@@ -400,3 +400,57 @@ def test_git_credential_store_and_erase_keep_the_stored_token(
     assert logged_in.stored() == before
     proc = _fill(git_env, "https://git.example.test/repo.git")
     assert _answer(proc.stdout)["password"] == before.access_token
+
+
+# --------------------------------------------------------------------------- the login URL
+
+
+@pytest.mark.parametrize("name", ["w3m", "lynx", "links", "elinks", "www-browser"])
+def test_login_never_starts_a_console_browser_found_on_path(
+    cli: CLI, tmp_path: Path, name: str
+) -> None:
+    """Item 5: on a server (no display) webbrowser picks a text browser from PATH; the login
+    does not start it and prints the URL (alone on stdout) for the user to open elsewhere."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "started"
+    script = bin_dir / name
+    script.write_text(f'#!/bin/sh\necho "$1" > {marker}\n', encoding="utf-8")
+    script.chmod(0o700)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    for variable in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):
+        env.pop(variable, None)
+    proc = subprocess.Popen(
+        [*KSTLIB, "auth", "login", "pub", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    assert url.startswith(cli.idp.issuer)
+    assert httpx.get(browser_login(url), timeout=10).status_code == 200
+    code, _, err = finish(proc)
+    assert code == 0, err
+    assert "Open this URL in a browser" in err
+    assert not marker.exists()
+
+
+def test_login_prints_the_url_even_when_a_browser_opened(cli: CLI, tmp_path: Path) -> None:
+    script, marker = _fake_graphical_browser(tmp_path)
+    env = {**os.environ, "BROWSER": str(script)}
+    proc = subprocess.Popen(
+        [*KSTLIB, "auth", "login", "pub", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    url, before = _read_url_from_stderr(proc)
+    assert any("Opened your browser" in line for line in before)
+    assert httpx.get(browser_login(url), timeout=10).status_code == 200
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert out == ""  # stdout stays clean: the URL went to stderr
+    assert marker.read_text(encoding="utf-8").strip() == url
