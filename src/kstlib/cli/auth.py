@@ -48,8 +48,10 @@ from kstlib.cli.output import (
     err_console,
     error_line,
     facts_table,
+    format_duration,
     format_when,
     mask_secrets,
+    one_line,
     out_console,
     status_text,
 )
@@ -158,11 +160,27 @@ def _provider(name: str, loaded: LoadedConfig, **overrides: Any) -> OAuth2Provid
     return provider
 
 
-def _subject(token: Token) -> str | None:
-    """The ``sub`` of the stored ID token (verified before it was stored; decoded only)."""
+def _id_claims(token: Token) -> dict[str, Any]:
+    """The claims of the stored ID token (verified before it was stored; decoded only)."""
     decoded = decode_jwt_unverified(token.id_token) if token.id_token else None
-    sub = decoded[1].get("sub") if decoded else None
+    return decoded[1] if decoded else {}
+
+
+def _subject(token: Token) -> str | None:
+    """The ``sub`` of the stored ID token."""
+    sub = _id_claims(token).get("sub")
     return sub if isinstance(sub, str) else None
+
+
+def _user(token: Token) -> str | None:
+    """Who the token is for, as a person reads it: the ID token's ``preferred_username``,
+    else its ``email``, else its ``sub`` (an opaque GUID at Entra ID, Okta...)."""
+    claims = _id_claims(token)
+    for claim in ("preferred_username", "email", "sub"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value.strip():
+            return one_line(value)[:128]
+    return None
 
 
 class _Notice:
@@ -355,8 +373,8 @@ def login(
         token = _manual_login(name, loaded, no_browser=no_browser)
     else:
         token = _loopback_login(name, loaded, timeout, no_browser=no_browser, notice=notice)
-    subject = _subject(token)
-    who = f" as {subject}" if subject else ""
+    user = _user(token)
+    who = f" as {user}" if user else ""
     notice(f"Logged in to {name}{who}; access token {_expiry_phrase(token)}.", style="green")
 
 
@@ -461,6 +479,9 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
         "refresh_expires_at": None,
         "storage": None,
         "error": None,
+        "user": None,
+        "logged_in": False,
+        "reason": "not logged in: no token is stored",
     }
     try:
         storage = get_token_storage_for_provider(name, config=loaded)
@@ -468,13 +489,16 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
         token = storage.load(name)
     except AuthError as exc:
         entry["error"] = str(exc)
+        entry["reason"] = "the stored token cannot be read"
         return entry
     if token is None:
         return entry
+    entry.update(_session_state(token))
     expires_in = token.expires_in
     entry.update(
         authenticated=not token.is_expired,
         subject=_subject(token),
+        user=_user(token),
         scopes=list(token.scope),
         token_type=str(getattr(token.token_type, "value", token.token_type)),
         expires_at=_iso(token.expires_at),
@@ -486,6 +510,30 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
     return entry
 
 
+def _session_state(token: Token) -> dict[str, Any]:
+    """``logged_in`` (the access token is valid, or can be renewed without the user) and
+    ``reason``: why not, or what happens next ("expired 1 h 40 min ago, no refresh token")."""
+    from kstlib.auth.providers.base import marked_refused
+
+    now = datetime.now(UTC)
+    if not token.is_expired:
+        return {"logged_in": True, "reason": None}
+    ago = (
+        f"expired {format_duration((now - token.expires_at).total_seconds())} ago"
+        if token.expires_at is not None
+        else "expired"
+    )
+    refresh_end = token.refresh_expires_at
+    if not token.refresh_token:
+        return {"logged_in": False, "reason": f"{ago}, no refresh token"}
+    if marked_refused(token):
+        return {"logged_in": False, "reason": f"{ago}, refresh token refused by the server"}
+    if refresh_end is not None and refresh_end <= now:
+        since = format_duration((now - refresh_end).total_seconds())
+        return {"logged_in": False, "reason": f"{ago}, refresh token expired {since} ago"}
+    return {"logged_in": True, "reason": f"{ago}; refreshed on next use"}
+
+
 def _access_cell(entry: dict[str, Any]) -> Text:
     if entry["error"]:
         return Text(f"error: {entry['error']}", style="red")
@@ -495,7 +543,8 @@ def _access_cell(entry: dict[str, Any]) -> Text:
         return Text("valid, expiry unknown" if entry["authenticated"] else "expired", style="")
     when = format_when(datetime.fromisoformat(entry["expires_at"]))
     if not entry["authenticated"]:
-        return Text(f"expired {when}", style="red")
+        style = "yellow" if entry["logged_in"] else "red"
+        return Text(entry["reason"] or f"expired {when}", style=style)
     if entry["expiring_soon"]:
         return Text(f"expiring soon: {when}", style="yellow")
     return Text(f"valid, expires {when}", style="green")
@@ -518,7 +567,7 @@ def _status_table(entries: list[dict[str, Any]]) -> Table:
     for entry in entries:
         table.add_row(
             Text(entry["provider"], style="bold"),
-            Text(entry["subject"] or "-"),
+            Text(entry["user"] or entry["subject"] or "-"),
             Text(" ".join(entry["scopes"]) or "-"),
             _access_cell(entry),
             _refresh_cell(entry),
@@ -534,7 +583,10 @@ def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None
     ``--json`` prints a JSON list with one object per provider: ``provider``,
     ``authenticated``, ``subject``, ``scopes``, ``token_type``, ``expires_at``,
     ``expires_in``, ``expiring_soon``, ``refreshable``, ``refresh_expires_at``,
-    ``storage``, ``error``. Exit 1 when a provider's token could not be read.
+    ``storage``, ``error``, ``user`` (preferred_username, email or sub), ``logged_in``
+    (valid, or renewable without the user) and ``reason`` (why not). Exit 1 when a
+    token could not be read, or when the provider named is not logged in (with the
+    reason on stderr); without a provider, when none is logged in.
     """
     from kstlib.auth.config import get_auth_settings, list_configured_providers
 
@@ -553,6 +605,11 @@ def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None
     else:
         out_console().print(_status_table(entries))
     if any(entry["error"] for entry in entries):
+        raise typer.Exit(EXIT_AUTH)
+    if entries and not any(entry["logged_in"] for entry in entries):
+        if not as_json:
+            for entry in entries:
+                err_console().print(Text(f"{entry['provider']}: {entry['reason']}"))
         raise typer.Exit(EXIT_AUTH)
 
 
