@@ -896,7 +896,12 @@ def _verdict(report: PreflightReport) -> Text:
     failed = [r.step for r in report.results if r.status.value == "failure"]
     total = f"{len(report.results)} steps, {report.duration_ms:.0f} ms"
     if failed:
-        return Text(f"✗ {report.provider_name}: {', '.join(failed)} failed ({total})", style="red")
+        # #16 item 7: steps that depend on a failed one are skipped, and counted apart
+        skipped = sum(1 for r in report.results if r.message.startswith("skipped: "))
+        also = f", {skipped} dependent step(s) skipped" if skipped else ""
+        return Text(
+            f"✗ {report.provider_name}: {', '.join(failed)} failed{also} ({total})", style="red"
+        )
     return Text(f"✓ {report.provider_name} is ready ({total})", style="green")
 
 
