@@ -22,7 +22,6 @@ signing module (and ``cryptography``) is imported on first use only.
 from __future__ import annotations
 
 import base64
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -174,6 +173,8 @@ class _JWTAssertion(ClientAuthentication):
 
     def assertion(self, audience: str) -> str:
         """A fresh client assertion for ``audience`` (the endpoint it is sent to)."""
+        import secrets
+
         from kstlib.auth._signing import SigningError, sign_jws
 
         now = int(time.time())

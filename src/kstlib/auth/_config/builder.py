@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,6 +63,8 @@ def _unknown_provider(names: list[str], name: str, loaded: LoadedConfig) -> Conf
             f"({_where_to_configure(loaded)}).",
             provider=name,
         )
+    import difflib  # suggestions only on a mistake (#16 item 4)
+
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigurationError(
@@ -147,6 +148,8 @@ class _ProviderBuilder:
         self.section.warn_unknown(_PROVIDER_KEYS)
         for key in self.overrides:
             if key not in _PROVIDER_KEYS:
+                import difflib  # suggestions only on a mistake (#16 item 4)
+
                 close = difflib.get_close_matches(key, sorted(_PROVIDER_KEYS), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise self.fail(key, f"unknown setting{hint}")
