@@ -35,7 +35,6 @@ from kstlib.auth._config.values import (
 )
 from kstlib.auth.errors import ConfigurationError
 from kstlib.config import LoadedConfig
-from kstlib.secrets import SopsCache, resolve_secrets
 
 
 def _where_to_configure(loaded: LoadedConfig) -> str:
@@ -168,6 +167,8 @@ class _ProviderBuilder:
 
     def _resolved_file_values(self, sops_binary: str) -> dict[str, Any]:
         """The provider's known keys, secret references resolved against their own file."""
+        from kstlib.secrets import SopsCache, resolve_secrets  # when building (#16 item 4)
+
         cache: SopsCache = {}
         values: dict[str, Any] = {}
         for key, value in self.section.data.items():
@@ -187,6 +188,8 @@ class _ProviderBuilder:
 
     def _resolved_overrides(self, sops_binary: str) -> dict[str, Any]:
         """The overrides that configure the provider, secret references resolved."""
+        from kstlib.secrets import resolve_secrets  # when building (#16 item 4)
+
         settings = {k: v for k, v in self.overrides.items() if k not in _SELECTOR_KEYS}
         return resolve_secrets(
             settings,

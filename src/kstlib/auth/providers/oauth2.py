@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import threading
 import time
@@ -666,6 +665,8 @@ class OAuth2Provider(AbstractAuthProvider):
     async def atoken_request(self, grant_type: str, **params: str) -> Token:
         """:meth:`token_request` for asyncio callers; runs in a worker thread (the
         provider's one HTTP client and its bounded reader), never blocking the loop."""
+        import asyncio  # loaded by the running loop already; not at import (#16 item 4)
+
         return await asyncio.to_thread(self.token_request, grant_type, **params)
 
     def _validate_granted(self, token: Token) -> Token:
