@@ -454,3 +454,37 @@ def test_login_prints_the_url_even_when_a_browser_opened(cli: CLI, tmp_path: Pat
     assert code == 0, err
     assert out == ""  # stdout stays clean: the URL went to stderr
     assert marker.read_text(encoding="utf-8").strip() == url
+
+
+def test_without_exec_info_a_terminal_on_stdin_means_interactive(cli: CLI, tmp_path: Path) -> None:
+    """Run by hand (no KUBERNETES_EXEC_INFO) from a real pseudo-terminal: log in on demand;
+    from a pipe: fail without a login (nobody could finish it)."""
+    import pty
+
+    piped = _run("auth", "token", "--format", "kubectl", stdin="")
+    assert piped.returncode == 1 and piped.stdout == ""
+    assert "Not logged in to 'conf'" in piped.stderr
+
+    script, _ = _fake_graphical_browser(tmp_path)
+    env = {**os.environ, "BROWSER": str(script)}
+    env.pop("KUBERNETES_EXEC_INFO", None)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*KSTLIB, "auth", "token", "--format", "kubectl"],
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        os.close(follower)
+        url, _ = _read_url_from_stderr(proc)
+        assert httpx.get(browser_login(url), timeout=10).status_code == 200
+        code, out, err = finish(proc)
+    finally:
+        os.close(leader)
+    assert code == 0, err
+    stored = cli.stored()
+    assert stored is not None
+    assert json.loads(out)["status"]["token"] == stored.id_token
