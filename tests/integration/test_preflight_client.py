@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from kstlib.auth import OAuth2Provider
+from kstlib.auth.config import AuthProviderConfig
 from kstlib.auth.models import PreflightReport, PreflightStatus
+from kstlib.auth.token import MemoryTokenStorage
 from tests.flows import make_oidc
 from tests.idp_support import CONFIDENTIAL, CONFIDENTIAL_POST, PUBLIC, IdP
 from tests.integration.test_cli import CLI, KSTLIB, provider_settings
+from tests.jwks_server import JWKSServer, Route
 
 
 def _steps(report: PreflightReport) -> dict[str, PreflightStatus]:
@@ -97,3 +101,25 @@ def test_the_cli_verdict_counts_skipped_steps(
     )
     assert proc.returncode == 1
     assert "discovery failed, 6 dependent step(s) skipped" in " ".join(proc.stdout.split())
+
+
+def test_unauthorized_client_means_authenticated_but_not_allowed_the_grant(
+    server: JWKSServer,
+) -> None:
+    """RFC 6749 5.2: unauthorized_client comes from an authenticated client (a local server:
+    the test IdP allows the code grant to every login client)."""
+    server.set_route("/authorize", Route(status=200, body=b"<html>login</html>"))
+    server.set_route("/token", Route(status=400, body=b'{"error": "unauthorized_client"}'))
+    config = AuthProviderConfig(
+        client_id="svc",
+        authorize_url=f"{server.base_url}/authorize",
+        token_url=f"{server.base_url}/token",
+        scopes=["read"],
+    )
+    with OAuth2Provider("svc", config, MemoryTokenStorage()) as provider:
+        report = provider.preflight()
+    result = next(r for r in report.results if r.step == "client_auth")
+    assert result.status is PreflightStatus.WARNING
+    assert "accepted" in result.message and "unauthorized_client" in result.message
+    client_id = next(r for r in report.results if r.step == "client_id")
+    assert client_id.status is PreflightStatus.SUCCESS

@@ -1096,7 +1096,15 @@ class OAuth2Provider(AbstractAuthProvider):
                     "with invalid_grant, as expected)",
                     details={"client_auth": method},
                 )
-            if code in ("invalid_client", "unauthorized_client"):
+            if code == "unauthorized_client":  # RFC 6749 5.2: authenticated, grant not allowed
+                return PreflightResult(
+                    "client_auth",
+                    PreflightStatus.WARNING,
+                    f"client authentication ({method}) accepted, but the client may not use "
+                    "the authorization code grant (unauthorized_client)",
+                    details={"client_auth": method, "error": code},
+                )
+            if code == "invalid_client":
                 return PreflightResult(
                     "client_auth",
                     PreflightStatus.FAILURE,
