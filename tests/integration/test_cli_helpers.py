@@ -488,3 +488,23 @@ def test_without_exec_info_a_terminal_on_stdin_means_interactive(cli: CLI, tmp_p
     stored = cli.stored()
     assert stored is not None
     assert json.loads(out)["status"]["token"] == stored.id_token
+
+
+def test_git_credential_refreshes_a_stale_token_once(
+    logged_in: CLI, git_env: dict[str, str], idp: IdP
+) -> None:
+    """A token inside the refresh skew: the full command line renews it (single-flight
+    through provider.acquire) and git gets the new one."""
+    from tests.integration.test_session import stale
+
+    before = logged_in.stored()
+    assert before is not None
+    get_token_storage_for_provider("conf").save("conf", stale(before))
+    idp.reset_stats()
+    _helper(git_env, "https://git.example.test")
+    proc = _fill(git_env, "https://git.example.test/repo.git")
+    assert proc.returncode == 0, proc.stderr
+    after = logged_in.stored()
+    assert after is not None and after.access_token != before.access_token
+    assert _answer(proc.stdout)["password"] == after.access_token
+    assert idp.stats().get("token:refresh_token", 0) == 1
