@@ -1,4 +1,7 @@
-"""``kstlib auth token`` with a valid cached token (file storage), as a shell prompt runs it.
+"""``kstlib auth token`` with a valid cached token (file storage), as a shell prompt runs it;
+beside it the two credential helpers a user runs hundreds of times a day: ``--format
+kubectl`` (kubectl's exec plugin) and ``git-credential get`` (git's helper), both answered
+from the cached token. Baselines: ``python -c pass`` (goal 3x, #16) and ``import httpx``.
 
 This project: a throw-away ``kstlib.conf.yml`` named by ``KSTLIB_CONFIG``,
 the token saved by ``FileTokenStorage``. kstlib 3.8.2: its configuration is
@@ -19,8 +22,14 @@ from pathlib import Path
 from bench.common import OLD_NAME, Comparison, Context, Goal, alternate, time_subprocess
 
 GOAL_RATIO = 2.0
+#: kstlib auth token, --format kubectl and git-credential get <= 3x python -c pass (#16 item 4).
+PASS_GOAL_RATIO = 3.0
 HTTPX = 'python -c "import httpx"'
+PASS = 'python -c "pass"'
 MINE = "kstlib auth token"
+KUBE = "kstlib auth token --format kubectl"
+GIT = "kstlib auth git-credential corp get"
+GIT_REQUEST = b"protocol=https\nhost=git.example.test\npath=group/repo.git\n\n"
 OLD = f"{OLD_NAME}: kstlib auth token"
 PROVIDER = "corp"
 ISSUER = "http://127.0.0.1:9/realms/bench"  # port 9 (discard): nothing answers there
@@ -31,6 +40,20 @@ RAW = {
     "refresh_token": "refresh-token-value",
     "scope": "openid profile",
 }
+
+
+def _id_token() -> str:
+    """An ID token shape valid for an hour (the helpers decode a stored one, never verify)."""
+    import base64
+    import json
+    import time
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "bench", "aud": "bench-cli", "iat": now, "exp": now + 3600}
+    return f"{part({'alg': 'RS256', 'kid': 'k'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 def _config(directory: Path, tokens: Path) -> Path:
@@ -86,19 +109,28 @@ def run(ctx: Context) -> list[Comparison]:
     mine_dir = base / "new"
     tokens = mine_dir / "tokens"
     config = _config(mine_dir, tokens)
-    FileTokenStorage(tokens).save(PROVIDER, Token.from_response(dict(RAW)))
+    FileTokenStorage(tokens).save(PROVIDER, Token.from_response({**RAW, "id_token": _id_token()}))
     mine_env = _home_env(base / "home-new")
     mine_env["KSTLIB_CONFIG"] = str(config)
-    mine_argv = [*_kstlib_command(Path(sys.executable)), "auth", "token"]
+    kstlib = _kstlib_command(Path(sys.executable))
+    mine_argv = [*kstlib, "auth", "token"]
+    kube_argv = [*kstlib, "auth", "token", "--format", "kubectl"]
+    git_argv = [*kstlib, "auth", "git-credential", PROVIDER, "get"]
     _check_output(mine_argv, mine_env, mine_dir, "kstlib auth token")
+    _check_helpers(kube_argv, git_argv, mine_env, mine_dir)
 
-    def timed(argv: Sequence[str], env: dict[str, str], cwd: Path) -> Callable[[], float]:
-        return lambda: time_subprocess(argv, env=env, cwd=cwd) * 1e3
+    def timed(
+        argv: Sequence[str], env: dict[str, str], cwd: Path, stdin: bytes | None = None
+    ) -> Callable[[], float]:
+        return lambda: time_subprocess(argv, env=env, cwd=cwd, stdin=stdin) * 1e3
 
     httpx_env = _home_env(base / "home-httpx")
     contenders = {
         HTTPX: timed([sys.executable, "-c", "import httpx"], httpx_env, base),
+        PASS: timed([sys.executable, "-c", "pass"], httpx_env, base),
         MINE: timed(mine_argv, mine_env, mine_dir),
+        KUBE: timed(kube_argv, mine_env, mine_dir),
+        GIT: timed(git_argv, mine_env, mine_dir, GIT_REQUEST),
     }
     skipped: dict[str, str] = {}
     notes: list[str] = []
@@ -140,4 +172,40 @@ def run(ctx: Context) -> list[Comparison]:
             "issue 7",
         )
     )
+    for name in (MINE, KUBE, GIT):
+        to_pass = comp.pair_ratio(name, PASS)[0]
+        comp.goals.append(
+            Goal(
+                f'{name} <= {PASS_GOAL_RATIO}x python -c "pass" (measured {to_pass:.2f}x)',
+                to_pass <= PASS_GOAL_RATIO,
+                "issue 16",
+            )
+        )
     return [comp]
+
+
+def _check_helpers(
+    kube_argv: Sequence[str], git_argv: Sequence[str], env: dict[str, str], cwd: Path
+) -> None:
+    """The two helpers answer from the cached token (else their timing would be of an error)."""
+    import json
+
+    kube = subprocess.run(kube_argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    git = subprocess.run(
+        git_argv,
+        env=env,
+        cwd=cwd,
+        input=GIT_REQUEST.decode(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        kind = json.loads(kube.stdout).get("kind") if kube.returncode == 0 else None
+    except ValueError:
+        kind = None
+    if kind != "ExecCredential" or f"password={RAW['access_token']}" not in git.stdout:
+        raise RuntimeError(
+            f"the helpers did not answer from the cached token: {kube.stderr[-300:]!r} "
+            f"{git.stderr[-300:]!r}"
+        )

@@ -289,11 +289,18 @@ def time_subprocess(
     *,
     env: dict[str, str] | None = None,
     cwd: Path | str | None = None,
+    stdin: bytes | None = None,
 ) -> float:
-    """Wall time (seconds) of one subprocess run; raises if it fails."""
+    """Wall time (seconds) of one subprocess run (``stdin`` written to it); raises if it fails."""
     started = time.perf_counter()
     subprocess.run(
-        argv, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv,
+        check=True,
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     return time.perf_counter() - started
 

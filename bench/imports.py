@@ -14,6 +14,8 @@ from collections.abc import Callable
 from bench.common import OLD_NAME, Comparison, Context, Goal, alternate, time_subprocess
 
 GOAL_RATIO = 1.5
+#: The realistic line <= 1.3x import httpx (#16 item 4).
+REALISTIC_GOAL_RATIO = 1.3
 HTTPX = "python -c 'import httpx'"
 MINE = "import kstlib.auth"
 REALISTIC = "from kstlib.auth import OIDCProvider, AuthSession, get_provider"
@@ -61,6 +63,14 @@ def run(ctx: Context) -> list[Comparison]:
             f"import kstlib.auth <= {GOAL_RATIO}x import httpx (measured {ratio:.2f}x)",
             ratio <= GOAL_RATIO,
             "issue 2",
+        )
+    )
+    realistic = comp.ratio(REALISTIC)[0]
+    comp.goals.append(
+        Goal(
+            f"{REALISTIC} <= {REALISTIC_GOAL_RATIO}x import httpx (measured {realistic:.2f}x)",
+            realistic <= REALISTIC_GOAL_RATIO,
+            "issue 16",
         )
     )
     return [comp]

@@ -8,13 +8,14 @@ trusted layer may set, see :mod:`kstlib.config`), ``sops`` on ``PATH`` by defaul
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kstlib._redaction import redact_text
+
+if TYPE_CHECKING:  # imported when sops runs: reading a token need not load them (#16 item 4)
+    import subprocess
 
 __all__ = [
     "DEFAULT_SOPS_BINARY",
@@ -68,6 +69,9 @@ def run_sops(
     Raises:
         SopsRunError: the binary is not found, cannot be started, or outlives ``timeout``.
     """
+    import shutil
+    import subprocess
+
     found = shutil.which(binary)
     if found is None:
         raise SopsRunError(

@@ -542,15 +542,21 @@ class DeviceGraceAdapter extends StoreAdapter {
 
 // --------------------------------------------------------------- accounts
 
+// ---- #16 item 13 (wt-clitools): accounts whose sub is an opaque GUID, as at Entra ID or
+// Okta; their preferred_username and email are a readable name.
+const OPAQUE_ACCOUNTS = new Map([['6f1c2b9e-3d4a-4b8f-9e21-7c5d0a4b3e12', 'carol']]);
+// ---- end #16 item 13
+
 function findAccount(ctx, sub) {
+  const person = OPAQUE_ACCOUNTS.get(sub) ?? sub; // #16 item 13
   return {
     accountId: sub,
     async claims() {
       return {
         sub,
-        name: `${sub.charAt(0).toUpperCase()}${sub.slice(1)} Test`,
-        preferred_username: sub,
-        email: `${sub}@example.test`,
+        name: `${person.charAt(0).toUpperCase()}${person.slice(1)} Test`,
+        preferred_username: person,
+        email: `${person}@example.test`,
         email_verified: true,
       };
     },
@@ -681,6 +687,9 @@ function buildProvider() {
     jwks: { keys },
     cookies: { keys: state.cookieKeys },
     findAccount,
+    // #16 item 13: the ID token carries the claims of its scopes (profile, email), as
+    // Keycloak, Entra ID and Okta do, so the CLI can name the user offline.
+    conformIdTokenClaims: false,
     scopes: ['openid', 'profile', 'email', 'offline_access', ...SERVICE_SCOPES],
     responseTypes: ['code'],
     claims: {

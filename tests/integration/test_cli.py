@@ -415,7 +415,7 @@ def test_token_in_every_format(logged_in: CLI) -> None:
     kube = json.loads(out("--format", "kubectl"))
     assert kube["apiVersion"] == "client.authentication.k8s.io/v1"
     assert kube["kind"] == "ExecCredential"
-    assert kube["status"]["token"] == access
+    assert kube["status"]["token"] == logged_in.stored().id_token  # type: ignore[union-attr]
     assert RFC3339_UTC.match(kube["status"]["expirationTimestamp"])
 
 
@@ -591,7 +591,8 @@ def test_logout_when_not_logged_in(cli: CLI) -> None:
 
 def test_verbose_journey_leaks_no_secret(cli: CLI, idp: IdP) -> None:
     """-vvv (TRACE) on every command: no token, code, state or client secret in any output,
-    except the access token printed by `token`, on its stdout."""
+    except the access token printed by `token`, on its stdout, and the state inside the
+    authorization URL shown to the user (#16 item 5: always shown, like `gh` or `az`)."""
     outputs: list[str] = []
     login, browser = cli.login("-q")
     outputs.append(login.output)
@@ -616,7 +617,7 @@ def test_verbose_journey_leaks_no_secret(cli: CLI, idp: IdP) -> None:
     second = cli.stored()
     assert second is not None
     secrets |= {second.access_token, second.refresh_token or "", second.id_token or ""}
-    assert json.loads(refreshed.stdout)["status"]["token"] == second.access_token
+    assert json.loads(refreshed.stdout)["status"]["token"] == second.id_token  # kubectl: ID token
     logout = cli.invoke("-vvv", "auth", "logout")
     assert logout.exit_code == 0
     outputs.append(logout.output)
@@ -624,7 +625,17 @@ def test_verbose_journey_leaks_no_secret(cli: CLI, idp: IdP) -> None:
     secrets.add(CONFIDENTIAL.client_secret or "")
     secrets.discard("")
     assert len(secrets) >= 8
-    everything = "\n".join(outputs)
+    lines = "\n".join(outputs).splitlines()
+    shown_urls = [line for line in lines if line.startswith(f"{idp.issuer}/auth?")]
+    assert shown_urls  # the traced login showed its authorization URL
+    for url in shown_urls:  # the URL the user opens carries its state, and nothing else secret
+        query = parse_qs(urlsplit(url).query)
+        assert set(query) <= {
+            "client_id", "scope", "response_type", "redirect_uri", "state",
+            "code_challenge", "code_challenge_method", "nonce", "prompt",
+        }  # fmt: skip
+        assert query["state"][0] in browser.secrets()
+    everything = "\n".join(line for line in lines if line not in shown_urls)
     assert "TRACE" in everything and "DEBUG" in everything
     for secret in secrets:
         assert secret not in everything, f"a secret leaked ({secret[:6]}...)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -35,28 +36,45 @@ def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileTokenStorage:
     return storage
 
 
-def _token(lifetime: timedelta) -> Token:
-    """A 1 h token with ``lifetime`` left (the skew is clamped to half a token's lifetime)."""
+def _jwt(claims: dict[str, object]) -> str:
+    """A compact JWS shape with ``claims`` (the fast path decodes a stored ID token only)."""
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def _token(lifetime: timedelta, *, id_lifetime: timedelta | None = None) -> Token:
+    """A 1 h token with ``lifetime`` left (the skew is clamped to half a token's lifetime),
+    with a 1 h ID token that has ``id_lifetime`` left (default: the same)."""
     expires_at = datetime.now(UTC) + lifetime
+    id_exp = datetime.now(UTC) + (lifetime if id_lifetime is None else id_lifetime)
+    id_token = _jwt(
+        {"sub": "alice", "exp": int(id_exp.timestamp()), "iat": int(id_exp.timestamp()) - 3600}
+    )
     return Token(
         access_token=ACCESS,
         expires_at=expires_at,
         issued_at=expires_at - timedelta(hours=1),
         refresh_token="fast-path-refresh-token",
         scope=["openid", "email"],
+        id_token=id_token,
     )
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["auth", "token"], (None, "raw")),
-        (["auth", "token", "corp"], ("corp", "raw")),
-        (["auth", "token", "corp", "--format", "kubectl"], ("corp", "kubectl")),
-        (["auth", "token", "--format=env", "corp"], ("corp", "env")),
-        (["auth", "token", "--header"], (None, "header")),
-        (["auth", "token", "--json"], (None, "json")),
-        (["auth", "token", "--json", "--format", "json"], (None, "json")),
+        (["auth", "token"], (None, "raw", False)),
+        (["auth", "token", "corp"], ("corp", "raw", False)),
+        (["auth", "token", "corp", "--format", "kubectl"], ("corp", "kubectl", False)),
+        (["auth", "token", "--format", "kubectl", "--access-token"], (None, "kubectl", True)),
+        (["auth", "token", "--access-token"], None),  # only with kubectl: the full CLI says so
+        (["auth", "token", "--format=env", "corp"], ("corp", "env", False)),
+        (["auth", "token", "--header"], (None, "header", False)),
+        (["auth", "token", "--json"], (None, "json", False)),
+        (["auth", "token", "--json", "--format", "json"], (None, "json", False)),
         (["auth", "token", "--header", "--json"], None),  # conflict: the full CLI reports it
         (["auth", "token", "--format", "xml"], None),
         (["auth", "token", "--format"], None),
@@ -70,7 +88,7 @@ def _token(lifetime: timedelta) -> Token:
         ([], None),
     ],
 )
-def test_parse_token_args(argv: list[str], expected: tuple[str | None, str] | None) -> None:
+def test_parse_token_args(argv: list[str], expected: tuple[str | None, str, bool] | None) -> None:
     assert parse_token_args(argv) == expected
 
 
@@ -164,11 +182,16 @@ def _run_entry_point(*args: str) -> tuple[subprocess.CompletedProcess[str], list
     return proc, [m for m in line.removeprefix("MODULES=").split(",") if m]
 
 
-@pytest.mark.parametrize("output_format", ["raw", "kubectl"])
-def test_fast_path_imports_no_heavy_module(stored: FileTokenStorage, output_format: str) -> None:
-    proc, heavy = _run_entry_point("auth", "token", "corp", "--format", output_format)
+@pytest.mark.parametrize(
+    "args",
+    [["--format", "raw"], ["--format", "kubectl"], ["--format", "kubectl", "--access-token"]],
+)
+def test_fast_path_imports_no_heavy_module(stored: FileTokenStorage, args: list[str]) -> None:
+    proc, heavy = _run_entry_point("auth", "token", "corp", *args)
     assert proc.returncode == 0, proc.stderr
-    assert ACCESS in proc.stdout
+    token = stored.load("corp")
+    assert token is not None
+    assert (token.id_token if args == ["--format", "kubectl"] else ACCESS) in proc.stdout
     assert heavy == []
 
 
@@ -192,7 +215,7 @@ def test_kubectl_exec_credential_from_the_console_script(stored: FileTokenStorag
     credential = json.loads(proc.stdout)
     assert credential["apiVersion"] == "client.authentication.k8s.io/v1"
     assert credential["kind"] == "ExecCredential"
-    assert credential["status"]["token"] == ACCESS
+    assert credential["status"]["token"] == stored.load("corp").id_token  # type: ignore[union-attr]
     expires = datetime.strptime(credential["status"]["expirationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
     assert abs(expires.replace(tzinfo=UTC) - (datetime.now(UTC) + timedelta(hours=1))) < timedelta(
         minutes=1

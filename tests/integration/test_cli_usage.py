@@ -67,7 +67,8 @@ def test_unknown_provider_is_an_error_listing_the_configured_ones(config: Path) 
 def test_default_provider_is_used(config: Path) -> None:
     write(config, {"alpha": provider("alpha"), "beta": provider("beta")}, default_provider="beta")
     result = invoke("auth", "status", "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # nobody is logged in (#16 item 13)
+    assert [e["provider"] for e in json.loads(result.stdout)] == ["alpha", "beta"]
     assert "beta" in invoke("auth", "token").stderr  # "Not logged in to 'beta'"
 
 
@@ -133,7 +134,7 @@ def test_console_script_exit_codes(config: Path) -> None:
     def code(*args: str) -> int:
         return subprocess.run([*KSTLIB, *args], capture_output=True, timeout=60).returncode
 
-    assert code("auth", "status") == 0
+    assert code("auth", "status") == 1  # nobody is logged in (#16 item 13)
     assert code("auth", "token", "alpha") == 1
     assert code("auth", "token") == 2
     assert code("auth", "token", "--bogus") == 2

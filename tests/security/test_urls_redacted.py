@@ -69,7 +69,7 @@ def test_preflight_against_a_real_gateway_hides_query_secrets(server: JWKSServer
     config = gateway_config(server.base_url)
     with OAuth2Provider("gw", config, MemoryTokenStorage()) as provider:
         report = provider.preflight()
-    assert server.count("/token") == 1  # the request did go out
+    assert server.count("/token") == 2  # the requests did go out (reach, then client_auth)
     assert API_KEY not in str(report.to_dict())
 
 

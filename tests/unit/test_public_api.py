@@ -29,6 +29,7 @@ DOCUMENTED = [
     ("kstlib.auth.models", "Token"),
     ("kstlib.auth.config", "get_provider_config"),
     ("kstlib.auth.config", "list_configured_providers"),
+    ("kstlib.auth.requests", "ProviderAuth"),  # extra kstlib[requests] (#16 item 3)
 ]
 
 

@@ -171,7 +171,7 @@ def test_sops_document_decrypted_once_per_call_and_never_written(
         calls.append(args)
         return real_run(args, **kwargs)
 
-    monkeypatch.setattr("kstlib._sops.subprocess.run", counting_run)
+    monkeypatch.setattr("subprocess.run", counting_run)  # _sops imports it when it runs
     before = sorted(p.name for p in tmp_path.rglob("*"))
     data = {"client_secret": "sops://s.yaml#a", "headers": {"X-Other": "sops://s.yaml#b"}}
     resolved = resolve_secrets(data, base_dir=tmp_path, what="auth.providers.p")

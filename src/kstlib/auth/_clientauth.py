@@ -25,7 +25,6 @@ when the server refuses the client (``invalid_client``). The signing module (and
 from __future__ import annotations
 
 import base64
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -193,6 +192,8 @@ class _JWTAssertion(ClientAuthentication):
 
     def assertion(self, audience: str) -> str:
         """A fresh client assertion for ``audience`` (the endpoint it is sent to)."""
+        import secrets
+
         from kstlib.auth._signing import SigningError, sign_jws
 
         now = int(time.time())

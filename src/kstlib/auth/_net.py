@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 
 __all__ = ["is_loopback_host"]
 
@@ -18,6 +17,8 @@ def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
+        import ipaddress  # only for a literal address (#16 item 4: not at import)
+
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False

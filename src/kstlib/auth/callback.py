@@ -261,12 +261,15 @@ def _is_console_browser(controller: object) -> bool:
     import shlex
     import webbrowser
 
-    if not isinstance(controller, webbrowser.GenericBrowser):
+    if isinstance(controller, webbrowser.Elinks):  # a UnixBrowser, not a GenericBrowser
+        return True
+    if not isinstance(controller, webbrowser.BaseBrowser):
         return False
+    name = controller.name or ""
     try:
-        command = shlex.split(controller.name)[0] if controller.name else ""
+        command = shlex.split(name)[0] if name else ""
     except ValueError:
-        command = controller.name
+        command = name
     return os.path.basename(command) in _CONSOLE_BROWSERS
 
 

@@ -20,7 +20,6 @@ one async client that use the same ``ProviderAuth``.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import threading
 import time
@@ -39,6 +38,8 @@ from kstlib.auth.providers.base import AcquiredToken
 from kstlib.auth.redaction import get_logger
 
 if TYPE_CHECKING:
+    import asyncio
+
     from kstlib.auth.providers.base import AbstractAuthProvider
 
 __all__ = ["AuthSession", "ProviderAuth"]
@@ -379,6 +380,8 @@ class AuthSession:
         The client is closed, on its own loop, when that loop shuts down (``asyncio.run``
         ends): a session used under several ``asyncio.run`` calls leaves no socket open.
         """
+        import asyncio  # loaded by the running loop already; not at import (#16 item 4)
+
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient_loop is not loop:
             client = httpx.AsyncClient(auth=self.auth, timeout=self.timeout, verify=self._verify)
@@ -486,6 +489,8 @@ class AuthSession:
 
         An async client of another event loop was closed when that loop shut down.
         """
+        import asyncio  # loaded by the running loop already; not at import (#16 item 4)
+
         client, loop, guard = self._aclient, self._aclient_loop, self._aclient_guard
         self._aclient = None
         self._aclient_loop = None

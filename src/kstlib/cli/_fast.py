@@ -1,8 +1,10 @@
-"""The fast path of ``kstlib auth token`` and the token output formats.
+"""The fast path of ``kstlib auth token`` / ``git-credential`` and the token output formats.
 
 ``kstlib auth token`` runs in shell prompts and as a kubectl credential plugin,
-on every call. When the arguments are plain (``auth token [provider]
-[--format F | --header | --json]``) and the stored token is fresh (by the
+``kstlib auth git-credential`` as git's credential helper, on every call. When the
+arguments are plain (``auth token [provider] [--format F | --header | --json]
+[--access-token]``, ``auth git-credential <provider> get|store|erase``) and the
+stored token is fresh (by the
 same staleness decision as the providers: ``Token.is_stale``), it is
 printed from here with the standard library, the configuration loader and
 the token storage only: no Typer, no Rich, no httpx, no cryptography, no
@@ -17,19 +19,32 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
-from collections.abc import Callable, Sequence
-from datetime import UTC
-from typing import TYPE_CHECKING, Any, Final
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
     from kstlib.auth.models import Token
 
 __all__ = [
     "EXEC_CREDENTIAL_API_VERSION",
+    "GIT_USERNAME",
     "TOKEN_FORMATS",
+    "ExecInfo",
+    "GitCredentialArgs",
+    "TokenArgs",
     "decode_jwt_unverified",
+    "exec_credential",
+    "exec_info",
     "format_token",
+    "git_answer",
+    "git_refusal",
+    "git_request",
+    "id_token_usable",
+    "parse_git_credential_args",
     "parse_token_args",
     "run_fast_path",
 ]
@@ -46,7 +61,11 @@ def _expires_at(token: Token) -> str | None:
     """RFC 3339 UTC time (``2025-01-01T12:00:00Z``) of the access token's expiry."""
     if token.expires_at is None:
         return None
-    return token.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(token.expires_at)
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _raw(token: Token) -> str:
@@ -81,16 +100,101 @@ def _env(token: Token) -> str:
 
 
 def _kubectl(token: Token) -> str:
-    """A ``client.authentication.k8s.io/v1`` ExecCredential (kubectl exec plugin output)."""
-    status: dict[str, str] = {"token": token.access_token}
-    expires = _expires_at(token)
+    """The ExecCredential of ``token``'s access token (see :func:`exec_credential`)."""
+    return exec_credential(token, access_token=True)
+
+
+#: ExecCredential versions kubectl may ask for in ``KUBERNETES_EXEC_INFO`` (v1 otherwise).
+EXEC_CREDENTIAL_API_VERSIONS: Final = frozenset(
+    {EXEC_CREDENTIAL_API_VERSION, "client.authentication.k8s.io/v1beta1"}
+)
+
+
+class ExecInfo(NamedTuple):
+    """What kubectl says in ``KUBERNETES_EXEC_INFO``: the ExecCredential version it reads,
+    and whether the session is interactive (None: not said, e.g. run by hand)."""
+
+    api_version: str
+    interactive: bool | None
+
+
+def exec_info(environ: Mapping[str, str] | None = None) -> ExecInfo:
+    """Read ``KUBERNETES_EXEC_INFO`` (set by kubectl for an exec credential plugin).
+
+    An absent, malformed or unknown value gives the v1 ExecCredential and
+    ``interactive=None``; only the two known apiVersions are echoed back.
+    """
+    raw = (os.environ if environ is None else environ).get("KUBERNETES_EXEC_INFO", "")
+    try:
+        document = json.loads(raw) if 0 < len(raw) <= 65536 else None
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return ExecInfo(EXEC_CREDENTIAL_API_VERSION, None)
+    version = document.get("apiVersion")
+    if version not in EXEC_CREDENTIAL_API_VERSIONS:
+        version = EXEC_CREDENTIAL_API_VERSION
+    spec = document.get("spec")
+    interactive = spec.get("interactive") if isinstance(spec, dict) else None
+    return ExecInfo(str(version), interactive if isinstance(interactive, bool) else None)
+
+
+def id_token_expiry(token: Token) -> tuple[datetime, datetime | None] | None:
+    """``(exp, iat)`` of the stored ID token (decoded, not verified: it was verified before
+    it was stored); None when there is no ID token or it has no usable ``exp``."""
+    decoded = decode_jwt_unverified(token.id_token) if token.id_token else None
+    if decoded is None:
+        return None
+    claims = decoded[1]
+    times: list[datetime | None] = []
+    for name in ("exp", "iat"):
+        value = claims.get(name)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            times.append(None)
+            continue
+        try:
+            times.append(datetime.fromtimestamp(value, UTC))
+        except (OverflowError, OSError, ValueError):
+            times.append(None)
+    exp, iat = times
+    return None if exp is None else (exp, iat)
+
+
+def id_token_usable(token: Token, skew: float) -> bool:
+    """True when the ID token is present and not stale: the provider's skew, clamped to half
+    the ID token's lifetime as for access tokens (:meth:`Token.effective_skew`)."""
+    expiry = id_token_expiry(token)
+    if expiry is None:
+        return False
+    exp, iat = expiry
+    if iat is not None and iat < exp:
+        skew = min(skew, (exp - iat).total_seconds() / 2)
+    return (exp - datetime.now(UTC)).total_seconds() > skew
+
+
+def exec_credential(
+    token: Token, *, access_token: bool = False, api_version: str = EXEC_CREDENTIAL_API_VERSION
+) -> str:
+    """A kubectl ExecCredential carrying the ID token (default) or the access token.
+
+    The Kubernetes API server's OIDC authenticator checks an ID token whose audience is
+    the client id, so the ID token is the default; ``expirationTimestamp`` is that
+    token's own expiry (kubectl runs the plugin again after it).
+
+    Raises:
+        KeyError: the ID token is asked for and ``token`` has none.
+    """
+    if access_token:
+        value, expires = token.access_token, _expires_at(token)
+    else:
+        expiry = id_token_expiry(token)
+        if token.id_token is None or expiry is None:
+            raise KeyError("id_token")
+        value, expires = token.id_token, _rfc3339(expiry[0])
+    status: dict[str, str] = {"token": value}
     if expires is not None:
         status["expirationTimestamp"] = expires
-    document = {
-        "apiVersion": EXEC_CREDENTIAL_API_VERSION,
-        "kind": "ExecCredential",
-        "status": status,
-    }
+    document = {"apiVersion": api_version, "kind": "ExecCredential", "status": status}
     return json.dumps(document, indent=2)
 
 
@@ -105,12 +209,25 @@ _FORMATTERS: Final[dict[str, Callable[[Token], str]]] = {
 TOKEN_FORMATS: Final = tuple(_FORMATTERS)
 
 
-def format_token(token: Token, output_format: str) -> str:
+def format_token(
+    token: Token,
+    output_format: str,
+    *,
+    access_token: bool = True,
+    api_version: str = EXEC_CREDENTIAL_API_VERSION,
+) -> str:
     """The text ``kstlib auth token --format <output_format>`` prints (without newline).
 
+    ``access_token`` and ``api_version`` only apply to ``kubectl`` (see
+    :func:`exec_credential`; the command line passes ``access_token=False`` unless
+    ``--access-token`` is given).
+
     Raises:
-        KeyError: ``output_format`` is not one of :data:`TOKEN_FORMATS`.
+        KeyError: ``output_format`` is not one of :data:`TOKEN_FORMATS`, or the
+            ExecCredential should carry an ID token and there is none.
     """
+    if output_format == "kubectl":
+        return exec_credential(token, access_token=access_token, api_version=api_version)
     return _FORMATTERS[output_format](token)
 
 
@@ -135,18 +252,27 @@ def decode_jwt_unverified(value: str) -> tuple[dict[str, Any], dict[str, Any]] |
     return header, payload
 
 
-def parse_token_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
-    """``(provider, format)`` for plain ``auth token`` arguments; None for anything else.
+class TokenArgs(NamedTuple):
+    """Plain ``auth token`` arguments."""
 
-    Accepted: ``auth token [provider] [--format F | --format=F] [--header] [--json]``
-    with at most one output choice. Help, verbosity, ``--refresh``, ``--decode``,
-    unknown options and conflicting choices all return None (the full command
-    line handles them).
+    provider: str | None
+    output_format: str
+    access_token: bool = False  # --access-token (kubectl: the access token, not the ID token)
+
+
+def parse_token_args(argv: Sequence[str]) -> TokenArgs | None:
+    """The provider and format of plain ``auth token`` arguments; None for anything else.
+
+    Accepted: ``auth token [provider] [--format F | --format=F] [--header] [--json]
+    [--access-token]`` with at most one output choice (``--access-token`` only with
+    ``--format kubectl``). Help, verbosity, ``--refresh``, ``--decode``, unknown options
+    and conflicting choices all return None (the full command line handles them).
     """
     if len(argv) < 2 or argv[0] != "auth" or argv[1] != "token":
         return None
     provider: str | None = None
     chosen: set[str] = set()
+    access = False
     rest = list(argv[2:])
     while rest:
         arg = rest.pop(0)
@@ -154,6 +280,8 @@ def parse_token_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
             chosen.add("header")
         elif arg == "--json":
             chosen.add("json")
+        elif arg == "--access-token":
+            access = True
         elif arg == "--format" and rest:
             chosen.add(rest.pop(0))
         elif arg.startswith("--format="):
@@ -164,11 +292,113 @@ def parse_token_args(argv: Sequence[str]) -> tuple[str | None, str] | None:
             return None
     if len(chosen) > 1 or not chosen <= set(TOKEN_FORMATS):
         return None
-    return provider, chosen.pop() if chosen else "raw"
+    output_format = chosen.pop() if chosen else "raw"
+    if access and output_format != "kubectl":
+        return None  # the full command line says why
+    return TokenArgs(provider, output_format, access)
 
 
-def _fresh_token(provider: str | None) -> Token | None:
-    """The stored token of the resolved provider when it is not stale; else None.
+# --------------------------------------------------------------------------- git credential
+
+#: The user name sent with the token to git: what GitLab, Gitea/Forgejo and others accept
+#: with an OAuth access token as the password (``--username`` chooses another).
+GIT_USERNAME: Final = "oauth2"
+#: Most bytes of a credential request read from git (the protocol sends a few short lines).
+GIT_REQUEST_LIMIT: Final = 65536
+GIT_ACTIONS: Final = ("get", "store", "erase")
+
+
+class GitCredentialArgs(NamedTuple):
+    """``auth git-credential <provider> <action> [--username U] [--host H]...``."""
+
+    provider: str
+    action: str
+    username: str
+    hosts: tuple[str, ...]
+
+
+def parse_git_credential_args(argv: Sequence[str]) -> GitCredentialArgs | None:
+    """The arguments of plain ``auth git-credential`` calls; None for anything else."""
+    if len(argv) < 2 or argv[0] != "auth" or argv[1] != "git-credential":
+        return None
+    positional: list[str] = []
+    username = GIT_USERNAME
+    hosts: list[str] = []
+    rest = list(argv[2:])
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in ("--username", "--host") and (eq or rest):
+            value = value if eq else rest.pop(0)
+            if name == "--host":
+                hosts.append(value.lower())
+            else:
+                username = value
+        elif not arg.startswith("-"):
+            positional.append(arg)
+        else:
+            return None
+    if len(positional) != 2 or positional[1] not in GIT_ACTIONS or not username:
+        return None
+    return GitCredentialArgs(positional[0], positional[1], username, tuple(hosts))
+
+
+_git_request: dict[str, str] | None = None
+
+
+def git_request(stream: Any = None) -> dict[str, str]:
+    """The credential request git wrote on stdin (``key=value`` lines up to a blank line).
+
+    Read once per process (the fast path and the full command line share it); at most
+    :data:`GIT_REQUEST_LIMIT` bytes; a repeated key keeps its last value, lines
+    without ``=`` are ignored.
+    """
+    global _git_request  # noqa: PLW0603 - stdin can be read only once per process
+    if _git_request is None:
+        source = sys.stdin if stream is None else stream
+        request: dict[str, str] = {}
+        budget = GIT_REQUEST_LIMIT
+        while budget > 0:
+            line = source.readline(budget)
+            budget -= len(line)
+            line = line.rstrip("\r\n")
+            if not line:
+                break
+            key, eq, value = line.partition("=")
+            if eq:
+                request[key] = value
+        _git_request = request
+    return _git_request
+
+
+def git_refusal(request: Mapping[str, str], hosts: Sequence[str]) -> str | None:
+    """Why the token must not be given for this request (None: it may).
+
+    Only ``https`` (RFC 6750 5.3: a bearer token needs TLS), and only to one of
+    ``hosts`` when the user listed some (``--host``).
+    """
+    protocol = request.get("protocol", "")
+    host = request.get("host", "").lower()
+    if protocol != "https":
+        return f"protocol {protocol or '(none)'} is not https"
+    if hosts and host not in hosts:
+        return f"host {host or '(none)'} is not one of --host {', '.join(hosts)}"
+    return None
+
+
+def git_answer(token: Token, username: str) -> str:
+    """The helper's answer to ``get``: the user name and the access token as the password."""
+    lines = [f"username={username}", f"password={token.access_token}"]
+    if token.expires_at is not None:
+        lines.append(f"password_expiry_utc={int(token.expires_at.timestamp())}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
+    """The stored token of the resolved provider and its skew when it is not stale; else None.
 
     Staleness is the providers' own decision (:meth:`Token.is_stale`, the skew clamped
     to half the token's lifetime) with the provider's ``refresh_skew`` checked by the
@@ -194,32 +424,62 @@ def _fresh_token(provider: str | None) -> Token | None:
         if configured is None
         else _number("refresh_skew", configured, 0, 86400)
     )
-    return None if token.is_stale(skew) else token
+    return None if token.is_stale(skew) else (token, skew)
 
 
-def run_fast_path(argv: Sequence[str], write: Callable[[str], object]) -> int | None:
-    """Print a fresh stored token for plain ``auth token`` arguments and return 0.
-
-    Returns None (having printed nothing) when the arguments are not plain,
-    the token is missing or stale, a warning was raised, or anything at all goes
-    wrong: the full command line then does the work and reports errors and warnings.
-    """
-    parsed = parse_token_args(argv)
-    if parsed is None:
-        return None
-    provider, output_format = parsed
+def _quietly_fresh(provider: str | None) -> tuple[Token, float] | None:
+    """:func:`_fresh_token`, None on any failure or warning (the full CLI reports those)."""
     import warnings
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            token = _fresh_token(provider)
+            fresh = _fresh_token(provider)
     except Exception:  # every failure is reported by the full command line
         return None
     # a ResourceWarning is the garbage collector's news about some other object of the
     # process (an unclosed socket), not a message about this command or its configuration
     caught = [w for w in caught if not issubclass(w.category, ResourceWarning)]
-    if token is None or caught:  # a warning (an ignored config file...) is the full CLI's to show
+    return None if caught else fresh  # a warning (an ignored config file...) is the full CLI's
+
+
+def _fast_git_credential(args: GitCredentialArgs, write: Callable[[str], object]) -> int | None:
+    request = git_request()
+    if args.action != "get":
+        return 0  # store and erase: nothing is kept or forgotten (see docs/cli.md)
+    if git_refusal(request, args.hosts) is not None:
+        return None  # the full command line says why under -v
+    fresh = _quietly_fresh(args.provider)
+    if fresh is None:
         return None
-    write(format_token(token, output_format) + "\n")
+    write(git_answer(fresh[0], args.username))
+    return 0
+
+
+def run_fast_path(argv: Sequence[str], write: Callable[[str], object]) -> int | None:
+    """Print a fresh stored token for plain ``auth token`` / ``auth git-credential`` arguments.
+
+    Returns 0 once printed, or None (having printed nothing) when the arguments are not
+    plain, the token is missing or stale, a warning was raised, or anything at all goes
+    wrong: the full command line then does the work and reports errors and warnings.
+    """
+    git = parse_git_credential_args(argv)
+    if git is not None:
+        return _fast_git_credential(git, write)
+    parsed = parse_token_args(argv)
+    if parsed is None:
+        return None
+    fresh = _quietly_fresh(parsed.provider)
+    if fresh is None:
+        return None
+    token, skew = fresh
+    if parsed.output_format == "kubectl":
+        if not parsed.access_token and not id_token_usable(token, skew):
+            return None  # renewed (or logged in) by the full command line
+        text = format_token(
+            token, "kubectl", access_token=parsed.access_token, api_version=exec_info().api_version
+        )
+    else:
+        text = format_token(token, parsed.output_format)
+    write(text + "\n")
     return 0

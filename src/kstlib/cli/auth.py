@@ -31,17 +31,29 @@ from kstlib.auth.errors import (
     AuthorizationError,
     CallbackServerError,
     ConfigurationError,
+    TokenExpiredError,
+    TokenRefreshError,
     TokenStorageError,
 )
 from kstlib.auth.redaction import redact_mapping, redact_text, redact_urls
-from kstlib.cli._fast import decode_jwt_unverified, format_token
+from kstlib.cli._fast import (
+    decode_jwt_unverified,
+    exec_info,
+    format_token,
+    git_answer,
+    git_refusal,
+    git_request,
+    id_token_usable,
+)
 from kstlib.cli.output import (
     echo_json,
     err_console,
     error_line,
     facts_table,
+    format_duration,
     format_when,
     mask_secrets,
+    one_line,
     out_console,
     status_text,
 )
@@ -150,11 +162,27 @@ def _provider(name: str, loaded: LoadedConfig, **overrides: Any) -> OAuth2Provid
     return provider
 
 
-def _subject(token: Token) -> str | None:
-    """The ``sub`` of the stored ID token (verified before it was stored; decoded only)."""
+def _id_claims(token: Token) -> dict[str, Any]:
+    """The claims of the stored ID token (verified before it was stored; decoded only)."""
     decoded = decode_jwt_unverified(token.id_token) if token.id_token else None
-    sub = decoded[1].get("sub") if decoded else None
+    return decoded[1] if decoded else {}
+
+
+def _subject(token: Token) -> str | None:
+    """The ``sub`` of the stored ID token."""
+    sub = _id_claims(token).get("sub")
     return sub if isinstance(sub, str) else None
+
+
+def _user(token: Token) -> str | None:
+    """Who the token is for, as a person reads it: the ID token's ``preferred_username``,
+    else its ``email``, else its ``sub`` (an opaque GUID at Entra ID, Okta...)."""
+    claims = _id_claims(token)
+    for claim in ("preferred_username", "email", "sub"):
+        value = claims.get(claim)
+        if isinstance(value, str) and value.strip():
+            return one_line(value)[:128]
+    return None
 
 
 class _Notice:
@@ -184,32 +212,35 @@ def _stored_valid_token(name: str, loaded: LoadedConfig) -> Token | None:
 
 
 def _send_user_to(url: str, *, no_browser: bool, notice: _Notice) -> None:
-    """Open ``url`` in the browser, or print it alone on stdout when asked or when that fails.
-
-    The URL (it holds the state) is printed only when the user needs it.
-    """
+    """Open ``url`` in the browser (never a console one) and show it in any case."""
     from kstlib.auth.callback import open_in_browser
 
     _show_url(url, not no_browser and open_in_browser(url), notice)
 
 
-def _show_url(url: str, opened: bool, notice: _Notice) -> None:
+def _show_url(url: str, opened: bool, notice: _Notice, *, stdout: bool = True) -> None:
+    """Show the authorization URL: alone on a stdout line when no browser opened (the user
+    must open it), on stderr when one did (in case it is not the right one; not under
+    ``--quiet``). ``stdout=False``: always stderr (stdout carries a credential protocol)."""
     if opened:
-        notice("Opened your browser to log in (if it did not open, use --no-browser).")
+        if not notice.quiet:
+            notice("Opened your browser to log in; if it did not open, open this URL:")
+            typer.echo(url, err=True)
         return
     notice("Open this URL in a browser to log in:")
-    typer.echo(url)
+    typer.echo(url, err=not stdout)
 
 
 class _LoginProgress:
     """What the terminal shows during :meth:`OAuth2Provider.login`: the URL, then a spinner."""
 
-    def __init__(self, notice: _Notice) -> None:
+    def __init__(self, notice: _Notice, *, stdout: bool = True) -> None:
         self.notice = notice
+        self.stdout = stdout
         self.spinner: Status | None = None
 
     def on_url(self, url: str, opened: bool) -> None:
-        _show_url(url, opened, self.notice)
+        _show_url(url, opened, self.notice, stdout=self.stdout)
         if not self.notice.quiet:
             self.spinner = err_console().status("Waiting for the login in the browser…")
             self.spinner.start()
@@ -227,10 +258,19 @@ class _LoginProgress:
 
 
 def _loopback_login(
-    name: str, loaded: LoadedConfig, timeout: float | None, *, no_browser: bool, notice: _Notice
+    name: str,
+    loaded: LoadedConfig,
+    timeout: float | None,
+    *,
+    no_browser: bool,
+    notice: _Notice,
+    stdout: bool = True,
 ) -> Token:
-    """Authorization code + PKCE through the loopback callback server (RFC 8252)."""
-    progress = _LoginProgress(notice)
+    """Authorization code + PKCE through the loopback callback server (RFC 8252).
+
+    ``stdout=False``: nothing at all on stdout (a credential plugin's stdout is its answer).
+    """
+    progress = _LoginProgress(notice, stdout=stdout)
     try:
         with _provider(name, loaded) as provider:
             return provider.login(
@@ -381,8 +421,8 @@ def login(
 
         suggest_device(notice)
         token = _loopback_login(name, loaded, timeout, no_browser=no_browser, notice=notice)
-    subject = _subject(token)
-    who = f" as {subject}" if subject else ""
+    user = _user(token)
+    who = f" as {user}" if user else ""
     notice(f"Logged in to {name}{who}; access token {_expiry_phrase(token)}.", style="green")
 
 
@@ -492,6 +532,9 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
         "refresh_expires_at": None,
         "storage": None,
         "error": None,
+        "user": None,
+        "logged_in": False,
+        "reason": "not logged in: no token is stored",
     }
     try:
         storage = get_token_storage_for_provider(name, config=loaded)
@@ -499,13 +542,16 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
         token = storage.load(name)
     except AuthError as exc:
         entry["error"] = str(exc)
+        entry["reason"] = "the stored token cannot be read"
         return entry
     if token is None:
         return entry
+    entry.update(_session_state(token))
     expires_in = token.expires_in
     entry.update(
         authenticated=not token.is_expired,
         subject=_subject(token),
+        user=_user(token),
         scopes=list(token.scope),
         token_type=str(getattr(token.token_type, "value", token.token_type)),
         expires_at=_iso(token.expires_at),
@@ -517,6 +563,30 @@ def _status_entry(name: str, loaded: LoadedConfig, soon: int) -> dict[str, Any]:
     return entry
 
 
+def _session_state(token: Token) -> dict[str, Any]:
+    """``logged_in`` (the access token is valid, or can be renewed without the user) and
+    ``reason``: why not, or what happens next ("expired 1 h 40 min ago, no refresh token")."""
+    from kstlib.auth.providers.base import marked_refused
+
+    now = datetime.now(UTC)
+    if not token.is_expired:
+        return {"logged_in": True, "reason": None}
+    ago = (
+        f"expired {format_duration((now - token.expires_at).total_seconds())} ago"
+        if token.expires_at is not None
+        else "expired"
+    )
+    refresh_end = token.refresh_expires_at
+    if not token.refresh_token:
+        return {"logged_in": False, "reason": f"{ago}, no refresh token"}
+    if marked_refused(token):
+        return {"logged_in": False, "reason": f"{ago}, refresh token refused by the server"}
+    if refresh_end is not None and refresh_end <= now:
+        since = format_duration((now - refresh_end).total_seconds())
+        return {"logged_in": False, "reason": f"{ago}, refresh token expired {since} ago"}
+    return {"logged_in": True, "reason": f"{ago}; refreshed on next use"}
+
+
 def _access_cell(entry: dict[str, Any]) -> Text:
     if entry["error"]:
         return Text(f"error: {entry['error']}", style="red")
@@ -526,7 +596,8 @@ def _access_cell(entry: dict[str, Any]) -> Text:
         return Text("valid, expiry unknown" if entry["authenticated"] else "expired", style="")
     when = format_when(datetime.fromisoformat(entry["expires_at"]))
     if not entry["authenticated"]:
-        return Text(f"expired {when}", style="red")
+        style = "yellow" if entry["logged_in"] else "red"
+        return Text(entry["reason"] or f"expired {when}", style=style)
     if entry["expiring_soon"]:
         return Text(f"expiring soon: {when}", style="yellow")
     return Text(f"valid, expires {when}", style="green")
@@ -549,7 +620,7 @@ def _status_table(entries: list[dict[str, Any]]) -> Table:
     for entry in entries:
         table.add_row(
             Text(entry["provider"], style="bold"),
-            Text(entry["subject"] or "-"),
+            Text(entry["user"] or entry["subject"] or "-"),
             Text(" ".join(entry["scopes"]) or "-"),
             _access_cell(entry),
             _refresh_cell(entry),
@@ -565,7 +636,10 @@ def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None
     ``--json`` prints a JSON list with one object per provider: ``provider``,
     ``authenticated``, ``subject``, ``scopes``, ``token_type``, ``expires_at``,
     ``expires_in``, ``expiring_soon``, ``refreshable``, ``refresh_expires_at``,
-    ``storage``, ``error``. Exit 1 when a provider's token could not be read.
+    ``storage``, ``error``, ``user`` (preferred_username, email or sub), ``logged_in``
+    (valid, or renewable without the user) and ``reason`` (why not). Exit 1 when a
+    token could not be read, or when the provider named is not logged in (with the
+    reason on stderr); without a provider, when none is logged in.
     """
     from kstlib.auth.config import get_auth_settings, list_configured_providers
 
@@ -584,6 +658,11 @@ def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None
     else:
         out_console().print(_status_table(entries))
     if any(entry["error"] for entry in entries):
+        raise typer.Exit(EXIT_AUTH)
+    if entries and not any(entry["logged_in"] for entry in entries):
+        if not as_json:
+            for entry in entries:
+                err_console().print(Text(f"{entry['provider']}: {entry['reason']}"))
         raise typer.Exit(EXIT_AUTH)
 
 
@@ -639,21 +718,125 @@ def token(
         typer.Option(
             "--format",
             help="raw (default), header, json, env (export lines), or kubectl "
-            "(client.authentication.k8s.io/v1 ExecCredential).",
+            "(ExecCredential with the ID token; logs in on demand when interactive).",
             show_default=False,
         ),
     ] = None,
+    access_token: Annotated[
+        bool,
+        typer.Option(
+            "--access-token", help="With --format kubectl: the access token, not the ID token."
+        ),
+    ] = False,
 ) -> None:
     """Print the access token (refreshed first when needed)."""
     chosen = _output_format(output_format, header, as_json)
+    if access_token and chosen != "kubectl":
+        raise typer.BadParameter("only applies to --format kubectl", param_hint="'--access-token'")
     loaded = _load()
     name = _resolve(provider, loaded)
+    if chosen == "kubectl" and not decode:
+        typer.echo(_kubectl_credential(name, loaded, refresh=refresh, access_token=access_token))
+        return
     with _provider(name, loaded) as prov:
         current = _current_token(prov, force=refresh)
     if decode:
         _print_decoded(name, current)
     else:
         typer.echo(format_token(current, chosen))
+
+
+# --------------------------------------------------------------------------- kubectl (#16)
+
+
+def _kube_token(provider: OAuth2Provider, *, force: bool, access_token: bool) -> Token:
+    """The token for an ExecCredential: the access token as ``token`` gives it, or one whose
+    ID token is still fresh (renewed once, single-flight, when it is not)."""
+    current = provider.acquire(force=force).token
+    skew = provider.config.refresh_skew
+    if access_token or id_token_usable(current, skew):
+        return current
+    if provider.can_renew(current):  # the refresh answer of an OpenID provider has a new one
+        current = provider.acquire(current, force=True).token
+    if not id_token_usable(current, skew):
+        name = provider.name
+        raise TokenExpiredError(
+            f"'{name}' has no valid ID token for kubectl (none was issued, or it expired and "
+            f"the refresh gave no new one); run kstlib auth login {name}, or use --access-token"
+        )
+    return current
+
+
+def _kubectl_credential(
+    name: str, loaded: LoadedConfig, *, refresh: bool, access_token: bool
+) -> str:
+    """The ExecCredential of ``token --format kubectl``; logs in first when nothing valid is
+    stored and the session is interactive (``KUBERNETES_EXEC_INFO``'s ``spec.interactive``,
+    else whether stdin is a terminal). The login talks on stderr only."""
+    info = exec_info()
+    interactive = info.interactive if info.interactive is not None else sys.stdin.isatty()
+    try:
+        with _provider(name, loaded) as prov:
+            current = _kube_token(prov, force=refresh, access_token=access_token)
+    except (TokenExpiredError, TokenRefreshError) as exc:
+        if not interactive or getattr(exc, "retryable", False):
+            raise
+        notice = _Notice(quiet=False)
+        notice(f"{exc}; logging in for kubectl.")
+        current = _loopback_login(name, loaded, None, no_browser=False, notice=notice, stdout=False)
+        if not access_token and not id_token_usable(current, 0):
+            raise TokenExpiredError(
+                f"The login to '{name}' gave no ID token; use --access-token"
+            ) from None
+    return format_token(current, "kubectl", access_token=access_token, api_version=info.api_version)
+
+
+# --------------------------------------------------------------------------- git credential (#16)
+
+
+class GitAction(StrEnum):
+    """Actions of git's credential-helper protocol."""
+
+    GET = "get"
+    STORE = "store"
+    ERASE = "erase"
+
+
+@_handled
+def git_credential(
+    provider: Annotated[str, typer.Argument(help="Provider whose access token git sends.")],
+    action: Annotated[GitAction, typer.Argument(help="get, store or erase (given by git).")],
+    *,
+    username: Annotated[
+        str,
+        typer.Option("--username", help="User name sent with the token (GitLab: oauth2)."),
+    ] = "oauth2",
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Only answer for this host (git's host[:port]); repeatable."),
+    ] = None,
+) -> None:
+    """git credential helper: answer 'get' with the provider's access token.
+
+    Set it with git config credential.https://git.example.com.helper
+    '!kstlib auth git-credential corp'. 'get' prints username=<--username> and
+    password=<access token> (refreshed when stale) for https requests only, and only
+    for --host when given; 'store' keeps nothing and 'erase' forgets nothing (the stored
+    token stays; use kstlib auth logout). Exit 1 when there is no usable token (git
+    then asks its other helpers or the user).
+    """
+    request = git_request()
+    if action is not GitAction.GET:
+        return
+    refusal = git_refusal(request, [h.lower() for h in host or ()])
+    if refusal is not None:
+        logging.getLogger("kstlib.cli").info("git-credential: no answer, %s", refusal)
+        return
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    with _provider(name, loaded) as prov:
+        current = prov.acquire().token
+    sys.stdout.write(git_answer(current, username))
 
 
 # --------------------------------------------------------------------------- whoami
@@ -766,7 +949,12 @@ def _verdict(report: PreflightReport) -> Text:
     failed = [r.step for r in report.results if r.status.value == "failure"]
     total = f"{len(report.results)} steps, {report.duration_ms:.0f} ms"
     if failed:
-        return Text(f"✗ {report.provider_name}: {', '.join(failed)} failed ({total})", style="red")
+        # #16 item 7: steps that depend on a failed one are skipped, and counted apart
+        skipped = sum(1 for r in report.results if r.message.startswith("skipped: "))
+        also = f", {skipped} dependent step(s) skipped" if skipped else ""
+        return Text(
+            f"✗ {report.provider_name}: {', '.join(failed)} failed{also} ({total})", style="red"
+        )
     return Text(f"✓ {report.provider_name} is ready ({total})", style="green")
 
 
@@ -840,6 +1028,7 @@ _COMMANDS: Final[tuple[tuple[str, Callable[..., None]], ...]] = (
     ("providers", providers),
     ("preflight", preflight),
     ("introspect", introspect),  # issue 13
+    ("git-credential", git_credential),
 )
 
 

@@ -1,8 +1,10 @@
 """``kstlib auth check``: prove a JWT with the issuer's keys and show the proof chain.
 
 Exit codes: 0 the token is valid, 1 it is invalid, 2 the check could not run
-(usage, configuration, no stored token). The raw token and its signature are
-never printed; claims are, with secret-like values (``nonce``...) redacted.
+(usage, configuration, no stored token), 3 the access token is opaque (not a JWT:
+only its issuer can say whether it is valid, ``kstlib auth introspect``). The raw
+token and its signature are never printed; claims are, with secret-like values
+(``nonce``...) redacted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = ["check_command", "register", "render_report", "report_as_json"]
 EXIT_VALID: Final = 0
 EXIT_INVALID: Final = 1
 EXIT_ERROR: Final = 2
+#: An opaque access token: nothing to verify locally (#16 item 8).
+EXIT_OPAQUE: Final = 3
 _TIME_CLAIMS: Final = ("exp", "iat", "nbf", "auth_time", "updated_at")
 _STEP_TITLES: Final = {
     "decode_structure": "Decode structure",
@@ -138,6 +142,9 @@ def check_command(
     except _UsageError as exc:
         Console(stderr=True, highlight=False).print(_text(f"Error: {exc}", style="red"))
         raise typer.Exit(EXIT_ERROR) from None
+    if target.token_type == "access_token" and _is_opaque(target.token):
+        _report_opaque(provider, as_json)
+        raise typer.Exit(EXIT_OPAQUE)
     from kstlib.auth._http import build_http_client
     from kstlib.auth.check import TokenChecker
 
@@ -159,6 +166,37 @@ def check_command(
             render_report(report, verbose=verbose, note=target.audience_note, unpinned=unpinned)
         )
     raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
+
+
+# --------------------------------------------------------------------------- opaque (#16 item 8)
+
+
+def _is_opaque(token: str) -> bool:
+    """True when ``token`` is not a JWS (a random string, or an encrypted JWE)."""
+    from kstlib.cli._fast import decode_jwt_unverified
+
+    return decode_jwt_unverified(token) is None
+
+
+def _report_opaque(provider: str | None, as_json: bool) -> None:
+    """Say that an opaque access token cannot be checked here, and what can."""
+    where = f" {provider}" if provider and provider != "-" else ""
+    message = (
+        "The access token is opaque (not a JWT): it has no signature or claims to verify "
+        "here; only its issuer can say whether it is active. "
+        f"Ask it with: kstlib auth introspect{where}"
+    )
+    if as_json:
+        document = {
+            "token_type": "access_token",
+            "opaque": True,
+            "valid": None,
+            "message": message,
+            "exit_code": EXIT_OPAQUE,
+        }
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        Console(highlight=False).print(_text(message, style="yellow"))
 
 
 # --------------------------------------------------------------------------- inputs

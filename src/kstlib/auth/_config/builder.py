@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from kstlib.auth._config.values import (
 )
 from kstlib.auth.errors import ConfigurationError
 from kstlib.config import LoadedConfig
-from kstlib.secrets import SopsCache, resolve_secrets
 
 
 def _where_to_configure(loaded: LoadedConfig) -> str:
@@ -66,6 +64,8 @@ def _unknown_provider(names: list[str], name: str, loaded: LoadedConfig) -> Conf
             f"({_where_to_configure(loaded)}).",
             provider=name,
         )
+    import difflib  # suggestions only on a mistake (#16 item 4)
+
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigurationError(
@@ -149,6 +149,8 @@ class _ProviderBuilder:
         self.section.warn_unknown(_PROVIDER_KEYS)
         for key in self.overrides:
             if key not in _PROVIDER_KEYS:
+                import difflib  # suggestions only on a mistake (#16 item 4)
+
                 close = difflib.get_close_matches(key, sorted(_PROVIDER_KEYS), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise self.fail(key, f"unknown setting{hint}")
@@ -167,6 +169,8 @@ class _ProviderBuilder:
 
     def _resolved_file_values(self, sops_binary: str) -> dict[str, Any]:
         """The provider's known keys, secret references resolved against their own file."""
+        from kstlib.secrets import SopsCache, resolve_secrets  # when building (#16 item 4)
+
         cache: SopsCache = {}
         values: dict[str, Any] = {}
         for key, value in self.section.data.items():
@@ -186,6 +190,8 @@ class _ProviderBuilder:
 
     def _resolved_overrides(self, sops_binary: str) -> dict[str, Any]:
         """The overrides that configure the provider, secret references resolved."""
+        from kstlib.secrets import resolve_secrets  # when building (#16 item 4)
+
         settings = {k: v for k, v in self.overrides.items() if k not in _SELECTOR_KEYS}
         return resolve_secrets(
             settings,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -95,6 +94,8 @@ class _Section:
     def warn_unknown(self, known: Collection[str]) -> None:
         for key in self.data:
             if key not in known:
+                import difflib  # suggestions only on a mistake (#16 item 4)
+
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 self.warn(key, f"unknown key{hint}; ignored")
@@ -169,6 +170,8 @@ def _parse_storage(section: _Section) -> StorageSettings:
     if unknown:
         known = registered_token_storages()
         for key in unknown:
+            import difflib  # suggestions only on a mistake (#16 item 4)
+
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
             section.warn(key, f"unknown token storage backend{hint}; ignored")

@@ -22,7 +22,6 @@ rejects (401) is renewed at most once per growing pause.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import types
@@ -43,6 +42,8 @@ from kstlib.auth.errors import (
 from kstlib.auth.redaction import fingerprint, get_logger
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx
 
     from kstlib.auth.config import AuthProviderConfig
@@ -578,6 +579,8 @@ class AbstractAuthProvider(ABC):
         Tasks queue on an asyncio lock, then on the storage's async cross-process
         lock; the renewal's HTTP call and storage I/O run in a worker thread.
         """
+        import asyncio  # loaded by the running loop already; not at import (#16 item 4)
+
         skew_s = self._skew(skew)
         arrived_at = time.monotonic()
         proactive = not (force or rejected)
@@ -638,6 +641,8 @@ class AbstractAuthProvider(ABC):
                 self._guard_state.depth = 0
 
     def _async_lock(self) -> asyncio.Lock:
+        import asyncio  # loaded by the running loop already; not at import (#16 item 4)
+
         loop = asyncio.get_running_loop()
         with self._async_locks_guard:
             lock = self._async_locks.get(loop)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hmac
 import threading
 import time
@@ -858,6 +856,9 @@ class OAuth2Provider(AbstractAuthProvider):
     ) -> str | None:
         """:meth:`logout_url` for asyncio callers (discovery and the storage read run in a
         worker thread)."""
+        import asyncio
+        import functools
+
         return await asyncio.to_thread(
             functools.partial(
                 self.logout_url,
@@ -1084,6 +1085,8 @@ class OAuth2Provider(AbstractAuthProvider):
 
     async def astart_device_authorization(self) -> DeviceAuthorization:
         """:meth:`start_device_authorization` for asyncio callers (runs in a worker thread)."""
+        import asyncio
+
         return await asyncio.to_thread(self.start_device_authorization)
 
     async def apoll_device_authorization(
@@ -1099,6 +1102,8 @@ class OAuth2Provider(AbstractAuthProvider):
         each token request runs in a worker thread; the token is stored under the
         provider's asyncio lock and the storage's cross-process lock.
         """
+        import asyncio
+
         from kstlib.auth._device import DEVICE_CODE_GRANT, DevicePoll
         from kstlib.auth.providers.base import REFRESH_LOCK_TIMEOUT
 
@@ -1170,6 +1175,8 @@ class OAuth2Provider(AbstractAuthProvider):
     async def atoken_request(self, grant_type: str, **params: str) -> Token:
         """:meth:`token_request` for asyncio callers; runs in a worker thread (the
         provider's one HTTP client and its bounded reader), never blocking the loop."""
+        import asyncio  # loaded by the running loop already; not at import (#16 item 4)
+
         return await asyncio.to_thread(self.token_request, grant_type, **params)
 
     def _validate_granted(self, token: Token) -> Token:
@@ -1478,6 +1485,8 @@ class OAuth2Provider(AbstractAuthProvider):
         self, token: str | Token | None = None, *, token_type_hint: str | None = None
     ) -> dict[str, Any]:
         """:meth:`introspect` for asyncio callers (runs in a worker thread)."""
+        import asyncio
+
         return await asyncio.to_thread(self.introspect, token, token_type_hint=token_type_hint)
 
     # -- userinfo --------------------------------------------------------------------------
@@ -1606,9 +1615,15 @@ class OAuth2Provider(AbstractAuthProvider):
             ("config", self._preflight_config),
             ("authorization_endpoint", lambda: self._preflight_reach("authorization_endpoint")),
             ("token_endpoint", lambda: self._preflight_reach("token_endpoint")),
+            # ---- #16 item 7 (wt-clitools): the client itself, cheaply
+            ("client_id", self._preflight_client_id),
+            ("client_auth", self._preflight_client_auth),
+            # ---- end #16 item 7
         ]
         if self.config.flow in _SERVICE_FLOWS:  # issue 13: no browser, no authorization endpoint
-            steps = [step for step in steps if step[0] != "authorization_endpoint"]
+            steps = [
+                step for step in steps if step[0] not in ("authorization_endpoint", "client_id")
+            ]
         return steps
 
     def preflight(self) -> PreflightReport:
@@ -1618,12 +1633,24 @@ class OAuth2Provider(AbstractAuthProvider):
         raises (the report says what failed).
         """
         report = PreflightReport(provider_name=self.name)
+        broken: dict[str, str] = {}  # #16 item 7: failed step -> the failure it hinges on
         for step, run in self._preflight_steps():
             started = time.perf_counter()
-            try:
-                result = run()
-            except (AuthError, HTTPFailure, httpx.HTTPError) as exc:
-                result = PreflightResult(step, PreflightStatus.FAILURE, str(exc))
+            blocker = next(
+                (broken[need] for need in _PREFLIGHT_NEEDS.get(step, ()) if need in broken), None
+            )
+            if blocker is not None:  # a dependent step: not six copies of one error
+                result = PreflightResult(
+                    step, PreflightStatus.SKIPPED, f"skipped: {blocker} failed"
+                )
+                broken[step] = blocker
+            else:
+                try:
+                    result = run()
+                except (AuthError, HTTPFailure, httpx.HTTPError) as exc:
+                    result = PreflightResult(step, PreflightStatus.FAILURE, str(exc))
+                if result.status is PreflightStatus.FAILURE:
+                    broken[step] = step
             result.duration_ms = (time.perf_counter() - started) * 1000
             report.results.append(result)
         from datetime import UTC, datetime
@@ -1632,13 +1659,121 @@ class OAuth2Provider(AbstractAuthProvider):
         return report
 
     def _preflight_config(self) -> PreflightResult:
-        auth = self.client_authentication()
+        try:
+            method = self.client_authentication().method
+        except (DiscoveryError, HTTPFailure, httpx.HTTPError):
+            # #16 item 7: the server's metadata is out of reach, which is the discovery
+            # step's failure, not the configuration's: check the settings offline
+            method = select_client_authentication(
+                self.config.client_id,
+                self.config.client_secret,
+                configured=self.config.token_endpoint_auth_method,
+                server_supported=None,
+                provider_name=self.name,
+                client_key=self.config.client_key,
+                client_key_id=self.config.client_key_id,
+                assertion_alg=self.config.client_assertion_alg,
+            ).method
         return PreflightResult(
             "config",
             PreflightStatus.SUCCESS,
-            f"client '{self.config.client_id}', auth method {auth.method}, flow {self.flow.value}",
-            details={"client_auth": auth.method, "redirect_uri": self.config.redirect_uri},
+            f"client '{self.config.client_id}', auth method {method}, flow {self.flow.value}",
+            details={"client_auth": method, "redirect_uri": self.config.redirect_uri},
         )
+
+    # ---- #16 item 7 (wt-clitools): client id and client authentication, checked cheaply
+
+    def _preflight_redirect_uri(self) -> str:
+        """The redirect URI a login would send (a loopback port 0 becomes the default port)."""
+        uri = self._default_login_redirect_uri or self.config.redirect_uri
+        parts = urlsplit(uri)
+        if parts.port == 0:
+            port = self._login_settings().port
+            uri = parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{port}").geturl()
+        return uri
+
+    def _preflight_client_id(self) -> PreflightResult:
+        """GET the authorization URL a login would open, without following it: a server
+        that does not know the client (or its redirect URI) answers with an error page."""
+        state = new_state()
+        url, _ = self._authorization_url(state, self._preflight_redirect_uri())
+        self._take_pending(state)  # no login follows
+        client = self.config.client_id
+        response: RawResponse = request(self.http_client, "GET", url, tracer=self.tracer)
+        status = response.status_code
+        location = response.headers.get("location", "")
+        error = parse_qs(urlsplit(location).query).get("error", [None])[0]
+        text = response.body[:65536].decode("utf-8", "replace").lower()
+        known = next((c for c in _CLIENT_ERRORS if c in text), None)
+        if status >= 400 or known is not None or (300 <= status < 400 and error):
+            why = error or known or f"HTTP {status}"
+            return PreflightResult(
+                "client_id",
+                PreflightStatus.FAILURE,
+                f"the authorization endpoint refused client '{client}' ({why}): check "
+                "client_id and that the redirect URI is registered",
+                details={"status_code": status, "error": error or known},
+            )
+        return PreflightResult(
+            "client_id",
+            PreflightStatus.SUCCESS,
+            f"client '{client}' accepted by the authorization endpoint (HTTP {status})",
+            details={"status_code": status},
+        )
+
+    def _preflight_client_auth(self) -> PreflightResult:
+        """Redeem a dummy code: ``invalid_grant`` means the client authenticated (its secret
+        or key is right), ``invalid_client`` that it did not."""
+        method = self.client_authentication().method
+        try:
+            self.token_request(
+                "authorization_code",
+                code="kstlib-preflight-not-a-code",
+                redirect_uri=self._preflight_redirect_uri(),
+                code_verifier=new_code_verifier(),
+            )
+        except TokenExchangeError as exc:
+            if exc.status_code is None:  # no answer: the request failed
+                raise
+            code = exc.error_code
+            if code == "invalid_grant":
+                return PreflightResult(
+                    "client_auth",
+                    PreflightStatus.SUCCESS,
+                    f"client authentication ({method}) accepted (a dummy code was refused "
+                    "with invalid_grant, as expected)",
+                    details={"client_auth": method},
+                )
+            if code == "unauthorized_client":  # RFC 6749 5.2: authenticated, grant not allowed
+                return PreflightResult(
+                    "client_auth",
+                    PreflightStatus.WARNING,
+                    f"client authentication ({method}) accepted, but the client may not use "
+                    "the authorization code grant (unauthorized_client)",
+                    details={"client_auth": method, "error": code},
+                )
+            if code == "invalid_client":
+                return PreflightResult(
+                    "client_auth",
+                    PreflightStatus.FAILURE,
+                    f"client authentication ({method}) refused by the token endpoint ({code}): "
+                    "check client_id and client_secret (or the client key)",
+                    details={"client_auth": method, "error": code},
+                )
+            return PreflightResult(
+                "client_auth",
+                PreflightStatus.WARNING,
+                f"unexpected answer to a dummy code: {exc.reason or code}",
+                details={"client_auth": method, "error": code},
+            )
+        return PreflightResult(
+            "client_auth",
+            PreflightStatus.WARNING,
+            "the token endpoint accepted a dummy code",
+            details={"client_auth": method},
+        )
+
+    # ---- end #16 item 7
 
     def _preflight_reach(self, name: str) -> PreflightResult:
         url = self.endpoint(name)
@@ -1841,6 +1976,9 @@ class OAuth2Provider(AbstractAuthProvider):
         store_as: str | None = None,
     ) -> Token:
         """:meth:`exchange_token` for asyncio callers (runs in a worker thread)."""
+        import asyncio
+        import functools
+
         return await asyncio.to_thread(
             functools.partial(
                 self.exchange_token,
@@ -1982,8 +2120,26 @@ async def _apause(
     seconds: float, left: Callable[[], float], on_tick: Callable[[float], None] | None
 ) -> None:
     """:func:`_pause` for the event loop."""
+    import asyncio
+
     end = time.monotonic() + seconds
     while (remaining := end - time.monotonic()) > 0:
         if on_tick is not None:
             on_tick(left())
         await asyncio.sleep(min(_TICK, remaining))
+
+
+# ---- #16 item 7 (wt-clitools)
+#: Which earlier preflight steps each step needs: when one of them failed, it is skipped.
+_PREFLIGHT_NEEDS: dict[str, tuple[str, ...]] = {
+    "discovery": ("config",),
+    "jwks": ("discovery",),
+    "scopes": ("discovery",),
+    "authorization_endpoint": ("config", "discovery"),
+    "token_endpoint": ("config", "discovery"),
+    "client_id": ("authorization_endpoint",),
+    "client_auth": ("token_endpoint",),
+}
+#: OAuth errors on an authorization endpoint's error page that name the client as the problem.
+_CLIENT_ERRORS = ("invalid_client", "unauthorized_client", "invalid_redirect_uri")
+# ---- end #16 item 7

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kstlib.auth._discovery import MetadataCache, oauth_metadata_url, shared_cache
-from kstlib.auth._idtoken import IDTokenPolicy, narrow_algorithms, verify_id_token
-from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
-from kstlib.auth._names import ENDPOINT_FIELDS
+from kstlib.auth._names import ALLOWED_ALGORITHMS, ENDPOINT_FIELDS
 from kstlib.auth._pkce import new_nonce
 from kstlib.auth.errors import AuthError, TokenValidationError
 from kstlib.auth.models import PreflightResult, PreflightStatus, Token
@@ -19,6 +16,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from kstlib.auth._discovery import MetadataCache
     from kstlib.auth._http import HTTPTraceLogger
     from kstlib.auth.config import AuthProviderConfig
     from kstlib.auth.token import AbstractTokenStorage
@@ -67,6 +65,10 @@ class OIDCProvider(OAuth2Provider):
         metadata_cache: MetadataCache | None = None,
     ) -> None:
         super().__init__(name, config, token_storage, http_client=http_client, tracer=tracer)
+        # #16 item 4: discovery, JOSE and cryptography load when a provider is made, not
+        # when kstlib.auth is imported
+        from kstlib.auth._discovery import MetadataCache, shared_cache
+
         if metadata_cache is None:
             # Documents are shared only between clients that trust TLS alike: by the TLS
             # settings of the client built from the config; an injected client (whose
@@ -128,6 +130,8 @@ class OIDCProvider(OAuth2Provider):
             retry=self._retry,
             tracer=self.tracer,
         )
+        from kstlib.auth._discovery import oauth_metadata_url
+
         if found.url == oauth_metadata_url(issuer):
             return {}
         return self._cache.oauth_metadata(
@@ -150,6 +154,8 @@ class OIDCProvider(OAuth2Provider):
     # -- ID token validation ---------------------------------------------------------------
 
     def _allowed_algorithms(self) -> frozenset[str]:
+        from kstlib.auth._idtoken import narrow_algorithms
+
         allowed = narrow_algorithms(ALLOWED_ALGORITHMS, self._server_metadata())
         if self.config.id_token_signing_alg_values:
             allowed &= frozenset(self.config.id_token_signing_alg_values)
@@ -165,6 +171,9 @@ class OIDCProvider(OAuth2Provider):
         self, id_token: str, *, nonce: str | None = None, access_token: str | None = None
     ) -> dict[str, Any]:
         """Verify the ID token with the one validation of :mod:`kstlib.auth._idtoken`."""
+        from kstlib.auth._idtoken import IDTokenPolicy, verify_id_token
+        from kstlib.auth._jose import JOSEError
+
         jwks_uri = self.endpoint("jwks_uri")
         if jwks_uri is None:
             raise TokenValidationError(
@@ -202,6 +211,8 @@ class OIDCProvider(OAuth2Provider):
 
     @staticmethod
     def _unverified_issuer(id_token: str) -> str:
+        from kstlib.auth._jose import JOSEError, decode_jws
+
         try:
             iss = decode_jws(id_token).payload.get("iss")
         except JOSEError as exc:
@@ -246,6 +257,8 @@ class OIDCProvider(OAuth2Provider):
 
     def _validate_refreshed(self, token: Token, *, previous: Token) -> Token:
         """A refreshed ID token keeps the ``iss``, ``sub``, ``aud`` and nonce of the first."""
+        from kstlib.auth._jose import decode_jws
+
         if token.id_token is None or token.id_token == previous.id_token:
             return token
         before = decode_jws(previous.id_token).payload if previous.id_token else {}
@@ -268,6 +281,8 @@ class OIDCProvider(OAuth2Provider):
 
     def get_userinfo(self, token: Token | None = None) -> dict[str, Any]:
         """UserInfo claims; the ``sub`` must equal the ID token's (OIDC Core 5.3.2)."""
+        from kstlib.auth._jose import decode_jws
+
         token = self._token_for_call(token)
         info = super().get_userinfo(token)
         if token.id_token:
@@ -353,6 +368,8 @@ def _fleet_cache(
     )
     if store is None:
         return None
+    from kstlib.auth._discovery import shared_cache
+
     return shared_cache(
         ssl_verify=config.ssl_verify,
         ssl_ca_bundle=config.ssl_ca_bundle,
