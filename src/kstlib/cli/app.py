@@ -25,6 +25,7 @@ import typer
 
 from kstlib.auth.redaction import TRACE, RedactingFilter
 from kstlib.cli import auth as auth_commands
+from kstlib.cli._help import AUTH_EXAMPLES, ROOT_EXAMPLES, add_examples, epilog, hide_flag_types
 from kstlib.cli.auth import EXIT_AUTH, EXIT_USAGE
 from kstlib.cli.check import register as register_check
 from kstlib.cli.config_cmd import register as register_config
@@ -48,18 +49,22 @@ EXIT_OK: Final = 0
 #: Log level for each count of ``-v``.
 _LEVELS: Final = (logging.WARNING, logging.INFO, logging.DEBUG, TRACE)
 _LOG_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
+#: The variable through which the shell asks for completions (Typer/Click protocol).
+_COMPLETE_VAR: Final = "_KSTLIB_COMPLETE"
 
 app = typer.Typer(
     name="kstlib",
     help="kstlib: config-driven OAuth2 / OpenID Connect from the terminal.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    epilog=epilog(ROOT_EXAMPLES),
 )
 auth_app = typer.Typer(
     help="Log in to identity providers and use their tokens.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    epilog=epilog(AUTH_EXAMPLES),
 )
 
 VerboseOption = Annotated[
@@ -69,6 +74,7 @@ VerboseOption = Annotated[
         "-v",
         count=True,
         help="More log output on stderr: -v info, -vv debug, -vvv HTTP traces (always redacted).",
+        show_default=False,
     ),
 ]
 
@@ -159,6 +165,8 @@ def _auth(ctx: typer.Context, verbose: VerboseOption = 0) -> None:
 auth_commands.register(auth_app)
 register_check(auth_app)
 register_config(auth_app)
+add_examples(auth_app)
+hide_flag_types()
 app.add_typer(auth_app, name="auth")
 
 
@@ -177,9 +185,10 @@ def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
 def run(args: Sequence[str]) -> int:
     """Run the application on ``args``; return the exit status (usage errors on one line).
 
-    ``kstlib`` alone prints the help and exits 0.
+    ``kstlib`` alone prints the help and exits 0 (unless the shell is asking for
+    completions: they come in the environment, with no arguments).
     """
-    if not args:
+    if not args and _COMPLETE_VAR not in os.environ:
         args = ["--help"]
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     config_before = os.environ.get(CONFIG_ENV_VAR)

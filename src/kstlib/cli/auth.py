@@ -509,10 +509,10 @@ def _status_table(entries: list[dict[str, Any]]) -> Table:
 def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None:
     """Show who is logged in where, and when the tokens expire (all providers by default).
 
-    ``--json`` prints a JSON list with one object per provider: ``provider``,
-    ``authenticated``, ``subject``, ``scopes``, ``token_type``, ``expires_at``,
-    ``expires_in``, ``expiring_soon``, ``refreshable``, ``refresh_expires_at``,
-    ``storage``, ``error``. Exit 1 when a provider's token could not be read.
+    --json prints a JSON list with one object per provider: provider,
+    authenticated, subject, scopes, token_type, expires_at, expires_in,
+    expiring_soon, refreshable, refresh_expires_at, storage, error.
+    Exit 1 when a provider's token could not be read.
     """
     from kstlib.auth.config import get_auth_settings, list_configured_providers
 
