@@ -19,10 +19,10 @@ __all__ = ["EXAMPLES", "add_examples", "hide_flag_types"]
 EXAMPLES: Final[dict[str, tuple[str, ...]]] = {
     "login": ("kstlib auth login corp", "kstlib auth login corp --no-browser"),
     "logout": ("kstlib auth logout corp",),
-    "status": ("kstlib auth status", "kstlib auth status --json"),
+    "status": ("kstlib auth status", "kstlib auth status --output tsv | cut -f1,2"),
     "token": ('curl -H "$(kstlib auth token corp --header)" https://api.example.com/',),
-    "whoami": ("kstlib auth whoami corp", "kstlib auth whoami corp --json"),
-    "providers": ("kstlib auth providers", "kstlib auth providers -v"),
+    "whoami": ("kstlib auth whoami corp", "kstlib auth whoami corp --output json"),
+    "providers": ("kstlib auth providers", "kstlib auth providers --output json"),
     "preflight": ("kstlib auth preflight corp",),
     "check": ("kstlib auth check corp", "kstlib auth token corp | kstlib auth check -t -"),
     "config": ("kstlib auth config corp",),
