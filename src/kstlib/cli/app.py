@@ -48,7 +48,6 @@ EXIT_OK: Final = 0
 
 #: Log level for each count of ``-v``.
 _LEVELS: Final = (logging.WARNING, logging.INFO, logging.DEBUG, TRACE)
-_LOG_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
 #: The variable through which the shell asks for completions (Typer/Click protocol).
 _COMPLETE_VAR: Final = "_KSTLIB_COMPLETE"
 
@@ -90,6 +89,25 @@ class _CLILogHandler(logging.StreamHandler[TextIO]):
     """The stderr handler installed by the command line (replaced on each invocation)."""
 
 
+class _CLIFormatter(logging.Formatter):
+    """``warning: ...``, ``info: ...``; under ``-vv`` also the logger (``debug: kstlib.x: ...``).
+
+    The one message style of the command line: a lower-case level, a colon, the message
+    (redacted by the handler's filter before it gets here).
+    """
+
+    def __init__(self, verbosity: int) -> None:
+        super().__init__()
+        self.verbosity = verbosity
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        level = record.levelname.lower()
+        if self.verbosity >= 2 and record.levelno < logging.WARNING:
+            return f"{level}: {record.name}: {text}"
+        return f"{level}: {text}"
+
+
 def reset_logging() -> None:
     """Remove the command line's log handler and level from the ``kstlib`` logger."""
     logger = logging.getLogger("kstlib")
@@ -104,7 +122,7 @@ def configure_logging(verbosity: int) -> None:
     logger = logging.getLogger("kstlib")
     handler = _CLILogHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(_CLIFormatter(verbosity))
     logger.addHandler(handler)
     logger.setLevel(_LEVELS[max(0, min(verbosity, len(_LEVELS) - 1))])
 

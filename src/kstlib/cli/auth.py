@@ -406,7 +406,7 @@ def logout(
         try:
             token = prov.token_storage.load(name)
         except TokenStorageError as exc:
-            console.print(Text(f"warning: {exc}", style="yellow"))
+            warning_line(str(exc))
             token = None
         revoked, failure = _revoke(prov, token) if revoke else (None, None)
         removed = prov.token_storage.delete(name)

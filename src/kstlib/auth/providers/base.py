@@ -291,7 +291,7 @@ class AbstractAuthProvider(ABC):
 
     def _not_logged_in(self) -> TokenExpiredError:
         name = self.name
-        return TokenExpiredError(f"Not logged in to '{name}'; run `kstlib auth login {name}`")
+        return TokenExpiredError(f"Not logged in to '{name}'; run 'kstlib auth login {name}'")
 
     def _cannot_renew(self, token: Token) -> TokenError:
         """The error for a token that has expired (or must be renewed) and cannot be."""
@@ -299,14 +299,14 @@ class AbstractAuthProvider(ABC):
         if self.refresh_token_rejected(token):
             return TokenRefreshError(
                 f"The token of '{name}' has expired and its refresh token was refused by the "
-                f"server (invalid_grant); run `kstlib auth login {name}`",
+                f"server (invalid_grant); run 'kstlib auth login {name}'",
                 reason="refresh token refused",
                 retryable=False,
                 error_code="invalid_grant",
             )
         return TokenExpiredError(
             f"The token of '{name}' has expired and cannot be refreshed; "
-            f"run `kstlib auth login {name}`"
+            f"run 'kstlib auth login {name}'"
         )
 
     @staticmethod
@@ -396,7 +396,7 @@ class AbstractAuthProvider(ABC):
         else:
             why = "it has no refresh token"
         return TokenRefreshError(
-            f"The token of '{name}' cannot be refreshed: {why}; run `kstlib auth login {name}`",
+            f"The token of '{name}' cannot be refreshed: {why}; run 'kstlib auth login {name}'",
             reason="cannot renew",
             retryable=False,
         )
@@ -433,7 +433,7 @@ class AbstractAuthProvider(ABC):
         if not self.can_renew(token):
             _log.warning(
                 "The refresh token of '%s' was refused (invalid_grant); using the current "
-                "token until it expires, then run `kstlib auth login %s`",
+                "token until it expires, then run 'kstlib auth login %s'",
                 self.name,
                 self.name,
             )
