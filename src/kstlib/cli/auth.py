@@ -5,7 +5,7 @@ Every command resolves its provider the same way (the argument, else
 listing the configured names), reads the configuration files once, and maps
 errors onto exit codes: 1 for an authentication failure, 2 for a usage or
 configuration error, each reported as one ``error:`` line on stderr (with a
-traceback only under ``-v``). Only ``token`` ever prints a token.
+traceback only under ``-vv``). Only ``token`` ever prints a token.
 """
 
 from __future__ import annotations
@@ -95,12 +95,12 @@ class TokenFormat(StrEnum):
 
 
 def _verbose() -> bool:
-    """True under ``-v`` (the command line set the ``kstlib`` loggers below WARNING)."""
-    return logging.getLogger("kstlib").getEffectiveLevel() < logging.WARNING
+    """True under ``-vv`` (debug): an error then comes with its traceback (``-v`` only informs)."""
+    return logging.getLogger("kstlib").getEffectiveLevel() <= logging.DEBUG
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
-    """Report ``exc`` on one line (traceback first under ``-v``) and exit with ``code``."""
+    """Report ``exc`` on one line (traceback first under ``-vv``) and exit with ``code``."""
     if _verbose():
         trace = "".join(traceback.format_exception(exc))
         print(redact_text(trace), file=sys.stderr, end="")

@@ -23,6 +23,7 @@ rejects (401) is renewed at most once per growing pause.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import types
@@ -130,6 +131,28 @@ def marked_refused(token: Token) -> bool:
     """Whether the stored ``token`` carries the mark of a refused refresh token."""
     label = token.metadata.get(REFRESH_REJECTED_KEY)
     return bool(token.refresh_token) and label == fingerprint(token.refresh_token)
+
+
+def _span(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``1 h 40 min``, ``3 days`` (absolute, rounded down): for the log."""
+    total = int(abs(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes = total // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _lifetime(token: Token) -> str:
+    """``expires in 12 min``, ``expired 3 min ago`` or ``expiry unknown``."""
+    left = token.expires_in
+    if left is None:
+        return "expiry unknown"
+    return f"expires in {_span(left)}" if left >= 0 else f"expired {_span(left)} ago"
 
 
 def _seconds_left(token: Token) -> float:
@@ -320,21 +343,64 @@ class AbstractAuthProvider(ABC):
     def _plan(
         self, token: Token | None, skew: float, now: float, *, renew: bool = True
     ) -> AcquiredToken | None:
-        """Without a lock: the token to use as is, or None when it must be renewed."""
+        """Without a lock: the token to use as is, or None when it must be renewed.
+
+        Each decision is logged at INFO (``kstlib -v``), with its reason.
+        """
+        name = self.name
         if token is None:
+            _log.info("No token is stored for '%s'", name)
             raise self._not_logged_in()
         due = token.refresh_due_in(skew)
         if due > 0:
+            if _log.isEnabledFor(logging.INFO):  # the hot path: no formatting unless shown
+                _log.info(
+                    "Token of '%s' is fresh (%s; refresh due in %s): not refreshing",
+                    name,
+                    _lifetime(token),
+                    _span(due),
+                )
             return AcquiredToken(token, now + due)
         if not renew or not self.can_renew(token):
+            why = "auto_refresh is off" if not renew else self._why_not_renewable(token)
             if token.is_expired:
+                _log.info("Token of '%s' %s and cannot be renewed: %s", name, _lifetime(token), why)
                 raise self._cannot_renew(token)
+            _log.info(
+                "Token of '%s' is due for refresh (%s) but cannot be renewed: %s; "
+                "using it until it expires",
+                name,
+                _lifetime(token),
+                why,
+            )
             return self._until_expiry(token, now)
         failure = self._last_failure
         if failure is not None and not token.is_expired and failure.pauses(token, now):
             end = min(failure.at + REFRESH_RETRY_PAUSE, now + _seconds_left(token))
+            _log.info(
+                "Token of '%s' is due for refresh, but the last attempt failed %s ago: "
+                "using it (%s) for %s more",
+                name,
+                _span(now - failure.at),
+                _lifetime(token),
+                _span(end - now),
+            )
             return AcquiredToken(token, end)
+        _log.info(
+            "Token of '%s' is due for refresh (%s, refresh skew %s): refreshing",
+            name,
+            _lifetime(token),
+            _span(token.effective_skew(skew)),
+        )
         return None
+
+    def _why_not_renewable(self, token: Token) -> str:
+        """Why :meth:`can_renew` says no, in words (for the log)."""
+        if self.refresh_token_rejected(token):
+            return "its refresh token was refused by the server (invalid_grant)"
+        if not token.refresh_token:
+            return "no refresh token"
+        return "this provider has no way to renew it"
 
     def _may_renew_rejected(self, token: Token, now: float) -> bool:
         """Whether a token a resource server rejected (401) may be renewed now."""
@@ -369,7 +435,12 @@ class AbstractAuthProvider(ABC):
             raise self._not_logged_in()
         if seen is not None and current.access_token != seen.access_token:
             # someone else renewed (or logged in) while this caller waited for the lock
+            _log.info("Token of '%s' was renewed meanwhile by another caller: using it", self.name)
             return self._fresh(current, skew, now)
+        if force:
+            _log.info("Token of '%s': renewal asked for (%s)", self.name, _lifetime(current))
+        elif rejected:
+            _log.info("Token of '%s' was refused by a resource server (401)", self.name)
         if not force and not rejected:
             planned = self._plan(current, skew, now)
             if planned is not None:
@@ -379,13 +450,16 @@ class AbstractAuthProvider(ABC):
             # the renewal this caller queued behind has just failed: share its outcome
             raise _copy(failure.error)
         if not self.can_renew(current):
+            if force or rejected or current.is_expired:
+                why = self._why_not_renewable(current)
+                _log.info("Token of '%s' cannot be renewed: %s", self.name, why)
             if current.is_expired:
                 raise self._cannot_renew(current)
             if force:
                 raise self._no_renewal(current)
             return self._until_expiry(current, now)  # a 401 on it: the caller keeps the 401
         if rejected and not self._may_renew_rejected(current, now):
-            _log.debug("Not renewing the token of '%s' after a 401: backing off", self.name)
+            _log.info("Not renewing the token of '%s' after a 401: backing off", self.name)
             return self._fresh(current, skew, now)
         return None
 
@@ -420,6 +494,7 @@ class AbstractAuthProvider(ABC):
             and recent.access_token != seen.access_token
             and not recent.is_stale(skew)
         ):
+            _log.info("Token of '%s' was just renewed in this process: using it", self.name)
             return self._fresh(recent, skew, time.monotonic())
         return None
 
@@ -453,6 +528,7 @@ class AbstractAuthProvider(ABC):
         try:
             renewed = self._renew(token)
         except TokenRefreshError as error:
+            _log.info("Renewing the token of '%s' failed: %s", self.name, error)
             if error.error_code == "invalid_grant":
                 self._mark_refresh_rejected(token)
             self._last_failure = _RefreshFailure(
@@ -461,6 +537,7 @@ class AbstractAuthProvider(ABC):
             raise
         self._last_failure = None
         self._last_refreshed = (renewed, time.monotonic())
+        _log.info("Renewed the token of '%s' (new token %s)", self.name, _lifetime(renewed))
         return self._fresh(renewed, skew, time.monotonic())
 
     def _mark_refresh_rejected(self, token: Token) -> None:
