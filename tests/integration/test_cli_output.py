@@ -29,6 +29,8 @@ import yaml
 
 from kstlib.auth.models import Token
 from kstlib.auth.token import FileTokenStorage
+from tests.idp_support import IdP
+from tests.integration.test_cli_verbosity import Setup
 
 KSTLIB = str(Path(sys.executable).with_name("kstlib"))
 LONG_ISSUER = "https://login.microsoftonline.com/0b2c3d4e-1111-2222-3333-444455556666/v2.0"
@@ -283,3 +285,40 @@ def test_a_closed_pipe_ends_quietly(config: Path) -> None:
         stderr = process.stderr.read().decode()
     process.wait(timeout=60)
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+# --------------------------------------------------------------------------- with the real IdP
+
+
+@pytest.fixture
+def logged_in(tmp_path: Path, idp: IdP) -> Setup:
+    return Setup(tmp_path, idp)
+
+
+def test_whoami_output_tsv_and_json(logged_in: Setup) -> None:
+    as_json = json.loads(logged_in.run("auth", "whoami", "corp", "-o", "json").stdout)
+    assert as_json["sub"]
+    tsv = logged_in.run("auth", "whoami", "corp", "--output", "tsv")
+    assert tsv.returncode == 0, tsv.stderr
+    claims = dict(line.split("\t", 1) for line in tsv.stdout.splitlines())
+    assert claims["sub"] == as_json["sub"]
+    assert set(claims) == set(as_json)
+    table = logged_in.run("auth", "whoami", "corp")
+    assert_no_trailing_spaces(table.stdout)
+    assert as_json["sub"] in table.stdout
+
+
+def test_preflight_output_tsv_and_a_60_column_terminal(logged_in: Setup) -> None:
+    tsv = logged_in.run("auth", "preflight", "corp", "-o", "tsv")
+    assert tsv.returncode == 0, tsv.stderr
+    records = [line.split("\t") for line in tsv.stdout.splitlines()]
+    assert [r[0] for r in records][:3] == ["config", "discovery", "jwks"]
+    assert all(len(r) == 4 and r[1] in ("success", "warning", "skipped") for r in records)
+    assert all(r[3].isdigit() for r in records)
+    narrow = in_terminal(logged_in.config, 60, "auth", "preflight", "corp")
+    assert narrow.code == 0
+    assert "Duration" not in narrow.stdout  # the column of least value
+    assert all(len(line) <= 60 for line in narrow.lines)
+    assert_no_trailing_spaces(narrow.stdout)
+    wide = in_terminal(logged_in.config, 200, "auth", "preflight", "corp")
+    assert "Duration" in wide.stdout
