@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
+import yaml
 
 import kstlib
 from kstlib.cli.app import app
@@ -103,3 +104,36 @@ def test_install_completion_writes_the_script_under_home(tmp_path: Path) -> None
     installed = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert "_KSTLIB_COMPLETE" in installed
     assert ".bashrc" in {p.name for p in tmp_path.iterdir()}
+
+
+def test_the_completion_protocol_completes_provider_names(tmp_path: Path) -> None:
+    config = tmp_path / "kstlib.conf.yml"
+    providers = {
+        name: {"issuer": f"https://{name}.idp.invalid", "client_id": f"{name}-cli"}
+        for name in ("corporate", "contoso", "partner")
+    }
+    config.write_text(yaml.safe_dump({"auth": {"providers": providers}}))
+    env = {"KSTLIB_CONFIG": str(config), "_KSTLIB_COMPLETE": "complete_bash", "COMP_CWORD": "3"}
+    for words, expected in (
+        ("kstlib auth token co", {"corporate", "contoso"}),
+        ("kstlib auth status ", {"corporate", "contoso", "partner"}),
+        ("kstlib auth config pa", {"partner"}),
+    ):
+        result = run(env={**env, "COMP_WORDS": words})
+        assert result.returncode == 0, result.stderr
+        assert set(result.stdout.split()) == expected, words
+        assert result.stderr == ""
+
+
+def test_completion_with_a_broken_configuration_is_silent(tmp_path: Path) -> None:
+    config = tmp_path / "kstlib.conf.yml"
+    config.write_text("auth: [not, a, mapping")
+    env = {
+        "KSTLIB_CONFIG": str(config),
+        "_KSTLIB_COMPLETE": "complete_bash",
+        "COMP_WORDS": "kstlib auth token ",
+        "COMP_CWORD": "3",
+    }
+    result = run(env=env)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "" and result.stderr == ""

@@ -67,3 +67,23 @@ def hide_flag_types() -> None:
 
     display_type_rich._kstlib = True  # type: ignore[attr-defined]
     option.display_type_rich = display_type_rich
+
+
+def complete_provider(incomplete: str) -> list[str]:
+    """Shell completion of a provider argument: the configured names starting with it.
+
+    Runs inside the user's shell on <Tab>: it prints nothing but the names, never a
+    warning or an error (a broken configuration completes nothing).
+    """
+    import warnings
+
+    try:
+        from kstlib.auth.config import list_configured_providers
+        from kstlib.config import load_config
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            names = list_configured_providers(config=load_config())
+    except Exception:  # completion must stay silent
+        return []
+    return [name for name in names if name.startswith(incomplete)]

@@ -33,6 +33,7 @@ from kstlib.auth.errors import (
 )
 from kstlib.auth.redaction import redact_text, redact_urls
 from kstlib.cli._fast import decode_jwt_unverified, format_token
+from kstlib.cli._help import complete_provider
 from kstlib.cli.output import (
     Column,
     OutputFormat,
@@ -76,6 +77,7 @@ ProviderArg = Annotated[
     typer.Argument(
         help="Provider name (default: auth.default_provider, or the only configured one).",
         show_default=False,
+        autocompletion=complete_provider,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from kstlib.auth.redaction import is_sensitive_key, redact_mapping, redact_urls
+from kstlib.cli._help import complete_provider
 from kstlib.cli.auth import _handled
 from kstlib.cli.output import (
     Column,
@@ -125,7 +126,9 @@ def _tsv_records(report: dict[str, Any]) -> list[list[Any]]:
 def config(
     provider: Annotated[
         str | None,
-        typer.Argument(help="Show only this provider.", show_default=False),
+        typer.Argument(
+            help="Show only this provider.", show_default=False, autocompletion=complete_provider
+        ),
     ] = None,
     *,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
