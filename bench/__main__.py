@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m bench`` (full, with peers) or ``python -m bench --smoke``.
 
+``python -m bench --report-only`` measures nothing: it rebuilds the charts and
+docs/performance.md from the last full run's bench/results.json.
+
 The full run prints one table, writes bench/results.json and bench/results.png
 and regenerates docs/performance.md. The smoke run (a few seconds, no peers,
 no installs, no IdP) only prints the table: it checks that every bench still
@@ -15,7 +18,17 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import checker, cli_token, imports, login, per_request, storage, storm, verify
+from bench import (
+    checker,
+    cli_token,
+    imports,
+    login,
+    per_request,
+    storage,
+    storm,
+    storm_cc,  # issue 13: client-credentials storm
+    verify,
+)
 from bench.common import Context, CountTable, Result, format_table
 
 BENCHES: dict[str, Callable[[Context], list[Result]]] = {
@@ -23,6 +36,7 @@ BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "cli": cli_token.run,
     "requests": per_request.run,
     "storm": storm.run,
+    "storm_cc": storm_cc.run,  # issue 13
     "checker": checker.run,
     "verify": verify.run,
     "storage": storage.run,
@@ -35,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="a few seconds, no peers: checks the benches run"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: rebuild the charts and docs/performance.md from bench/results.json",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (15)")
     parser.add_argument(
         "--only",
@@ -42,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(BENCHES)} (writes no files)",
     )
     args = parser.parse_args(argv)
+    if args.report_only:
+        if args.smoke or args.only or args.rounds:
+            parser.error("--report-only measures nothing: it takes no --smoke, --only, --rounds")
+        return _report_only()
     rounds = args.rounds or (2 if args.smoke else 15)
     selected = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHES)
     unknown = set(selected) - set(BENCHES)
@@ -101,6 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"FAILED benches: {', '.join(failures)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _report_only() -> int:
+    from bench import report
+    from bench.common import ensure_packages
+
+    if not report.JSON_PATH.is_file():  # read at call time: tests point it elsewhere
+        print(f"error: {report.JSON_PATH} is missing: run a full `python -m bench` first")
+        return 1
+    failures = ensure_packages(["matplotlib"])  # bench-only, as in a full run
+    for module, reason in failures.items():
+        print(f"warning: {module}: {reason}; the page is written without charts")
+    for path in report.regenerate():
+        print(f"wrote {path}")
     return 0
 
 

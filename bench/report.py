@@ -1,6 +1,10 @@
-"""Outputs of a full run: bench/results.json, bench/results.png, docs/performance.md.
+"""Outputs of a full run: bench/results.json, the charts, docs/performance.md.
 
-Everything here is generated from the measured results; nothing is typed in.
+Everything here is generated from the measured results; nothing is typed in. The page has
+one chart per section (docs/_static/perf/<section>.png, sized for the docs' content column,
+one colour per peer); bench/results.png is the same panels on one sheet. ``python -m bench
+--report-only`` rebuilds the charts and the page from bench/results.json without measuring
+(:func:`regenerate`).
 """
 
 from __future__ import annotations
@@ -13,16 +17,27 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import OLD_NAME, ROOT, Comparison, CountTable, Result
+from bench.common import (
+    OLD_NAME,
+    ROOT,
+    Comparison,
+    CountTable,
+    Goal,
+    Result,
+    goal_purpose,
+    result_from_dict,
+)
 
 JSON_PATH = ROOT / "bench" / "results.json"
 PNG_PATH = ROOT / "bench" / "results.png"
 DOC_PATH = ROOT / "docs" / "performance.md"
+CHART_DIR = ROOT / "docs" / "_static" / "perf"
 
 METHOD = (
     "Each contender is warmed up, then measured in rounds that alternate the contenders "
@@ -126,12 +141,47 @@ def _node_version() -> str | None:
 
 
 def write_all(results: Sequence[Result], meta: dict[str, Any]) -> list[Path]:
-    written = [write_json(results, meta)]
-    chart = write_chart(results, meta)
-    if chart is not None:
-        written.append(chart)
-    written.append(write_markdown(results, meta, chart is not None))
+    return [write_json(results, meta), *write_pages(results, meta)]
+
+
+def write_pages(
+    results: Sequence[Result],
+    meta: dict[str, Any],
+    *,
+    doc_path: Path | None = None,
+    chart_dir: Path | None = None,
+    overview: Path | None = None,
+) -> list[Path]:
+    """The charts (one per section, and the overview sheet) and the Markdown page."""
+    doc_path, chart_dir = doc_path or DOC_PATH, chart_dir or CHART_DIR
+    overview = overview or PNG_PATH
+    charts = write_charts(results, meta, chart_dir=chart_dir, overview=overview)
+    written = [*charts.values()]
+    if charts:
+        written.append(overview)
+    written.append(write_markdown(results, meta, charts, doc_path=doc_path))
     return written
+
+
+def load_results(json_path: Path | None = None) -> tuple[list[Result], dict[str, Any]]:
+    """The results and the run's metadata, as a full run wrote them to ``json_path``."""
+    document = json.loads((json_path or JSON_PATH).read_text(encoding="utf-8"))
+    meta = {k: v for k, v in document.items() if k not in ("goals", "results")}
+    return [result_from_dict(r) for r in document["results"]], meta
+
+
+def regenerate(
+    json_path: Path | None = None,
+    *,
+    doc_path: Path | None = None,
+    chart_dir: Path | None = None,
+    overview: Path | None = None,
+) -> list[Path]:
+    """``python -m bench --report-only``: charts and page again, from the saved results
+    (by default bench/results.json into docs/performance.md, docs/_static/perf/ and
+    bench/results.png)."""
+    results, meta = load_results(json_path)
+    return write_pages(results, meta, doc_path=doc_path, chart_dir=chart_dir, overview=overview)
 
 
 def write_json(results: Sequence[Result], meta: dict[str, Any]) -> Path:
@@ -151,88 +201,213 @@ def write_json(results: Sequence[Result], meta: dict[str, Any]) -> Path:
 
 # --------------------------------------------------------------------------- chart
 
+#: One colour per peer, the same in every chart (a contender's peer: :func:`peer_of`).
+PEER_COLOURS: dict[str, str] = {
+    "kstlib.auth (this project)": "#2ca02c",
+    OLD_NAME: "#ff7f0e",
+    "Authlib": "#1f77b4",
+    "httpx-auth": "#9467bd",
+    "PyJWT": "#d62728",
+    "joserfc": "#8c564b",
+    "bare cryptography": "#17becf",
+    "bare httpx": "#7f7f7f",
+    "python -c (interpreter start-up)": "#bcbd22",
+}
+
+#: Chart geometry: 9 inches at 100 dpi is 900 px, drawn at the content column's width
+#: (about 700 px): the 13 pt labels read as about 14 px.
+CHART_WIDTH_IN = 9.0
+CHART_DPI = 100
+FONT_SIZE = 13
+
+
+def peer_of(name: str) -> str:
+    """The peer a contender (or a count column) belongs to."""
+    lowered = name.lower()
+    if lowered.startswith(OLD_NAME.lower()):
+        return OLD_NAME
+    for needle, peer in (
+        ("httpx-auth", "httpx-auth"),
+        ("authlib", "Authlib"),
+        ("pyjwt", "PyJWT"),
+        ("joserfc", "joserfc"),
+        ("cryptography", "bare cryptography"),
+    ):
+        if needle in lowered:
+            return peer
+    if lowered.startswith("python -c"):
+        return "python -c (interpreter start-up)"
+    if lowered.startswith("httpx"):
+        return "bare httpx"
+    if "kstlib" in lowered:
+        return "kstlib.auth (this project)"
+    return "other"
+
+
+def _colour(name: str) -> str:
+    return PEER_COLOURS.get(peer_of(name), "#444444")
+
+
+def section_slug(section: str) -> str:
+    """``5. TokenChecker and JWT verification`` -> ``5-tokenchecker-and-jwt-verification``."""
+    return re.sub(r"[^a-z0-9]+", "-", section.lower()).strip("-") or "results"
+
 
 def _leading_int(cell: Any) -> int | None:
     match = re.match(r"\s*(\d+)", str(cell)) if cell is not None else None
     return int(match.group(1)) if match else None
 
 
-def write_chart(results: Sequence[Result], meta: dict[str, Any]) -> Path | None:
+def _charted(results: Sequence[Result]) -> list[Result]:
+    return [
+        r
+        for r in results
+        if (isinstance(r, Comparison) and r.series)
+        or (isinstance(r, CountTable) and r.rows and r.columns)
+    ]
+
+
+def _panel_height(result: Result) -> float:
+    if isinstance(result, Comparison):
+        return 1.6 + 0.55 * len(result.series)
+    return 4.6
+
+
+def write_charts(
+    results: Sequence[Result], meta: dict[str, Any], *, chart_dir: Path, overview: Path
+) -> dict[str, Path]:
+    """One PNG per section in ``chart_dir`` and the overview sheet; {} without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: matplotlib is not installed: no chart (bench/results.png) this time")
-        return None
-    panels = [
-        r
-        for r in results
-        if (isinstance(r, Comparison) and r.series)
-        or (isinstance(r, CountTable) and r.rows and r.columns)
-    ]
+        print("note: matplotlib is not installed: no charts this time")
+        return {}
+    panels = _charted(results)
+    sections: dict[str, list[Result]] = {}
+    for result in panels:
+        sections.setdefault(result.section, []).append(result)
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    for stale in chart_dir.glob("*.png"):
+        stale.unlink()
+    written: dict[str, Path] = {}
+    with plt.rc_context({"font.size": FONT_SIZE}):
+        for section, members in sections.items():
+            heights = [_panel_height(r) for r in members]
+            legend_in = 0.1 + 0.32 * -(-len(_peers_present(members)) // 3)  # rows of 3 entries
+            fig, axes = plt.subplots(
+                len(members),
+                1,
+                figsize=(CHART_WIDTH_IN, sum(heights) + legend_in),
+                gridspec_kw={"height_ratios": heights},
+                squeeze=False,
+            )
+            for ax, result in zip(axes.flat, members, strict=True):
+                _draw(ax, result)
+            _legend(fig, members)
+            fig.tight_layout(rect=(0, 0, 1, 1 - legend_in / (sum(heights) + legend_in)))
+            path = chart_dir / f"{section_slug(section)}.png"
+            fig.savefig(path, dpi=CHART_DPI)
+            plt.close(fig)
+            written[section] = path
+        _overview(plt, panels, meta, overview)
+    return written
+
+
+def _overview(plt: Any, panels: list[Result], meta: dict[str, Any], path: Path) -> None:
+    """Every panel on one sheet (bench/results.png), for a look at the whole run."""
     cols = 3
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(21, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(24, 5.2 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, result in zip(axes.flat, panels, strict=False):
-        if isinstance(result, Comparison):
-            names = list(result.series)
-            medians = [result.series[n].median for n in names]
-            lows = [m - result.series[n].spread[0] for n, m in zip(names, medians, strict=True)]
-            highs = [result.series[n].spread[1] - m for n, m in zip(names, medians, strict=True)]
-            colors = [_colour(n, result.baseline) for n in names]
-            ax.barh(range(len(names)), medians, xerr=[lows, highs], color=colors, capsize=3)
-            ax.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=7)
-            ax.invert_yaxis()
-            better = "higher is better" if result.higher_is_better else "lower is better"
-            ax.set_xlabel(f"{result.unit} (median, min-max; {better})", fontsize=7)
-            if max(medians) / max(min(medians), 1e-12) > 50:
-                ax.set_xscale("log")
-        else:
-            scen = list(result.rows)
-            width = 0.8 / max(1, len(result.columns))
-            for j, col in enumerate(result.columns):
-                values = [_leading_int(result.rows[s].get(col)) or 0 for s in scen]
-                bars = ax.bar(
-                    [i + j * width for i in range(len(scen))],
-                    values,
-                    width,
-                    label=col,
-                    color=_colour(col, ""),
-                )
-                ax.bar_label(bars, fontsize=7)
-            ax.set_xticks(
-                [i + 0.4 - width / 2 for i in range(len(scen))], scen, fontsize=7, rotation=12
-            )
-            ax.set_ylabel("refresh requests at the IdP (lower is better)", fontsize=7)
-            ax.legend(fontsize=7)
-        ax.set_title(_short(result.title, 70), fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+        _draw(ax, result)
     fig.suptitle(
-        f"kstlib.auth vs peers - python -m bench, {meta['date']} "
-        f"({meta['machine']['cpu']}, {meta['machine']['cores']} cores) - green: this project, "
-        f"orange: {OLD_NAME}, blue: other peers, grey: baseline of the panel",
-        fontsize=11,
+        f"kstlib.auth and its peers - python -m bench, {meta['date']} "
+        f"({meta['machine']['cpu']}, {meta['machine']['cores']} cores)",
+        fontsize=FONT_SIZE + 3,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(PNG_PATH, dpi=90)
+    _legend(fig, panels, top=0.975)
+    fig.tight_layout(rect=(0, 0, 1, 0.955))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
-    return PNG_PATH
 
 
-def _colour(name: str, baseline: str) -> str:
-    if name.startswith(OLD_NAME):
-        return "#ff7f0e"
-    if name.startswith("kstlib") or "kstlib.auth" in name:
-        return "#2ca02c"
-    return "#999999" if name == baseline else "#1f77b4"
+def _legend(fig: Any, members: Sequence[Result], *, top: float = 1.0) -> None:
+    """One legend entry per peer present in ``members``, in :data:`PEER_COLOURS` order."""
+    from matplotlib.patches import Patch
+
+    present = _peers_present(members)
+    handles = [Patch(color=c, label=p) for p, c in PEER_COLOURS.items() if p in present]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(3, len(handles)),
+        bbox_to_anchor=(0.5, top),
+        frameon=False,
+    )
 
 
-def _short(text: str, limit: int = 42) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+def _peers_present(members: Sequence[Result]) -> set[str]:
+    names = [
+        name
+        for result in members
+        for name in (result.series if isinstance(result, Comparison) else result.columns)
+    ]
+    return {peer_of(name) for name in names}
+
+
+def _wrap(text: str, width: int = 26) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def _draw(ax: Any, result: Result) -> None:
+    if isinstance(result, Comparison):
+        names = list(result.series)
+        medians = [result.series[n].median for n in names]
+        lows = [m - result.series[n].spread[0] for n, m in zip(names, medians, strict=True)]
+        highs = [result.series[n].spread[1] - m for n, m in zip(names, medians, strict=True)]
+        colours = [_colour(n) for n in names]
+        hatches = ["//" if n == result.baseline else "" for n in names]
+        bars = ax.barh(
+            range(len(names)),
+            medians,
+            xerr=[lows, highs],
+            color=colours,
+            capsize=4,
+            edgecolor="white",
+        )
+        for bar, hatch in zip(bars, hatches, strict=True):
+            bar.set_hatch(hatch)
+        ax.set_yticks(range(len(names)), [_wrap(n) for n in names])
+        ax.invert_yaxis()
+        better = "higher is better" if result.higher_is_better else "lower is better"
+        ax.set_xlabel(f"{result.unit}: median, min-max ({better}; hatched: baseline)")
+        if max(medians) / max(min(medians), 1e-12) > 50:
+            ax.set_xscale("log")
+    else:
+        scenarios = list(result.rows)
+        width = 0.8 / max(1, len(result.columns))
+        for j, column in enumerate(result.columns):
+            counts = [_leading_int(result.rows[s].get(column)) for s in scenarios]
+            bars = ax.bar(
+                [i + j * width for i in range(len(scenarios))],
+                [count or 0 for count in counts],
+                width,
+                label=column,
+                color=_colour(column),
+            )
+            ax.bar_label(bars, labels=["n/a" if c is None else str(c) for c in counts])
+        ax.set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(scenarios))],
+            [_wrap(s, 12) for s in scenarios],
+        )
+        ax.set_ylabel("refresh requests\nat the IdP (lower is better)")
+    ax.set_title("\n".join(textwrap.wrap(result.title, 64)), fontsize=FONT_SIZE + 1)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -252,15 +427,25 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def write_markdown(results: Sequence[Result], meta: dict[str, Any], chart: bool) -> Path:
+def write_markdown(
+    results: Sequence[Result],
+    meta: dict[str, Any],
+    charts: dict[str, Path],
+    *,
+    doc_path: Path | None = None,
+) -> Path:
+    doc_path = doc_path or DOC_PATH
     m = meta["machine"]
     lines = [
         "# Performance",
         "",
-        "<!-- GENERATED by `python -m bench` (bench/report.py): do not edit by hand. -->",
+        "<!-- GENERATED by `python -m bench` (bench/report.py): do not edit by hand; "
+        "`python -m bench --report-only` rebuilds it from bench/results.json. -->",
         "",
         f"Generated by `python -m bench` on **{meta['date']}** in {meta['elapsed_seconds']:.0f} s "
-        f"({meta['rounds']} rounds). Raw figures: `bench/results.json`.",
+        f"({meta['rounds']} rounds). Raw figures: `bench/results.json`; "
+        "`python -m bench --report-only` rebuilds this page and its charts from them without "
+        "measuring.",
         "",
         "## Machine",
         "",
@@ -277,24 +462,31 @@ def write_markdown(results: Sequence[Result], meta: dict[str, Any], chart: bool)
         "",
         "## Goals",
         "",
-        "| goal | from | verdict | section |",
-        "|---|---|---|---|",
+        "What each part of the run is held to, why, and whether this run met it.",
     ]
+    groups: dict[tuple[str, str], list[Goal]] = {}
     for result in results:
         for goal in result.all_goals():
             if goal.met is None and goal.text.startswith("no speed goal"):
                 continue
-            verdict = {True: "**MET**", False: "**NOT MET**", None: "n/a"}[goal.met]
-            lines.append(
-                f"| {_md_escape(goal.text)} | {goal.source} | {verdict} | {result.section} |"
-            )
-    if chart:
-        lines += ["", "![benchmark chart](../bench/results.png)"]
+            groups.setdefault((result.section, goal_purpose(goal.source)), []).append(goal)
+    for (section, why), goals in groups.items():
+        lines += ["", f"**{section}**" + (f": {_md_escape(why)}." if why else "")]
+        lines += [""] + [f"- {_md_escape(goal.text)}: **{goal.verdict}**" for goal in goals]
+    if charts:
+        lines += [
+            "",
+            "Charts: one per section; each peer keeps its colour in every chart, the hatched "
+            "bar is the baseline of its panel, whiskers span min-max.",
+        ]
     section = None
     for result in results:
         if result.section != section:
             section = result.section
             lines += ["", f"## {section}"]
+            if section in charts:
+                image = os.path.relpath(charts[section], doc_path.parent)
+                lines += ["", f"![{section}]({image})"]
         lines += ["", f"### {result.title}", ""]
         if isinstance(result, Comparison):
             lines += _md_comparison(result)
@@ -309,9 +501,15 @@ def write_markdown(results: Sequence[Result], meta: dict[str, Any], chart: bool)
         for module, reason in meta["not_installed"].items():
             lines.append(f"- {module}: {reason}")
     lines.append("")
-    DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text("\n".join(lines), encoding="utf-8")
-    return DOC_PATH
+    doc_path.parent.mkdir(parents=True, exist_ok=True)
+    doc_path.write_text("\n".join(lines), encoding="utf-8")
+    return doc_path
+
+
+def _md_goal(goal: Goal) -> str:
+    why = goal_purpose(goal.source)
+    line = f"- goal: {_md_escape(goal.text)}: **{goal.verdict}**"
+    return line + (f" (why: {_md_escape(why)})" if why else "")
 
 
 def _md_comparison(comp: Comparison) -> list[str]:
@@ -336,7 +534,7 @@ def _md_comparison(comp: Comparison) -> list[str]:
     if goals:
         lines.append("")
         for goal in goals:
-            lines.append(f"- goal ({goal.source}): {_md_escape(goal.text)}: **{goal.verdict}**")
+            lines.append(_md_goal(goal))
     lines.append("")
     return lines
 
@@ -357,6 +555,6 @@ def _md_counts(table: CountTable) -> list[str]:
     if table.goals:
         lines.append("")
         for goal in table.goals:
-            lines.append(f"- goal ({goal.source}): {_md_escape(goal.text)}: **{goal.verdict}**")
+            lines.append(_md_goal(goal))
     lines.append("")
     return lines

@@ -47,5 +47,8 @@ nitpicky = False
 
 html_theme = "alabaster"
 html_title = "kstlib.auth"
-html_static_path: list[str] = []
+# docs/_static/kstlib.css: code blocks and tables scroll inside the content column instead
+# of overflowing it; images fit it.
+html_static_path = ["_static"]
+html_css_files = ["kstlib.css"]
 pygments_style = "sphinx"

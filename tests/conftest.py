@@ -78,6 +78,19 @@ def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
         server.close()
 
 
+# --- issue 14: a second oidc-provider in FAPI 2.0 mode (PAR required, aud = issuer) ---
+
+
+@pytest.fixture(scope="session")
+def fapi_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    """oidc-provider with ``features.fapi`` profile 2.0 (started once per session/worker)."""
+    server = start_idp(tmp_path_factory.mktemp("fapi-idp"), fapi="2.0")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 # --- a tiny real HTTP server for discovery/JWKS documents (see tests/jwks_server.py) ---
 
 

@@ -30,6 +30,10 @@ Notes on the provider (see tests/idp/server.mjs for the configuration):
   client must use HTTP Basic, a ``client_secret_post`` client the form body;
   ``IdP.configure(strict_client_auth=False)`` restores oidc-provider's
   leniency (either is accepted);
+* ``start_idp(..., fapi="2.0")`` (the session fixture ``fapi_idp``) runs oidc-provider's
+  FAPI 2.0 profile with PAR required: client assertions must name the issuer as ``aud``,
+  PKCE is required; DPoP is not required (yet). The ``kstlib-fapi`` client
+  (private_key_jwt, ES256 ID tokens) is registered on both instances;
 * the session fixture ``idp`` is shared by all tests of a session (one per
   xdist worker): reset stats before counting, restore settings you change.
 """
@@ -63,6 +67,8 @@ __all__ = [
     "ES256",
     "ES256_CLIENT_ID",
     "ES256_CLIENT_SECRET",
+    "FAPI",
+    "FAPI_CLIENT_ID",
     "IDP_DIR",
     "POST_LOGOUT_REDIRECT_URI",
     "CLIENT_SECRET_JWT",
@@ -75,6 +81,9 @@ __all__ = [
     "REDIRECT_URI",
     "REDIRECT_URI_LOCALHOST",
     "SCOPES",
+    "SERVICE",
+    "SERVICE_SCOPES",
+    "WRONG_ISSUED_TYPE_AUDIENCE",
     "BrowserLoginError",
     "IdP",
     "IdPStartError",
@@ -120,6 +129,10 @@ class OidcClient:
     )
     #: Public keys registered for private_key_jwt (a JWKS), None for other methods.
     jwks: Mapping[str, Any] | None = None
+    #: issue 13: a service client has other grants, no response type, no redirect.
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    response_types: tuple[str, ...] = ("code",)
+    application_type: str = "native"
 
     @property
     def is_public(self) -> bool:
@@ -129,10 +142,11 @@ class OidcClient:
         """oidc-provider client metadata (passed to the server as IDP_CLIENTS)."""
         meta: dict[str, Any] = {
             "client_id": self.client_id,
-            "application_type": "native",  # loopback redirect URIs match with any port
+            # native: loopback redirect URIs match with any port
+            "application_type": self.application_type,
             "token_endpoint_auth_method": self.token_endpoint_auth_method,
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
+            "grant_types": list(self.grant_types),
+            "response_types": list(self.response_types),
             "redirect_uris": list(self.redirect_uris),
             "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
             "id_token_signed_response_alg": self.id_token_signed_response_alg,
@@ -181,6 +195,24 @@ ES256 = OidcClient(
     "client_secret_basic",
     id_token_signed_response_alg="ES256",
 )
+# -- grants for services (issue 13) --
+#: A confidential client with no user: client_credentials and RFC 8693 token exchange only.
+SERVICE = OidcClient(
+    "kstlib-service",
+    "kstlib-service-secret",
+    "client_secret_basic",
+    redirect_uris=(),
+    post_logout_redirect_uris=(),
+    grant_types=("client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"),
+    response_types=(),
+    application_type="web",
+)
+#: Scopes the test IdP grants a service.
+SERVICE_SCOPES = ("api:read", "api:write")
+#: A token exchange asked for this audience gets a wrong issued_token_type (server.mjs hook).
+WRONG_ISSUED_TYPE_AUDIENCE = "urn:kstlib:test:wrong-issued-token-type"
+# -- end of grants for services --
+
 #: Test-only private keys of the private_key_jwt client (its public halves are registered).
 _CLIENT_KEYS: list[dict[str, Any]] = json.loads(
     (Path(__file__).resolve().parent / "idp" / "test-client-keys.json").read_text()
@@ -212,9 +244,28 @@ CLIENT_SECRET_JWT_SECRET = "kstlib-client-secret-jwt-secret-0123456789-abcdefghi
 CLIENT_SECRET_JWT = OidcClient(
     CLIENT_SECRET_JWT_CLIENT_ID, CLIENT_SECRET_JWT_SECRET, "client_secret_jwt"
 )
+# --- issue 14: the FAPI 2.0 client (private_key_jwt, ES256 ID tokens) ---
+FAPI_CLIENT_ID = "kstlib-fapi"
+FAPI = OidcClient(
+    FAPI_CLIENT_ID,
+    None,
+    "private_key_jwt",
+    id_token_signed_response_alg="ES256",
+    jwks=PRIVATE_KEY_JWT.jwks,
+)
+# --- end issue 14 ---
 CLIENTS: Mapping[str, OidcClient] = {
     c.client_id: c
-    for c in (CONFIDENTIAL, CONFIDENTIAL_POST, PUBLIC, ES256, PRIVATE_KEY_JWT, CLIENT_SECRET_JWT)
+    for c in (
+        CONFIDENTIAL,
+        CONFIDENTIAL_POST,
+        PUBLIC,
+        ES256,
+        PRIVATE_KEY_JWT,
+        CLIENT_SECRET_JWT,
+        FAPI,  # issue 14
+        SERVICE,  # issue 13
+    )
 }
 
 
@@ -313,6 +364,8 @@ class IdP:
 
     tmp_dir: Path
     access_token_ttl: int | None = None
+    #: "2.0": oidc-provider's FAPI 2.0 profile, PAR required (server.mjs IDP_FAPI).
+    fapi: str | None = None
     port: int = 0
     issuer: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -346,6 +399,8 @@ class IdP:
         )
         if self.access_token_ttl is not None:
             env["IDP_ACCESS_TOKEN_TTL"] = str(self.access_token_ttl)
+        if self.fapi is not None:
+            env["IDP_FAPI"] = self.fapi
         env.pop("NODE_OPTIONS", None)
         env.pop("NODE_ENV", None)
         with open(self.log_path, "ab") as log:
@@ -552,12 +607,14 @@ class IdP:
         refresh_token_ttl: int | None = None,
         strict_client_auth: bool | None = None,
         token_delay_ms: int | None = None,
+        par_ttl: int | None = None,
     ) -> dict[str, Any]:
         """Change settings at runtime: token lifetimes in seconds (for tokens issued
         from now on) and ``strict_client_auth`` (default True: a client must use
         exactly its registered client_secret_basic/_post method; False restores
         oidc-provider's leniency, which accepts either); ``token_delay_ms`` makes
-        the token endpoint answer that much later (a slow IdP). The session-scoped
+        the token endpoint answer that much later (a slow IdP); ``par_ttl`` shortens the
+        life of a pushed authorization request (seconds, below 60). The session-scoped
         fixture is shared: restore what you change (try/finally)."""
         update = {
             k: v
@@ -567,6 +624,7 @@ class IdP:
                 "refresh_token_ttl": refresh_token_ttl,
                 "strict_client_auth": strict_client_auth,
                 "token_delay_ms": token_delay_ms,
+                "par_ttl": par_ttl,
             }.items()
             if v is not None
         }
@@ -574,6 +632,15 @@ class IdP:
 
     def settings(self) -> dict[str, Any]:
         return dict(self._test_call("GET", "config"))
+
+    def received_resources(self) -> dict[str, list[str]]:
+        """The ``resource`` parameters (RFC 8707) of the last request of each route
+        (``pushed_authorization_request``, ``authorization``, ``token``...) since the last
+        :meth:`reset_resources`, as oidc-provider parsed them."""
+        return {str(k): list(v) for k, v in self._test_call("GET", "resources").items()}
+
+    def reset_resources(self) -> None:
+        self._test_call("POST", "resources/reset")
 
     def introspect(
         self,
@@ -627,10 +694,14 @@ class IdP:
         return str(httpx.URL(self.authorization_endpoint, params=params))
 
 
-def start_idp(tmp_dir: Path | str, *, access_token_ttl: int | None = None) -> IdP:
-    """Install the node dependencies if needed, start the test IdP, wait until it answers."""
+def start_idp(
+    tmp_dir: Path | str, *, access_token_ttl: int | None = None, fapi: str | None = None
+) -> IdP:
+    """Install the node dependencies if needed, start the test IdP, wait until it answers.
+
+    ``fapi="2.0"`` starts it in oidc-provider's FAPI 2.0 mode (PAR required)."""
     ensure_node_modules()
-    return IdP(Path(tmp_dir), access_token_ttl=access_token_ttl).start()
+    return IdP(Path(tmp_dir), access_token_ttl=access_token_ttl, fapi=fapi).start()
 
 
 # -------------------------------------------------------------- browser

@@ -22,6 +22,12 @@
 //                            interchangeably (oidc-provider's own behaviour);
 //                            default strict: only the registered method.
 //     IDP_EXIT_ON_STDIN_EOF  "1": exit when stdin closes (parent process died).
+//     IDP_FAPI               "2.0": run oidc-provider's FAPI 2.0 Security Profile
+//                            (features.fapi profile '2.0': PKCE required, client
+//                            assertions with aud = the issuer) with pushed
+//                            authorization requests required. DPoP is not
+//                            required (oidc-provider's FAPI 2.0 profile does not
+//                            force a sender constraint; the DPoP tests add it).
 //   Standalone: `npm start` (or `IDP_PORT=9000 node server.mjs`).
 //
 // What it configures (panva/oidc-provider 9.x)
@@ -44,7 +50,8 @@
 //   already rotated refresh token revokes the whole grant. Revoking an access
 //   token revokes every token of its grant too (oidc-provider behaviour).
 //   Features:
-//   devInteractions, revocation, introspection, userinfo, rpInitiatedLogout.
+//   devInteractions, revocation, introspection, userinfo, rpInitiatedLogout,
+//   deviceFlow (see the device grant block).
 //   Signing keys: one RSA 2048 (RS256) and one P-256 (ES256) key, generated at
 //   startup; POST /__test__/rotate-keys swaps in freshly generated keys
 //   in-process (the old ones stay in the JWKS as verify-only keys unless
@@ -60,6 +67,12 @@
 //   GET  /__test__/config, POST /__test__/config   settings (JSON): token
 //                                         TTLs, strict_client_auth
 //   GET  /__test__/clients                the configured client metadata
+//   GET  /__test__/resources              (issue 14) the RFC 8707 resource parameters
+//                                         of the last request per route; POST
+//                                         /__test__/resources/reset clears them.
+//                                         Resource servers: https://rs.kstlib.test/...
+//                                         Setting par_ttl (config): seconds a pushed
+//                                         authorization request lives (default 60).
 //   ANY  /__test__/api/...                protected resource: needs a valid
 //        bearer access token of this IdP; 200 {"sub","client_id","scope",
 //        "method","path","query","body"} or 401 + WWW-Authenticate.
@@ -68,7 +81,9 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+
+const oidcErrors = errors; // issue 13's name for the same module
 
 const HOST = '127.0.0.1';
 const REQUESTED_PORT = Number.parseInt(process.env.IDP_PORT ?? process.argv[2] ?? '0', 10);
@@ -136,7 +151,149 @@ const DEFAULT_CLIENTS = [
   ...client,
 }));
 
+// ---- grants for services (issue 13): client credentials, token exchange (RFC 8693) ----
+// kstlib-service: a confidential client with no user and no redirect; it may use the
+// client_credentials grant and exchange a user's access token (RFC 8693).
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+// Scopes a service may ask for (added to the provider's scopes).
+const SERVICE_SCOPES = ['api:read', 'api:write'];
+// Test hook: a token exchange asked for this audience answers with a wrong
+// issued_token_type (the client must refuse it and store nothing).
+const WRONG_ISSUED_TYPE_AUDIENCE = 'urn:kstlib:test:wrong-issued-token-type';
+DEFAULT_CLIENTS.push({
+  client_id: 'kstlib-service',
+  client_secret: 'kstlib-service-secret',
+  token_endpoint_auth_method: 'client_secret_basic',
+  application_type: 'web',
+  grant_types: ['client_credentials', TOKEN_EXCHANGE_GRANT],
+  response_types: [],
+  redirect_uris: [],
+  post_logout_redirect_uris: [],
+});
+
+// RFC 8693 token exchange: the subject token must be a live access token of this
+// IdP (AccessToken.find, not expired, its grant not revoked); the answer is a new
+// access token for the same user and grant, with the requested audience.
+async function tokenExchangeHandler(ctx) {
+  const { params, client } = ctx.oidc;
+  const { provider } = current;
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new oidcErrors.InvalidRequest(`unsupported subject_token_type (only ${ACCESS_TOKEN_TYPE})`);
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new oidcErrors.InvalidRequest('unsupported requested_token_type');
+  }
+  const subject = await provider.AccessToken.find(params.subject_token);
+  if (!subject || subject.isExpired || !(await provider.Grant.find(subject.grantId))) {
+    throw new oidcErrors.InvalidGrant('subject_token is invalid, expired or revoked');
+  }
+  const token = new provider.AccessToken({
+    accountId: subject.accountId,
+    client,
+    grantId: subject.grantId,
+    gty: 'token_exchange',
+    scope: params.scope || subject.scope,
+  });
+  if (params.audience) token.setAudience(params.audience);
+  const value = await token.save();
+  const wrong = params.audience === WRONG_ISSUED_TYPE_AUDIENCE;
+  ctx.body = {
+    access_token: value,
+    issued_token_type: wrong ? 'urn:ietf:params:oauth:token-type:refresh_token' : ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope || undefined,
+  };
+}
+
+function registerServiceGrants(provider) {
+  provider.registerGrantType(TOKEN_EXCHANGE_GRANT, tokenExchangeHandler, [
+    'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+    'requested_token_type', 'audience', 'resource', 'scope',
+  ]);
+}
+// ---- end of grants for services ----
+
+// ---------------------------------------- device authorization grant (RFC 8628; issue #13)
+// Clients allowed only the device grant (and refresh), always registered: kstlib-device (client_secret_basic),
+// kstlib-device-public (auth method none) and kstlib-device-short, whose device codes live
+// DEVICE_SHORT_TTL seconds (expiry tests). Test-only emulations, all in this block:
+//  - every device authorization answer carries interval DEVICE_INTERVAL (oidc-provider sends
+//    none, so a client would wait the RFC default of 5 s between polls);
+//  - expired device codes stay in the store DEVICE_CODE_GRACE seconds, so a late poll gets
+//    RFC 8628's expired_token (as real servers answer) rather than "device code not found";
+//  - oidc-provider never answers slow_down: POST /__test__/device/slow-down {"count": n}
+//    makes the next n device-code polls answer slow_down (RFC 8628 3.5).
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+const DEVICE_INTERVAL = 1;
+const DEVICE_SHORT_TTL = 2;
+const DEVICE_CODE_GRACE = 60;
+const DEVICE_CLIENTS = [
+  {
+    client_id: 'kstlib-device',
+    client_secret: 'kstlib-device-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  { client_id: 'kstlib-device-public', token_endpoint_auth_method: 'none' },
+  {
+    client_id: 'kstlib-device-short',
+    client_secret: 'kstlib-device-short-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+].map((client) => ({
+  application_type: 'native',
+  grant_types: [DEVICE_GRANT, 'refresh_token'],
+  response_types: [],
+  redirect_uris: [],
+  ...client,
+}));
+const deviceState = { slowDown: 0 };
+
+function deviceCodeTTL(ctx, deviceCode, client) {
+  return client?.clientId === 'kstlib-device-short' ? DEVICE_SHORT_TTL : 600;
+}
+
+async function deviceSlowDown(ctx, next) {
+  if (deviceState.slowDown > 0 && ctx.method === 'POST' && ctx.path === '/token'
+    && ctx.state.form?.get('grant_type') === DEVICE_GRANT) {
+    deviceState.slowDown -= 1;
+    ctx.status = 400;
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { error: 'slow_down', error_description: 'polling too fast (test IdP emulation)' };
+    return undefined;
+  }
+  return next();
+}
+
+function deviceInterval(ctx, body) {
+  Object.assign(body, { interval: DEVICE_INTERVAL });
+}
+
+async function deviceTestEndpoint(req, res, url) {
+  if (req.method !== 'POST' || url.pathname !== '/__test__/device/slow-down') return false;
+  const { count = 1 } = await readJson(req);
+  if (!Number.isInteger(count) || count < 0) {
+    send(res, 400, { error: 'count must be a non-negative integer' });
+    return true;
+  }
+  deviceState.slowDown = count;
+  send(res, 200, { slow_down: count });
+  return true;
+}
+// ------------------------------------------------------ end of the device grant block
+
 const CLIENTS = process.env.IDP_CLIENTS ? JSON.parse(process.env.IDP_CLIENTS) : DEFAULT_CLIENTS;
+// Device grant block: the device clients are registered whatever IDP_CLIENTS lists, and
+// the public client of the quick start (the docs' my-app) may use the device grant too.
+for (const client of DEVICE_CLIENTS) {
+  if (!CLIENTS.some((c) => c.client_id === client.client_id)) CLIENTS.push(client);
+}
+for (const client of CLIENTS) {
+  if (client.client_id === 'kstlib-public' && !client.grant_types?.includes(DEVICE_GRANT)) {
+    client.grant_types = [...(client.grant_types ?? ['authorization_code']), DEVICE_GRANT];
+  }
+}
 
 // --------------------------------------------------------------- settings
 
@@ -160,7 +317,33 @@ const settings = {
   strict_client_auth: process.env.IDP_STRICT_CLIENT_AUTH !== '0',
   // milliseconds the token endpoint waits before answering (a slow IdP)
   token_delay_ms: 0,
+  // --- issue 14 (PAR/JAR/resource indicators) ---
+  // seconds a pushed authorization request lives (oidc-provider's own: 60)
+  par_ttl: 60,
+  // --- end issue 14 ---
 };
+
+// --- issue 14: FAPI 2.0 mode, resource indicators (RFC 8707) ---------------
+const FAPI_PROFILE = process.env.IDP_FAPI || undefined;
+if (FAPI_PROFILE !== undefined && FAPI_PROFILE !== '2.0') {
+  console.error(`IDP_FAPI must be 2.0, got ${FAPI_PROFILE}`);
+  process.exit(2);
+}
+// Resource servers the IdP knows: any absolute https URI under this prefix.
+const RESOURCE_PREFIX = 'https://rs.kstlib.test/';
+// The resource parameters last received, per route (GET /__test__/resources).
+const receivedResources = new Map();
+
+function recordResources(ctx) {
+  try {
+    const route = ctx.oidc?.route;
+    const value = ctx.oidc?.params?.resource;
+    if (route && value !== undefined) receivedResources.set(route, [value].flat());
+  } catch {
+    // ctx.oidc may throw before the route is resolved
+  }
+}
+// --- end issue 14 ---
 
 // ---------------------------------------------------------- persisted state
 
@@ -320,6 +503,14 @@ class StoreAdapter {
   }
 }
 
+// Device grant block (see above): expired device codes are kept DEVICE_CODE_GRACE seconds.
+class DeviceGraceAdapter extends StoreAdapter {
+  async upsert(id, payload, expiresIn) {
+    const keep = this.model === 'DeviceCode' && typeof expiresIn === 'number';
+    return super.upsert(id, payload, keep ? expiresIn + DEVICE_CODE_GRACE : expiresIn);
+  }
+}
+
 // --------------------------------------------------------------- accounts
 
 function findAccount(ctx, sub) {
@@ -429,6 +620,21 @@ async function strictClientAuth(ctx, next) {
   return next();
 }
 
+// --- issue 14: a pushed authorization request that lives settings.par_ttl s ---
+async function parTtl(ctx, next) {
+  await next();
+  if (ctx.method !== 'POST' || ctx.path !== '/request' || ctx.status !== 201) return;
+  if (settings.par_ttl >= 60) return;
+  const id = String(ctx.body?.request_uri ?? '').split(':').pop();
+  const entry = state.entries.get(`PushedAuthorizationRequest:${id}`);
+  if (!entry) return;
+  entry.exp = Date.now() + (settings.par_ttl * 1000);
+  entry.payload.exp = Math.floor(Date.now() / 1000) + settings.par_ttl;
+  ctx.body = { ...ctx.body, expires_in: settings.par_ttl };
+  saveState();
+}
+// --- end issue 14 ---
+
 // --------------------------------------------------------------- provider
 
 let issuer;
@@ -441,12 +647,12 @@ function buildProvider() {
   ];
 
   const provider = new Provider(issuer, {
-    adapter: StoreAdapter,
+    adapter: DeviceGraceAdapter, // StoreAdapter + the device block's grace
     clients: CLIENTS,
     jwks: { keys },
     cookies: { keys: state.cookieKeys },
     findAccount,
-    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    scopes: ['openid', 'profile', 'email', 'offline_access', ...SERVICE_SCOPES],
     responseTypes: ['code'],
     claims: {
       openid: ['sub'],
@@ -460,6 +666,34 @@ function buildProvider() {
       introspection: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      // grants for services (issue 13)
+      clientCredentials: { enabled: true },
+      deviceFlow: { enabled: true }, // device grant block
+      // --- issue 14: PAR, JAR, resource indicators, FAPI 2.0 ---
+      pushedAuthorizationRequests: {
+        enabled: true,
+        requirePushedAuthorizationRequests: FAPI_PROFILE !== undefined,
+      },
+      requestObjects: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // several resources at the token endpoint: the token is for the first one
+        defaultResource: async (ctx, client, oneOf) => (oneOf ? oneOf[0] : undefined),
+        useGrantedResource: async () => false,
+        getResourceServerInfo: async (ctx, resourceIndicator) => {
+          if (!resourceIndicator.startsWith(RESOURCE_PREFIX)) {
+            throw new errors.InvalidTarget(`unknown resource server ${resourceIndicator}`);
+          }
+          return {
+            scope: 'openid profile email offline_access',
+            audience: resourceIndicator,
+            accessTokenFormat: 'opaque',
+            accessTokenTTL: settings.access_token_ttl,
+          };
+        },
+      },
+      ...(FAPI_PROFILE ? { fapi: { enabled: true, profile: FAPI_PROFILE } } : {}),
+      // --- end issue 14 ---
     },
     // Default: only with offline_access (which oidc-provider drops unless
     // prompt=consent). Here: every client allowed the refresh_token grant.
@@ -467,12 +701,15 @@ function buildProvider() {
     rotateRefreshToken: true,
     ttl: {
       AccessToken: () => settings.access_token_ttl,
+      ClientCredentials: () => settings.access_token_ttl, // issue 13
       IdToken: () => settings.id_token_ttl,
       RefreshToken: () => settings.refresh_token_ttl,
       AuthorizationCode: 60,
+      PushedAuthorizationRequest: 60, // issue 14: shortened by settings.par_ttl (parTtl)
       Interaction: 3600,
       Session: 14 * 24 * 3600,
       Grant: 14 * 24 * 3600,
+      DeviceCode: deviceCodeTTL, // device grant block
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
@@ -491,14 +728,20 @@ function buildProvider() {
       throw err;
     }
     countRequest(ctx, ctx.status);
+    recordResources(ctx); // issue 14
   });
   provider.use(strictClientAuth);
+  provider.use(deviceSlowDown); // device grant block
+  provider.on('device_authorization.success', deviceInterval); // device grant block
+  provider.use(parTtl); // issue 14
   provider.use(async (ctx, next) => {
     if (settings.token_delay_ms > 0 && ctx.method === 'POST' && ctx.path === '/token') {
       await new Promise((resolve) => { setTimeout(resolve, settings.token_delay_ms); });
     }
     return next();
   });
+
+  registerServiceGrants(provider); // issue 13: token exchange
 
   provider.on('server_error', (ctx, err) => {
     console.error('server_error', err);
@@ -553,6 +796,11 @@ async function protectedApi(req, res, url) {
     if (token && (token.isExpired || !(await provider.Grant.find(token.grantId)))) {
       token = undefined;
     }
+    // issue 13: a client-credentials token (no user, no grant) is accepted too
+    if (!token) {
+      const service = await provider.ClientCredentials.find(match[1]);
+      if (service && !service.isExpired) token = service;
+    }
   }
 
   if (!token) {
@@ -577,18 +825,20 @@ async function protectedApi(req, res, url) {
   bump('api');
   bump('api:200');
   send(res, 200, {
-    sub: token.accountId,
+    sub: token.accountId ?? null,
     client_id: token.clientId,
     scope: token.scope ?? null,
     method: req.method,
     path: url.pathname,
     query: Object.fromEntries(url.searchParams),
     body,
+    ...(token.aud ? { aud: token.aud } : {}), // issue 13: the audience of an exchanged token
   });
 }
 
 async function testEndpoint(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
+  if (await deviceTestEndpoint(req, res, url)) return; // device grant block
   if (url.pathname === '/__test__/api' || url.pathname.startsWith('/__test__/api/')) {
     await protectedApi(req, res, url);
     return;
@@ -640,6 +890,15 @@ async function testEndpoint(req, res, url) {
     case 'GET /__test__/clients':
       send(res, 200, CLIENTS);
       return;
+    // --- issue 14 ---
+    case 'GET /__test__/resources':
+      send(res, 200, Object.fromEntries(receivedResources));
+      return;
+    case 'POST /__test__/resources/reset':
+      receivedResources.clear();
+      send(res, 200, {});
+      return;
+    // --- end issue 14 ---
     default:
       send(res, 404, { error: 'not_found', route });
   }

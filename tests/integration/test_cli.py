@@ -638,9 +638,12 @@ def test_logout_open_sends_the_browser_to_the_logout_page(logged_in: CLI, idp: I
         return True
 
     logged_in.monkeypatch.setattr(webbrowser, "open", fake_open)
+    before = logged_in.stored()
+    stored_id_token = before.id_token if before is not None else None
     result = logged_in.invoke("auth", "logout", "--open")
     assert result.exit_code == 0
     assert "Opened the identity provider's logout page" in result.stderr
     assert result.stdout == ""
     assert opened and opened[0].startswith(idp.end_session_endpoint + "?client_id=")
-    assert "id_token_hint" not in opened[0]
+    # issue 13: the browser (only) gets the stored ID token as the hint
+    assert parse_qs(urlsplit(opened[0]).query)["id_token_hint"] == [stored_id_token]

@@ -88,6 +88,37 @@ def test_show_completion_prints_a_bash_script_for_kstlib() -> None:
     assert "complete " in result.stdout  # the bash builtin that registers it
 
 
+def test_show_completion_honours_the_shell_named() -> None:
+    """From a bash, ``--show-completion zsh`` is the zsh script (Typer's flag ignored the name)."""
+    result = subprocess.run(
+        ["bash", "-c", f"'{KSTLIB}' --show-completion zsh"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("#compdef kstlib")
+
+
+def test_show_completion_alone_detects_the_running_shell() -> None:
+    result = subprocess.run(
+        ["bash", "-c", f"'{KSTLIB}' --show-completion"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "_kstlib_completion()" in result.stdout and "complete " in result.stdout
+
+
+def test_an_unknown_shell_is_a_usage_error() -> None:
+    result = run("--show-completion", "nosh")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "unknown shell 'nosh'" in result.stderr
+
+
 def test_the_completion_protocol_completes_commands() -> None:
     """What the installed script does on <Tab>: the shell's words in the environment, no args."""
     env = {"_KSTLIB_COMPLETE": "complete_bash", "COMP_WORDS": "kstlib auth st", "COMP_CWORD": "2"}

@@ -10,6 +10,9 @@ command, option or key therefore needs its documentation.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -47,7 +50,8 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     proc = subprocess.run(
         [str(ROOT / "scripts" / "docs"), "-E", "-q"],
         cwd=ROOT,
-        env={**os.environ, "KSTLIB_DOCS_OUT": str(out)},
+        # the test command ran ./scripts/setup already (KSTLIB_SKIP_SETUP: see scripts/docs)
+        env={**os.environ, "KSTLIB_DOCS_OUT": str(out), "KSTLIB_SKIP_SETUP": "1"},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
@@ -59,14 +63,124 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 def test_docs_build_without_warnings(build: Build) -> None:
     assert build.returncode == 0, f"./scripts/docs failed:\n{build.output}"
     assert "WARNING" not in build.output and "ERROR" not in build.output, build.output
-    for page in DOCS.glob("*.md"):
-        assert (build.html / f"{page.stem}.html").is_file(), f"{page.name} was not built"
+    for page in [*DOCS.glob("*.md"), *DOCS.glob("idps/*.md")]:
+        built = build.html / page.relative_to(DOCS).with_suffix(".html")
+        assert built.is_file(), f"{page.relative_to(DOCS)} was not built"
 
 
 def test_api_reference_covers_every_public_name(build: Build) -> None:
     html = (build.html / "api.html").read_text(encoding="utf-8")
     missing = [name for name in kstlib.auth.__all__ if f'id="kstlib.auth.{name}"' not in html]
     assert not missing, f"not in docs/api.md: {missing}"
+
+
+#: Modules whose ``__all__`` is public API: every class and function they export has an
+#: entry in docs/api.md (constants and type aliases are described in prose where they matter).
+PUBLIC_MODULES = (
+    "kstlib.auth",
+    "kstlib.auth.config",
+    "kstlib.auth.token",
+    "kstlib.auth.providers",
+    "kstlib.auth.check",
+    "kstlib.auth.callback",
+    "kstlib.auth.models",
+    "kstlib.auth.session",
+    "kstlib.auth.redaction",
+    "kstlib.auth.errors",
+    "kstlib.config",
+    "kstlib.secrets",
+)
+
+
+def _resolve(path: str) -> object | None:
+    """The object a dotted documentation id names (None when it names nothing importable)."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(obj, attribute):
+                return None
+            obj = getattr(obj, attribute)
+        return obj
+    return None
+
+
+def _api_ids(build: Build) -> set[str]:
+    html = (build.html / "api.html").read_text(encoding="utf-8")
+    return set(re.findall(r'id="(kstlib\.[\w.]+)"', html))
+
+
+def _public_members(cls: type) -> list[str]:
+    """Methods, properties and class attributes defined by kstlib code, and dataclass fields."""
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    for name in dir(cls):
+        owner = next((base for base in cls.__mro__ if name in vars(base)), None)
+        if owner is not None and owner.__module__.startswith("kstlib"):
+            names.add(name)
+    if issubclass(cls, enum.Enum):
+        names -= set(cls.__members__)  # the members are listed by :undoc-members:
+    return sorted(name for name in names if not name.startswith("_"))
+
+
+def _described_in_docstring(cls: type, name: str) -> bool:
+    """A field described in the class docstring's ``Args:``/``Attributes:`` section."""
+    return re.search(rf"^\s+{re.escape(name)}( \(.*\))?:", cls.__doc__ or "", re.M) is not None
+
+
+def test_api_reference_documents_every_public_member(build: Build) -> None:
+    """Every public method, property and field of every class in docs/api.md has an entry
+    (on the class itself or on a documented base class), and every class and function a
+    public module exports is there: a new public method needs its documentation."""
+    ids = _api_ids(build)
+    by_object: dict[int, str] = {}
+    classes: dict[type, list[str]] = {}
+    for doc_id in sorted(ids):
+        obj = _resolve(doc_id)
+        if obj is None:
+            continue
+        by_object.setdefault(id(obj), doc_id)
+        if inspect.isclass(obj):
+            classes.setdefault(obj, []).append(doc_id)
+
+    undocumented: list[str] = []
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            if f"{module_name}.{name}" not in ids and id(obj) not in by_object:
+                undocumented.append(f"{module_name}.{name}")
+
+    for cls, class_ids in classes.items():
+        for name in _public_members(cls):
+            owners = [base for base in cls.__mro__ if hasattr(base, name) or base is cls]
+            candidates = [f"{cid}.{name}" for base in owners for cid in classes.get(base, [])]
+            if any(c in ids for c in candidates) or _described_in_docstring(cls, name):
+                continue
+            undocumented.append(f"{class_ids[0]}.{name}")
+    assert not undocumented, f"public, but not in docs/api.md: {sorted(set(undocumented))}"
+
+
+def test_the_request_hooks_are_documented(build: Build) -> None:
+    ids = _api_ids(build)
+    for hook in ("authorize_request", "wants_replay"):
+        assert f"kstlib.auth.AbstractAuthProvider.{hook}" in ids, hook
+
+
+def test_every_provider_config_field_is_described(build: Build) -> None:
+    """AuthProviderConfig: each field has an entry with a sentence, not just a name."""
+    html = (build.html / "api.html").read_text(encoding="utf-8")
+    for field in dataclasses.fields(auth_config.AuthProviderConfig):
+        anchor = f'id="kstlib.auth.AuthProviderConfig.{field.name}"'
+        assert anchor in html, field.name
+        entry = html[html.index(anchor) :]
+        entry = entry[: entry.index("</dd>")]
+        description = re.sub(r"<[^>]+>", "", entry[entry.index("<dd>") :]).strip()
+        assert len(description.split()) >= 4, f"{field.name}: {description!r}"
 
 
 def test_api_reference_is_generated_from_docstrings(build: Build) -> None:
@@ -133,3 +247,36 @@ def test_configuration_page_lists_every_key() -> None:
     page = (DOCS / "configuration.md").read_text(encoding="utf-8")
     missing = [key for key in _configuration_keys() if f"`{key}`" not in page]
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+def _css_rules(css: str) -> dict[str, str]:
+    """``selector -> declarations`` of a flat stylesheet (comments removed)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    rules: dict[str, str] = {}
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        for selector in selectors.split(","):
+            rules[" ".join(selector.split())] = rules.get(" ".join(selector.split()), "") + body
+    return rules
+
+
+def test_code_blocks_tables_and_images_stay_inside_the_content_column(build: Build) -> None:
+    """docs/_static/kstlib.css is shipped and linked from every page; in it, code blocks and
+    tables scroll sideways inside the column (``overflow-x: auto``), long words in table cells
+    may break, and images are at most the column's width."""
+    css = (build.html / "_static" / "kstlib.css").read_text(encoding="utf-8")
+    rules = {sel: " ".join(body.split()) for sel, body in _css_rules(css).items()}
+
+    def declares(selector_end: str, declaration: str) -> bool:
+        return any(
+            sel.endswith(selector_end) and declaration in body for sel, body in rules.items()
+        )
+
+    assert declares("pre", "overflow-x: auto;")
+    assert declares("table.docutils", "overflow-x: auto;")
+    assert declares("table.docutils", "max-width: 100%;")
+    assert declares("table.docutils td", "overflow-wrap: anywhere;")
+    assert declares("img", "max-width: 100%;")
+    pages = [*build.html.glob("*.html"), *build.html.glob("idps/*.html")]
+    assert len(pages) > 10
+    for page in pages:
+        assert "kstlib.css" in page.read_text(encoding="utf-8"), page.name

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -67,6 +68,7 @@ from kstlib.auth.config import (
     list_configured_providers,
 )
 from kstlib.config import load_config
+from tests.device_flow import approve_device
 from tests.flows import login
 from tests.idp_support import PUBLIC_CLIENT_ID, IdP, browser_login
 from tests.sops_support import AgeIdentity, sops_path
@@ -88,6 +90,23 @@ auth:
       issuer: https://idp.example.com
       client_id: my-app
       scopes: [openid, profile, email, offline_access]
+    # issue 13 (docs/grants.md): a service (client credentials) and a downstream API
+    # reached by token exchange from corporate's login; test-only client of the local IdP
+    reporting:
+      type: oauth2
+      flow: client_credentials
+      token_endpoint: https://idp.example.com/token
+      introspection_endpoint: https://idp.example.com/token/introspection
+      client_id: kstlib-service
+      client_secret: kstlib-service-secret
+      scopes: [api:read]
+    downstream:
+      flow: token_exchange
+      subject_provider: corporate
+      issuer: https://idp.example.com
+      client_id: kstlib-service
+      client_secret: kstlib-service-secret
+      audience: https://orders.example.com
 """
 
 #: What a page's namespace must hold once all its Python blocks ran (beyond "nothing raised").
@@ -193,7 +212,11 @@ def play_browser(url: str) -> str:
 
 
 def _fake_webbrowser_open(url: str, new: int = 0, autoraise: bool = True) -> bool:
-    """``webbrowser.open`` for the examples: log in and follow the redirect to the app."""
+    """``webbrowser.open`` for the examples: log in and follow the redirect to the app (or,
+    for a device verification page, approve the device login)."""
+    if urlsplit(url).path == "/device":  # device authorization (RFC 8628; issue 13)
+        approve_device(url)
+        return True
     httpx.get(play_browser(url), timeout=10)
     return True
 
@@ -206,8 +229,13 @@ def write_browser_script(directory: Path) -> Path:
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "import httpx\n"
+        "from urllib.parse import urlsplit\n"
+        "from tests.device_flow import approve_device\n"
         "from tests.idp_support import browser_login\n"
-        "httpx.get(browser_login(sys.argv[1], username='alice'), timeout=10)\n",
+        "if urlsplit(sys.argv[1]).path == '/device':\n"  # a device login (issue 13)
+        "    approve_device(sys.argv[1])\n"
+        "else:\n"
+        "    httpx.get(browser_login(sys.argv[1], username='alice'), timeout=10)\n",
         encoding="utf-8",
     )
     script.chmod(0o755)

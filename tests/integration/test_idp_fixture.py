@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from tests.device_flow import DEVICE, DEVICE_PUBLIC, DEVICE_SHORT
 from tests.idp_support import (
     CLIENTS,
     CONFIDENTIAL,
@@ -161,9 +162,12 @@ def test_discovery_document(idp: IdP) -> None:
     jwks = idp.jwks()
     assert {k["alg"] for k in jwks["keys"]} >= {"RS256", "ES256"}
     assert all("d" not in k for k in jwks["keys"])
-    # the configured clients are the ones exported by idp_support
+    # the configured clients are the ones exported by idp_support (and, always registered by
+    # the server's device grant block, the device clients of tests/device_flow.py)
     served = httpx.get(f"{idp.issuer}/__test__/clients", timeout=10).json()
-    assert {c["client_id"] for c in served} == set(CLIENTS)
+    device_clients = {c.client_id for c in (DEVICE, DEVICE_PUBLIC, DEVICE_SHORT)}
+    assert {c["client_id"] for c in served} == set(CLIENTS) | device_clients
+    assert doc["device_authorization_endpoint"] == f"{idp.issuer}/device/auth"
 
 
 def test_public_client_code_pkce_flow(idp: IdP) -> None:

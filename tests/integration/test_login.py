@@ -185,6 +185,7 @@ def test_logout_url_hints_the_stored_id_token_by_default(idp: IdP) -> None:
         url = provider.logout_url(state="s-1")
         other = provider.logout_url(id_token_hint="explicit", post_logout_redirect_uri="x:/y")
         no_hint = provider.logout_url(id_token_hint="")
+        assert asyncio.run(provider.alogout_url(state="s-1")) == provider.logout_url(state="s-1")
     assert url is not None and url.startswith(idp.end_session_endpoint + "?")
     query = parse_qs(urlsplit(url).query)
     assert query == {

@@ -152,6 +152,7 @@ def test_enums_and_preflight() -> None:
         "client_credentials",
         "device_code",
         "refresh_token",
+        "token_exchange",
     }
     assert {s.value for s in PreflightStatus} == {"success", "failure", "warning", "skipped"}
     report = PreflightReport(

@@ -22,6 +22,10 @@ __all__ = [
     "CallbackServer",
     "CallbackServerError",
     "ConfigurationError",
+    "DeviceAuthorization",
+    "DeviceAuthorizationDeniedError",
+    "DeviceAuthorizationError",
+    "DeviceCodeExpiredError",
     "DiscoveryError",
     "FileTokenStorage",
     "MemoryTokenStorage",
@@ -31,6 +35,7 @@ __all__ = [
     "PreflightResult",
     "PreflightStatus",
     "ProviderAuth",
+    "PushedAuthorizationExpiredError",  # issue 14
     "SOPSTokenStorage",
     "Token",
     "TokenCheckReport",
@@ -90,6 +95,12 @@ _LOCATIONS: dict[str, str] = {
     "TokenRefreshError": "kstlib.auth.errors",
     "TokenStorageError": "kstlib.auth.errors",
     "TokenValidationError": "kstlib.auth.errors",
+    # device authorization grant (RFC 8628; issue #13 item 1)
+    "DeviceAuthorization": "kstlib.auth._device",
+    "DeviceAuthorizationError": "kstlib.auth.errors",
+    "DeviceAuthorizationDeniedError": "kstlib.auth.errors",
+    "DeviceCodeExpiredError": "kstlib.auth.errors",
+    "PushedAuthorizationExpiredError": "kstlib.auth.errors",  # issue 14
 }
 
 
@@ -107,6 +118,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from kstlib.auth._device import DeviceAuthorization  # device authorization grant
     from kstlib.auth.callback import CallbackResult, CallbackServer
     from kstlib.auth.check import TokenChecker, TokenCheckReport, ValidationStep
     from kstlib.auth.config import (
@@ -122,7 +134,11 @@ if TYPE_CHECKING:
         AuthorizationError,
         CallbackServerError,
         ConfigurationError,
+        DeviceAuthorizationDeniedError,
+        DeviceAuthorizationError,
+        DeviceCodeExpiredError,
         DiscoveryError,
+        PushedAuthorizationExpiredError,  # issue 14
         TokenError,
         TokenExchangeError,
         TokenExpiredError,

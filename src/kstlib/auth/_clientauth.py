@@ -14,9 +14,12 @@ registry :data:`CLIENT_AUTH_METHODS` (the configuration validates
   (``client_key``, its id ``client_key_id``).
 
 The assertion of the JWT methods has ``iss`` = ``sub`` = the client id, ``aud`` = the
-endpoint it is sent to (the token endpoint for grants), a unique ``jti``, ``iat`` and
-``exp`` one minute later, so a captured assertion is useless elsewhere and soon. The
-signing module (and ``cryptography``) is imported on first use only.
+endpoint it is sent to (the token endpoint for grants) or, where the server wants it
+(FAPI 2.0, RFC 7523bis), the issuer, a unique ``jti``, ``iat`` and ``exp`` one minute
+later, so a captured assertion is useless elsewhere and soon. The provider sends every
+back-channel request through one helper that retries once with the issuer as ``aud``
+when the server refuses the client (``invalid_client``). The signing module (and
+``cryptography``) is imported on first use only.
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ __all__ = [
     "CLIENT_AUTH_REQUIREMENTS",
     "HMAC_ASSERTION_ALGORITHMS",
     "KEY_METHODS",
+    "METHOD_PREFERENCE",
     "SECRET_METHODS",
     "ClientAuthentication",
     "ClientSecretBasic",
     "ClientSecretJWT",
     "ClientSecretPost",
+    "JWTClientAssertion",
     "NoClientAuthentication",
     "PrivateKeyJWT",
     "register_client_authentication",
@@ -162,8 +167,22 @@ class _JWTAssertion(ClientAuthentication):
     def _load_key(self) -> SigningKey:
         raise NotImplementedError
 
+    #: When set (a security profile), the only algorithms this client may sign with.
+    allowed_algorithms: frozenset[str] | None = None
+
     def algorithm(self) -> str:
-        return self.assertion_alg or self.default_alg or self.signing_key().default_algorithm
+        """The configured algorithm, else the key's own; within :attr:`allowed_algorithms`
+        (an RSA key then signs PS256 rather than RS256)."""
+        alg = self.assertion_alg or self.default_alg or self.signing_key().default_algorithm
+        allowed = self.allowed_algorithms
+        if allowed is None or alg in allowed:
+            return alg
+        if self.assertion_alg is None and alg.startswith("RS") and "PS256" in allowed:
+            return "PS256"
+        raise self._config_error(
+            "client_key",
+            f"it signs {alg}, and the profile allows only {', '.join(sorted(allowed))}",
+        )
 
     def _config_error(self, key: str, problem: str) -> ConfigurationError:
         return ConfigurationError(
@@ -192,8 +211,18 @@ class _JWTAssertion(ClientAuthentication):
             raise self._config_error(self.requires or "client_key", exc.reason) from None
 
     def apply(self, data: dict[str, str], headers: dict[str, str], *, endpoint: str) -> None:
+        self.apply_assertion(data, headers, audience=endpoint)
+
+    def apply_assertion(
+        self, data: dict[str, str], headers: dict[str, str], *, audience: str
+    ) -> None:
+        """Add a fresh assertion whose ``aud`` is ``audience`` (an endpoint or the issuer)."""
         data["client_assertion_type"] = ASSERTION_TYPE
-        data["client_assertion"] = self.assertion(endpoint)
+        data["client_assertion"] = self.assertion(audience)
+
+
+#: The JWT assertion methods (their ``aud`` can be chosen: :meth:`apply_assertion`).
+JWTClientAssertion = _JWTAssertion
 
 
 class ClientSecretJWT(_JWTAssertion):
@@ -277,6 +306,51 @@ KEY_METHODS: frozenset[str] = frozenset(
 )
 
 
+#: The automatic choice, best first, among the methods the credentials allow and the
+#: server advertises: a private key is never sent; of the secret methods, HTTP Basic is
+#: RFC 8414's default (a server advertising several accepts it for most clients), then the
+#: form body, then ``client_secret_jwt`` (chosen only when the server offers no other
+#: secret method: a client registered for it says so with ``token_endpoint_auth_method``).
+METHOD_PREFERENCE: Final[tuple[str, ...]] = (
+    "private_key_jwt",
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+)
+
+
+def _automatic_method(
+    client_secret: str | None,
+    client_key: object,
+    server_supported: Sequence[str] | None,
+    provider_name: str | None,
+) -> str:
+    """The best method the server advertises for the credentials given (see the caller)."""
+    usable = [
+        name
+        for name in METHOD_PREFERENCE
+        if (client_key is not None if name in KEY_METHODS else bool(client_secret))
+    ]
+    if not usable:
+        return "none"
+    advertised = [str(name) for name in server_supported or [] if isinstance(name, str)]
+    if not advertised:
+        return usable[0]
+    for name in usable:
+        if name in advertised:
+            return name
+    held = {"client_key": client_key is not None, "client_secret": bool(client_secret)}
+    given = " and ".join(name for name, present in held.items() if present)
+    raise ConfigurationError(
+        f"Provider '{provider_name}': the server's token_endpoint_auth_methods_supported "
+        f"({', '.join(advertised)}) has no method the {given} can be used with "
+        f"({', '.join(usable)}); set token_endpoint_auth_method, or the credentials the "
+        "server registered this client with",
+        provider=provider_name,
+        key="token_endpoint_auth_method",
+    )
+
+
 def select_client_authentication(
     client_id: str,
     client_secret: str | None,
@@ -290,10 +364,14 @@ def select_client_authentication(
 ) -> ClientAuthentication:
     """Choose how this client authenticates.
 
-    The configured method wins. Otherwise: with a ``client_key``, ``private_key_jwt``;
-    with a secret, ``client_secret_basic`` (RFC 8414's default) unless the server's
-    ``token_endpoint_auth_methods_supported`` lists only ``client_secret_post``;
-    without either, ``none``.
+    The configured method wins. Otherwise the best method (:data:`METHOD_PREFERENCE`) the
+    credentials allow (``private_key_jwt`` with a ``client_key``; the secret methods with
+    a ``client_secret``) among those the server's ``token_endpoint_auth_methods_supported``
+    lists (all of them when the server lists none); ``none`` without credentials.
+
+    Raises:
+        ConfigurationError: an unknown or unusable configured method, or a server that
+            advertises no method the credentials can be used with.
     """
     options: dict[str, Any] = {
         "client_key": client_key,
@@ -322,11 +400,5 @@ def select_client_authentication(
                 key=needed,
             )
         return cls(client_id, client_secret, **options)
-    if client_key is not None:
-        return PrivateKeyJWT(client_id, client_secret, **options)
-    if not client_secret:
-        return NoClientAuthentication(client_id, **options)
-    supported = list(server_supported or [])
-    if supported and "client_secret_basic" not in supported and "client_secret_post" in supported:
-        return ClientSecretPost(client_id, client_secret, **options)
-    return ClientSecretBasic(client_id, client_secret, **options)
+    method = _automatic_method(client_secret, client_key, server_supported, provider_name)
+    return CLIENT_AUTH_METHODS[method](client_id, client_secret, **options)

@@ -351,6 +351,56 @@ class MetadataCache:
 
         return self._cached(self._discovery, "d:" + issuer, fetch, force)
 
+    # issue 13 (item 6): endpoints a server lists only in its RFC 8414 metadata
+    def oauth_metadata(
+        self,
+        client: httpx.Client,
+        issuer: str,
+        *,
+        ttl: float | None = None,
+        retry: RetryPolicy | None = None,
+        tracer: HTTPTraceLogger | None = None,
+    ) -> dict[str, Any]:
+        """The RFC 8414 document of ``issuer`` (``/.well-known/oauth-authorization-server``,
+        inserted before the issuer's path, RFC 8414 section 3); a private copy, cached.
+
+        Consulted when the OIDC document lacks an endpoint a call needs: fetched once per
+        TTL, its ``issuer`` must be exactly ``issuer``. A server that publishes none (404)
+        gives ``{}``, cached alike (not asked again before the TTL ends).
+
+        Raises:
+            DiscoveryError: the fetch failed (other than 404), the answer is not a JSON
+                object, or it names another issuer.
+        """
+        _check_issuer(issuer)
+
+        def fetch() -> tuple[Discovered, float]:
+            return self._fetch_oauth_metadata(client, issuer, ttl, retry or self.retry, tracer)
+
+        return self._cached(self._discovery, "o:" + issuer, fetch, False).document_copy()
+
+    def _fetch_oauth_metadata(
+        self,
+        client: httpx.Client,
+        issuer: str,
+        ttl: float | None,
+        retry: RetryPolicy,
+        tracer: HTTPTraceLogger | None,
+    ) -> tuple[Discovered, float]:
+        url = oauth_metadata_url(issuer)
+        try:
+            response = self._get(
+                client, url, what="server metadata", issuer=issuer, retry=retry, tracer=tracer
+            )
+        except DiscoveryError as exc:
+            if exc.status_code != 404:
+                raise
+            return Discovered.of(issuer, url, {}), self.default_ttl if ttl is None else ttl
+        document = _validated_document(response.data, issuer, url)
+        return Discovered.of(issuer, url, document), self._ttl(response, ttl)
+
+    # -- end of issue 13 (item 6) --
+
     def jwks(
         self,
         client: httpx.Client,

@@ -26,6 +26,8 @@ METADATA_ENDPOINTS: Final[Mapping[str, str]] = {
     "end_session_endpoint": "end_session_endpoint",
     "introspection_endpoint": "introspection_url",
     "device_authorization_endpoint": "device_authorization_url",
+    # issue 14: pushed authorization requests (RFC 9126)
+    "pushed_authorization_request_endpoint": "pushed_authorization_request_endpoint",
 }
 #: ``AuthProviderConfig`` fields holding an endpoint URL (the issuer aside).
 ENDPOINT_FIELDS: Final[tuple[str, ...]] = tuple(METADATA_ENDPOINTS.values())

@@ -19,8 +19,12 @@ __all__ = [
     "AuthorizationError",
     "CallbackServerError",
     "ConfigurationError",
+    "DeviceAuthorizationDeniedError",
+    "DeviceAuthorizationError",
+    "DeviceCodeExpiredError",
     "DiscoveryError",
     "InsecureDestinationError",
+    "PushedAuthorizationExpiredError",
     "RefreshedTokenInvalidError",
     "TokenError",
     "TokenExchangeError",
@@ -86,6 +90,40 @@ class AuthorizationError(AuthError):
         self.reason = reason or message
         self.error_code = error_code
         self.error_description = error_description
+
+
+# -- device authorization grant (RFC 8628; issue #13 item 1) ----------------------------
+
+
+class DeviceAuthorizationError(AuthorizationError):
+    """A device login (RFC 8628) failed: the device authorization request was refused or
+    answered badly, the wait timed out (``reason="timeout"``), or the token request
+    ended with an error other than the two below (``error_code`` names it)."""
+
+
+class DeviceAuthorizationDeniedError(DeviceAuthorizationError):
+    """The user (or the server) refused the device login (``access_denied``); nothing stored."""
+
+
+class DeviceCodeExpiredError(DeviceAuthorizationError):
+    """The device code expired before the login was approved (``expired_token``, or its
+    ``expires_in`` passed while waiting); start a new device login. Nothing stored."""
+
+
+# -- end of the device authorization block ----------------------------------------------
+# --- issue 14 -------------------------------------------------------------------------
+
+
+class PushedAuthorizationExpiredError(AuthorizationError):
+    """The pushed authorization request (RFC 9126) expired before the browser used it.
+
+    Its ``request_uri`` lived ``expires_in`` seconds (the server's choice) and the URL
+    reached the browser later, or the server answered ``invalid_request_uri``. Nothing was
+    stored; start the login again (a new request is pushed).
+    """
+
+
+# --- end issue 14 ---------------------------------------------------------------------
 
 
 class CallbackServerError(AuthError):

@@ -62,6 +62,7 @@ class AuthFlow(StrEnum):
     CLIENT_CREDENTIALS = "client_credentials"
     DEVICE_CODE = "device_code"
     REFRESH_TOKEN = "refresh_token"
+    TOKEN_EXCHANGE = "token_exchange"
 
 
 def _utcnow() -> datetime:

@@ -13,11 +13,23 @@ from typing import Any, Final
 import typer
 import typer.core
 
-__all__ = ["EXAMPLES", "add_examples", "hide_flag_types"]
+__all__ = [
+    "EXAMPLES",
+    "add_examples",
+    "answer_completion",
+    "complete_provider",
+    "completion_option",
+    "hide_flag_types",
+    "with_completion_shell",
+]
 
 #: Examples shown under each command's help, keyed by the command's name.
 EXAMPLES: Final[dict[str, tuple[str, ...]]] = {
-    "login": ("kstlib auth login corp", "kstlib auth login corp --no-browser"),
+    "login": (
+        "kstlib auth login corp",
+        "kstlib auth login corp --no-browser",
+        "kstlib auth login corp --device",
+    ),
     "logout": ("kstlib auth logout corp",),
     "status": ("kstlib auth status", "kstlib auth status --output tsv | cut -f1,2"),
     "token": ('curl -H "$(kstlib auth token corp --header)" https://api.example.com/',),
@@ -26,6 +38,7 @@ EXAMPLES: Final[dict[str, tuple[str, ...]]] = {
     "preflight": ("kstlib auth preflight corp",),
     "check": ("kstlib auth check corp", "kstlib auth token corp | kstlib auth check -t -"),
     "config": ("kstlib auth config corp",),
+    "introspect": ("kstlib auth introspect corp", "kstlib auth introspect corp --output json"),
 }
 
 ROOT_EXAMPLES: Final = ("kstlib auth login corp", "kstlib -v auth status")
@@ -87,3 +100,80 @@ def complete_provider(incomplete: str) -> list[str]:
     except Exception:  # completion must stay silent
         return []
     return [name for name in names if name.startswith(incomplete)]
+
+
+#: The value of a completion option given without a shell name: detect the shell.
+_DETECT: Final = "detect"
+#: The shells Typer writes completion scripts for.
+SHELLS: Final = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion_callback(install: bool) -> Any:
+    """The eager callback of ``--install-completion`` / ``--show-completion`` [SHELL].
+
+    A shell name given is used as is; without one (the option alone), the shell running
+    ``kstlib`` is detected (Typer's own detection). Either way Typer writes the script.
+    """
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> None:
+        if value is None or ctx.resilient_parsing:
+            return
+        if value != _DETECT and value not in SHELLS:
+            raise typer.BadParameter(
+                f"unknown shell {value!r}; choose one of {', '.join(SHELLS)}",
+                param_hint=f"'{param.opts[0]}'",
+            )
+        from typer import completion
+
+        chosen: str | bool = True if value == _DETECT else value  # True: Typer detects it
+        if install:
+            completion.install_callback(ctx, param, chosen)
+        else:
+            completion.show_callback(ctx, param, chosen)
+
+    return callback
+
+
+def completion_option(install: bool) -> Any:
+    """``--install-completion [SHELL]`` or ``--show-completion [SHELL]`` (the shell optional).
+
+    Typer's own options take no shell name when it can detect the shell (a name after
+    them is ignored, so ``--show-completion bash`` in zsh printed the zsh script).
+    """
+    action = "Install" if install else "Print"
+    what = "completion for SHELL" if install else "the completion script for SHELL"
+    return typer.Option(
+        "--install-completion" if install else "--show-completion",
+        metavar="[SHELL]",
+        is_eager=True,
+        expose_value=False,
+        callback=_completion_callback(install),
+        show_default=False,
+        help=f"{action} {what} ({', '.join(SHELLS[:4])}; default: the current shell) and exit.",
+    )
+
+
+def with_completion_shell(args: list[str]) -> list[str]:
+    """``args`` where a completion option given without a shell name gets the detect marker.
+
+    The option parser has no optional values, so ``kstlib --show-completion`` alone is
+    completed here to ``--show-completion detect``.
+    """
+    for index, arg in enumerate(args):
+        if arg in ("--install-completion", "--show-completion"):
+            following = args[index + 1] if index + 1 < len(args) else None
+            if following is None or following.startswith("-"):
+                return [*args[: index + 1], _DETECT, *args[index + 1 :]]
+            return args
+    return args
+
+
+def answer_completion() -> None:
+    """Register Typer's shell completion classes: the shell is asking for completions.
+
+    (Typer does it when it adds its own completion options, which this application
+    replaces with :func:`completion_option`.)
+    """
+    from typer._completion_classes import completion_init  # (no public name for it)
+
+    completion_init()

@@ -25,7 +25,16 @@ import typer
 
 from kstlib.auth.redaction import TRACE, RedactingFilter
 from kstlib.cli import auth as auth_commands
-from kstlib.cli._help import AUTH_EXAMPLES, ROOT_EXAMPLES, add_examples, epilog, hide_flag_types
+from kstlib.cli._help import (
+    AUTH_EXAMPLES,
+    ROOT_EXAMPLES,
+    add_examples,
+    answer_completion,
+    completion_option,
+    epilog,
+    hide_flag_types,
+    with_completion_shell,
+)
 from kstlib.cli.auth import EXIT_AUTH, EXIT_USAGE
 from kstlib.cli.check import register as register_check
 from kstlib.cli.config_cmd import register as register_config
@@ -55,7 +64,7 @@ app = typer.Typer(
     name="kstlib",
     help="kstlib: config-driven OAuth2 / OpenID Connect from the terminal.",
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,  # ours take an optional shell name: completion_option
     pretty_exceptions_enable=False,
     epilog=epilog(ROOT_EXAMPLES),
 )
@@ -158,11 +167,13 @@ ConfigOption = Annotated[
 
 
 @app.callback()
-def _root(
+def _root(  # noqa: PLR0917 - Typer passes every option by keyword
     ctx: typer.Context,
     verbose: VerboseOption = 0,
     version: VersionOption = False,
     config: ConfigOption = None,
+    install_completion: Annotated[str | None, completion_option(install=True)] = None,
+    show_completion: Annotated[str | None, completion_option(install=False)] = None,
 ) -> None:
     """kstlib: config-driven OAuth2 / OpenID Connect from the terminal."""
     ctx.obj = CLIState(verbosity=verbose)
@@ -206,12 +217,15 @@ def run(args: Sequence[str]) -> int:
     ``kstlib`` alone prints the help and exits 0 (unless the shell is asking for
     completions: they come in the environment, with no arguments).
     """
-    if not args and _COMPLETE_VAR not in os.environ:
+    if _COMPLETE_VAR in os.environ:
+        answer_completion()
+    elif not args:
         args = ["--help"]
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     config_before = os.environ.get(CONFIG_ENV_VAR)
     try:
-        result = app(args=list(args), prog_name="kstlib", standalone_mode=False)
+        argv = with_completion_shell(list(args))
+        result = app(args=argv, prog_name="kstlib", standalone_mode=False)
     except typer.Abort:
         error_line("aborted")
         return EXIT_AUTH

@@ -1,4 +1,5 @@
-"""The ``kstlib auth`` commands: login, logout, status, token, whoami, providers, preflight.
+"""The ``kstlib auth`` commands: login, logout, status, token, whoami, providers, preflight,
+introspect.
 
 Every command resolves its provider the same way (the argument, else
 ``auth.default_provider``, else the only configured provider, else an error
@@ -28,10 +29,11 @@ from rich.text import Text
 from kstlib.auth.errors import (
     AuthError,
     AuthorizationError,
+    CallbackServerError,
     ConfigurationError,
     TokenStorageError,
 )
-from kstlib.auth.redaction import redact_text, redact_urls
+from kstlib.auth.redaction import redact_mapping, redact_text, redact_urls
 from kstlib.cli._fast import decode_jwt_unverified, format_token
 from kstlib.cli._help import complete_provider
 from kstlib.cli.output import (
@@ -262,6 +264,16 @@ def _loopback_login(
                 on_url=progress.on_url,
                 on_tick=progress.on_tick,
             )
+    except CallbackServerError as exc:  # device login (issue 13): suggest it on a timeout
+        if exc.reason != "timeout":
+            raise
+        from kstlib.cli._device import DEVICE_HINT
+
+        raise CallbackServerError(
+            f"{exc.message}; no browser on this machine? {DEVICE_HINT}",
+            reason=exc.reason,
+            port=exc.port,
+        ) from None
     finally:
         progress.close()
 
@@ -313,6 +325,21 @@ def _expiry_phrase(token: Token) -> str:
     return f"expires {format_when(token.expires_at)}"
 
 
+def _refuse_service_flow(name: str, loaded: LoadedConfig) -> None:
+    """A provider whose flow has no user (client credentials, token exchange) has no login
+    (checked on the written ``flow``; a bad value is reported when the provider is built)."""
+    from kstlib.auth._config.values import SERVICE_FLOWS, _FieldError, _flow
+    from kstlib.auth.config import get_provider_config
+    from kstlib.auth.providers.oauth2 import no_user_error
+
+    try:
+        flow = _flow((get_provider_config(name, config=loaded) or {}).get("flow"))
+    except _FieldError:
+        return
+    if flow in SERVICE_FLOWS:
+        raise no_user_error(name, flow, "log in through the browser")
+
+
 @_handled
 def login(
     provider: ProviderArg = None,
@@ -327,13 +354,22 @@ def login(
             help="Paste the redirect address (or the code) instead of running a loopback server.",
         ),
     ] = False,
+    device: Annotated[
+        bool,
+        typer.Option(
+            "--device",
+            help="Log in with a code typed on another device (RFC 8628 device authorization): "
+            "for SSH sessions and machines without a browser.",
+        ),
+    ] = False,
     timeout: Annotated[
         float | None,
         typer.Option(
             "--timeout",
             min=1,
             max=600,
-            help="Seconds to wait for the browser (default: auth.callback_server.timeout).",
+            help="Seconds to wait for the browser (default: auth.callback_server.timeout), "
+            "or with --device for the approval (default: until the code expires).",
             show_default=False,
         ),
     ] = None,
@@ -344,9 +380,13 @@ def login(
         bool, typer.Option("--quiet", "-q", help="Only print errors (and the URL if needed).")
     ] = False,
 ) -> None:
-    """Log in (authorization code + PKCE) and store the tokens."""
+    """Log in (authorization code + PKCE, or a device code with --device) and store the tokens."""
+    if device and manual:
+        error_line("--device and --manual cannot be combined")
+        raise typer.Exit(EXIT_USAGE)
     loaded = _load()
     name = _resolve(provider, loaded)
+    _refuse_service_flow(name, loaded)  # issue 13: before "already logged in"
     notice = _Notice(quiet)
     current = None if force else _stored_valid_token(name, loaded)
     if current is not None:
@@ -354,9 +394,17 @@ def login(
             f"Already logged in to {name} ({_expiry_phrase(current)}); use --force to log in again."
         )
         return
-    if manual:
+    if device:  # device authorization grant (issue 13)
+        from kstlib.cli._device import device_login
+
+        with _provider(name, loaded) as device_provider:
+            token = device_login(device_provider, timeout, no_browser=no_browser, notice=notice)
+    elif manual:
         token = _manual_login(name, loaded, no_browser=no_browser)
     else:
+        from kstlib.cli._device import suggest_device
+
+        suggest_device(notice)
         token = _loopback_login(name, loaded, timeout, no_browser=no_browser, notice=notice)
     subject = _subject(token)
     who = f" as {subject}" if subject else ""
@@ -366,10 +414,11 @@ def login(
 # --------------------------------------------------------------------------- logout
 
 
-def _end_session_url(provider: OAuth2Provider) -> str | None:
-    """The RP-initiated logout URL without an ID token hint (it is printed), or None."""
+def _end_session_url(provider: OAuth2Provider, id_token_hint: str = "") -> str | None:
+    """The RP-initiated logout URL, or None; without an ID token hint unless one is given
+    (a URL with the hint goes to the browser only, never to the terminal)."""
     try:
-        return provider.logout_url(id_token_hint="")
+        return provider.logout_url(id_token_hint=id_token_hint)
     except AuthError as exc:
         logging.getLogger("kstlib.cli").info("No logout URL: %s", exc)
         return None
@@ -413,13 +462,17 @@ def logout(
         revoked, failure = _revoke(prov, token) if revoke else (None, None)
         removed = prov.token_storage.delete(name)
         logout_url = _end_session_url(prov)
+        # the browser gets the stored ID token as the hint (OIDC RP-Initiated Logout 2),
+        # so the provider ends the session without asking; the printed URL has none
+        hinted = _end_session_url(prov, token.id_token) if token and token.id_token else None
         storage = prov.token_storage.describe()
     if revoked:
         console.print(f"Revoked the tokens of {name} at the identity provider.")
     elif revoked is False:
         console.print(
             Text(
-                f"{name} has no revocation endpoint: the tokens stay valid until they expire.",
+                f"{name} has no revocation endpoint (neither discovered nor set in "
+                "'revoke_url'): the tokens stay valid until they expire.",
                 style="yellow",
             )
         )
@@ -430,7 +483,7 @@ def logout(
     if logout_url:
         from kstlib.auth.callback import open_in_browser
 
-        if open_browser and open_in_browser(logout_url):
+        if open_browser and open_in_browser(hinted or logout_url):
             console.print("Opened the identity provider's logout page.")
         else:
             console.print("To end your session at the identity provider too, open:")
@@ -829,6 +882,56 @@ def preflight(
         raise typer.Exit(EXIT_AUTH)
 
 
+# --------------------------------------------------------------------------- introspect
+# issue 13 (item 4): RFC 7662 introspection of the stored access token
+
+
+#: Introspection fields holding times (seconds since the epoch), shown as dates in the table.
+_INTROSPECTION_TIMES: Final = ("exp", "iat", "nbf")
+
+
+def _introspection_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in sorted(info.items(), key=lambda item: (item[0] != "active", item[0])):
+        when = isinstance(value, int) and not isinstance(value, bool)
+        shown = (
+            format_when(datetime.fromtimestamp(value, UTC))
+            if when and key in _INTROSPECTION_TIMES
+            else value
+        )
+        rows.append((key, shown))
+    return rows
+
+
+@_handled
+def introspect(
+    provider: ProviderArg = None, *, as_json: JsonOption = False, output: OutputOption = None
+) -> None:
+    """Ask the identity provider about the stored access token (RFC 7662); exit 1 if inactive.
+
+    --output tsv prints one field a line: the name, a tab, the value.
+    """
+    fmt = chosen_output(output, as_json)
+    loaded = _load()
+    name = _resolve(provider, loaded)
+    with _provider(name, loaded) as prov:
+        info = mask_secrets(redact_mapping(prov.introspect()))
+    if fmt is OutputFormat.JSON:
+        echo_json(info)
+    elif fmt is OutputFormat.TSV:
+        echo_tsv(sorted(info.items()))
+    else:
+        print_facts(_introspection_rows(info), title=f"{name}: introspection")
+    if info.get("active") is not True:
+        err_console().print(
+            Text(
+                f"The access token of {name} is not active at the identity provider.",
+                style="yellow",
+            )
+        )
+        raise typer.Exit(EXIT_AUTH)
+
+
 # --------------------------------------------------------------------------- registration
 
 _COMMANDS: Final[tuple[tuple[str, Callable[..., None]], ...]] = (
@@ -839,6 +942,7 @@ _COMMANDS: Final[tuple[tuple[str, Callable[..., None]], ...]] = (
     ("whoami", whoami),
     ("providers", providers),
     ("preflight", preflight),
+    ("introspect", introspect),  # issue 13
 )
 
 

@@ -30,8 +30,10 @@ from kstlib.auth._config.values import (
     _T,
     DEFAULT_CONFIG_SCOPES,
     PROVIDER_TYPES,
+    SERVICE_FLOWS,
     ProviderType,
     _FieldError,
+    _flow,
     _kind,
 )
 from kstlib.auth.errors import ConfigurationError
@@ -210,7 +212,9 @@ class _ProviderBuilder:
         """Fill in the defaults of a configured provider and check what the fields cannot."""
         if "client_id" not in values:
             raise _FieldError("client_id", "missing: every provider needs a client_id")
-        values.setdefault("scopes", list(DEFAULT_CONFIG_SCOPES))
+        # a service flow has no user: no OpenID scopes unless the provider lists some
+        service = _flow(values.get("flow")) in SERVICE_FLOWS
+        values.setdefault("scopes", [] if service else list(DEFAULT_CONFIG_SCOPES))
         values.setdefault("discovery_ttl", settings.discovery_ttl)
         values.setdefault("ssl_verify", ssl.verify)
         bundle = values.get("ssl_ca_bundle")

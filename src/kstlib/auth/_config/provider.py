@@ -10,6 +10,7 @@ from kstlib._redaction import REDACTED, is_sensitive_key, redact_mapping, redact
 from kstlib.auth._config.values import (
     _ENDPOINT_FIELDS,
     DEFAULT_REDIRECT_URI,
+    SERVICE_FLOWS,
     _algorithms,
     _assertion_alg,
     _auth_method,
@@ -17,12 +18,15 @@ from kstlib.auth._config.values import (
     _client_key,
     _extra,
     _FieldError,
+    _flow,
     _headers,
     _int,
     _number,
     _optional_path,
     _optional_text,
     _optional_url,
+    _profile,
+    _resources,
     _scopes,
     _set,
     _text,
@@ -82,10 +86,42 @@ class AuthProviderConfig:
     client_key_id: str | None = None
     #: Algorithm of client assertions (None: from the key, HS256 for client_secret_jwt).
     client_assertion_alg: str | None = None
+    # --- issue 14: PAR, JAR, resource indicators, FAPI 2.0 profile ---
+    #: PAR endpoint (RFC 9126); None: the server's ``pushed_authorization_request_endpoint``.
+    pushed_authorization_request_endpoint: str | None = None
+    #: Push the authorization request (RFC 9126); None: when the server requires it.
+    par: bool | None = None
+    #: Sign the authorization request with ``client_key`` (a request object, RFC 9101).
+    request_object: bool = False
+    #: Resource indicators (RFC 8707) sent on authorization, token and refresh requests.
+    resource: list[str] = field(default_factory=list)
+    #: A security profile whose client rules are turned on and enforced (``fapi2``).
+    profile: str | None = None
+    # --- end issue 14 ---
+    # -- grants for services (issue 13: client credentials, token exchange) --------------
+    #: How the provider gets its tokens: ``authorization_code`` (a user logs in through the
+    #: browser), ``client_credentials`` (the client itself, no user, no redirect) or
+    #: ``token_exchange`` (RFC 8693, from the token of ``subject_provider``).
+    flow: str = "authorization_code"
+    #: ``flow: token_exchange``: the provider whose token is exchanged (the user's login).
+    subject_provider: str | None = None
+    #: ``audience`` / ``resource`` sent with the client-credentials and token-exchange grants.
+    audience: str | None = None
+    # (``resource`` - RFC 8707, one or a list - is the field above, sent with every grant)
+    # -- end of grants for services --------------------------------------------------------
 
     def __post_init__(self) -> None:
         for name, value in _checked_provider_fields(self).items():
             _set(self, name, value)
+        if self.profile is not None:  # issue 14: the profile's rules, one place
+            from kstlib.auth._config.profiles import apply_profile
+
+            apply_profile(self)
+        if self.request_object and self.client_key is None:  # issue 14
+            raise _FieldError(
+                "request_object",
+                "a signed request object needs a client_key (the client's private key)",
+            )
 
     @property
     def is_public_client(self) -> bool:
@@ -123,6 +159,13 @@ def _checked_endpoints(cfg: AuthProviderConfig) -> dict[str, str | None]:
         name: _optional_url(name, getattr(cfg, name), issuer=name == "issuer")
         for name in _ENDPOINT_FIELDS
     }
+    if _flow(cfg.flow) in SERVICE_FLOWS:  # no browser: the token endpoint is enough
+        if urls["issuer"] is None and urls["token_url"] is None:
+            raise _FieldError(
+                "issuer",
+                "set 'issuer' (endpoints found by discovery) or 'token_url' (token_endpoint)",
+            )
+        return urls
     if urls["issuer"] is None and (urls["authorize_url"] is None or urls["token_url"] is None):
         raise _FieldError(
             "issuer",
@@ -162,4 +205,42 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "client_key": client_key,
         "client_key_id": _optional_text("client_key_id", cfg.client_key_id),
         "client_assertion_alg": _assertion_alg(cfg.client_assertion_alg, method),
+        # issue 14 (the endpoint is checked with the others)
+        "par": None if cfg.par is None else _bool("par", cfg.par),
+        "request_object": _bool("request_object", cfg.request_object),
+        "resource": _resources(cfg.resource),
+        "profile": _profile(cfg.profile),
+        **_checked_grant_fields(cfg, client_secret, client_key, method),
+    }
+
+
+# -- grants for services (issue 13) --------------------------------------------------------
+
+
+def _checked_grant_fields(
+    cfg: AuthProviderConfig, client_secret: str | None, client_key: object, method: str | None
+) -> dict[str, Any]:
+    """``flow``, ``subject_provider`` and ``audience``, checked together."""
+    flow = _flow(cfg.flow)
+    subject = _optional_text("subject_provider", cfg.subject_provider)
+    if flow == "client_credentials":
+        confidential = client_secret is not None or client_key is not None
+        if method == "none" or not confidential:
+            raise _FieldError(
+                "flow",
+                "client_credentials needs a confidential client: set 'client_secret' or "
+                "'client_key' (the client authenticates itself; there is no user)",
+            )
+    if flow == "token_exchange" and subject is None:
+        raise _FieldError(
+            "subject_provider",
+            "missing: flow token_exchange exchanges the token of another provider; name it "
+            "in 'subject_provider'",
+        )
+    if flow != "token_exchange" and subject is not None:
+        raise _FieldError("subject_provider", "only used with flow token_exchange")
+    return {
+        "flow": flow,
+        "subject_provider": subject,
+        "audience": _optional_text("audience", cfg.audience),
     }

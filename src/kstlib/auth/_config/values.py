@@ -32,6 +32,8 @@ _RESERVED_AUTHORIZE_PARAMS = frozenset(
         "nonce",
         "code_challenge",
         "code_challenge_method",
+        "request",  # issue 14: JAR and PAR set these
+        "request_uri",
     }
 )
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -302,6 +304,45 @@ def _algorithms(value: object) -> list[str] | None:
     return algorithms
 
 
+# --- issue 14 ---------------------------------------------------------------------------
+
+#: Security profiles a provider may name in ``profile``.
+PROFILES: Final = ("fapi2",)
+
+
+def _resources(value: object) -> list[str]:
+    """RFC 8707 resource indicators: one absolute URI or a list, without fragment."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else _str_list("resource", value)
+    resources: list[str] = []
+    for item in items:
+        text = _text("resource", item)
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            raise _FieldError("resource", f"{redact_url(text)!r} is not a valid URI") from None
+        if not parts.scheme or any(char.isspace() for char in text):
+            raise _FieldError(
+                "resource", f"{redact_url(text)!r} is not an absolute URI (RFC 8707 2)"
+            )
+        if parts.fragment or "#" in text:
+            raise _FieldError("resource", "a resource indicator must not have a fragment")
+        if text not in resources:
+            resources.append(text)
+    return resources
+
+
+def _profile(value: object) -> str | None:
+    profile = _optional_text("profile", value)
+    if profile is not None and profile not in PROFILES:
+        raise _FieldError("profile", f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    return profile
+
+
+# --- end issue 14 ------------------------------------------------------------------------
+
+
 def _port_range(value: object) -> tuple[int, int] | None:
     """``[first, last]`` or ``"first-last"``; None when unset."""
     if value is None:
@@ -318,3 +359,22 @@ def _port_range(value: object) -> tuple[int, int] | None:
 def _set(instance: object, name: str, value: object) -> None:
     """Store a normalised value on a frozen dataclass instance (from ``__post_init__``)."""
     object.__setattr__(instance, name, value)
+
+
+# -- grants for services (issue 13) --------------------------------------------------------
+
+#: The values of a provider's ``flow`` (``-`` and ``_`` alike, any case).
+FLOWS: Final = ("authorization_code", "client_credentials", "token_exchange")
+#: Flows that get tokens without a user at a browser (no authorization endpoint, no redirect).
+SERVICE_FLOWS: Final = frozenset({"client_credentials", "token_exchange"})
+
+
+def _flow(value: object) -> str:
+    if value is None:
+        return "authorization_code"
+    if isinstance(value, str):
+        spelled = value.strip().lower().replace("-", "_")
+        if spelled in FLOWS:
+            return spelled
+    got = f"unknown flow {value!r}" if isinstance(value, str) else f"got {_kind(value)}"
+    raise _FieldError("flow", f"{got}; valid flows: {', '.join(FLOWS)}")

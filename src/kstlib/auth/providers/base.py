@@ -96,7 +96,7 @@ class _RefreshFailure:
     error: TokenRefreshError
     at: float
 
-    def shared_with(self, token: Token, arrived_at: float) -> bool:
+    def shared_with(self, token: Token | None, arrived_at: float) -> bool:
         """Whether a caller that asked at ``arrived_at`` gets this failure instead of a retry.
 
         A retryable failure (outage) goes to the callers that were already queued
@@ -104,14 +104,18 @@ class _RefreshFailure:
         tries again (the first call after the IdP returns works). A non-retryable one
         stands until the stored refresh token changes.
         """
-        if fingerprint(token.refresh_token) != self.refresh_token:
+        if fingerprint(token.refresh_token if token else None) != self.refresh_token:
             return False
+        if token is None or not token.refresh_token:
+            # a grant that needs no user (client credentials, token exchange): nothing is
+            # spent; the failure stands for the pause, then a caller tries again
+            return self.at >= arrived_at or time.monotonic() < self.at + REFRESH_RETRY_PAUSE
         return not self.error.retryable or self.at >= arrived_at
 
     def pauses(self, token: Token, now: float) -> bool:
         """Whether a still-valid ``token`` is kept as is (no new attempt) at ``now``."""
         return (
-            self.error.retryable
+            (self.error.retryable or not token.refresh_token)
             and fingerprint(token.refresh_token) == self.refresh_token
             and now < self.at + REFRESH_RETRY_PAUSE
         )
@@ -245,6 +249,16 @@ class AbstractAuthProvider(ABC):
 
     # -- renewal (what a grant overrides) --------------------------------------------------
 
+    def can_obtain(self) -> bool:
+        """Whether this provider gets a first token itself, with nothing stored and no user.
+
+        The default (a user logs in) says no: :meth:`acquire` then raises
+        :class:`TokenExpiredError`. A client-credentials or token-exchange provider says
+        yes, and its :meth:`_renew` is called with ``None`` under the same locks as a
+        renewal (one request for every concurrent caller).
+        """
+        return False
+
     def can_renew(self, token: Token) -> bool:
         """Whether this provider can get a new token to replace ``token`` without the user.
 
@@ -262,11 +276,14 @@ class AbstractAuthProvider(ABC):
             fingerprint(token.refresh_token) in self._rejected_refresh_tokens
         )
 
-    def _renew(self, token: Token) -> Token:
+    def _renew(self, token: Token | None) -> Token:
         """Get, validate and store a new token replacing ``token``; the caller holds the locks.
 
-        The default is the refresh grant (:meth:`_refresh_and_store`).
+        ``token`` is None only for a provider that :meth:`can_obtain` a first token. The
+        default is the refresh grant (:meth:`_refresh_and_store`).
         """
+        if token is None:
+            raise self._not_logged_in()
         return self._refresh_and_store(token)
 
     def _refresh_and_store(self, token: Token) -> Token:
@@ -314,6 +331,11 @@ class AbstractAuthProvider(ABC):
 
     def _not_logged_in(self) -> TokenExpiredError:
         name = self.name
+        if self.can_obtain():  # a service flow: there is no login
+            return TokenExpiredError(
+                f"No token is stored for '{name}' yet; 'kstlib auth token {name}' "
+                "(or provider.get_token()) gets one"
+            )
         return TokenExpiredError(f"Not logged in to '{name}'; run 'kstlib auth login {name}'")
 
     def _cannot_renew(self, token: Token) -> TokenError:
@@ -349,6 +371,9 @@ class AbstractAuthProvider(ABC):
         """
         name = self.name
         if token is None:
+            if renew and self.can_obtain():
+                _log.info("No token is stored for '%s': obtaining one", name)
+                return None
             _log.info("No token is stored for '%s'", name)
             raise self._not_logged_in()
         due = token.refresh_due_in(skew)
@@ -432,7 +457,12 @@ class AbstractAuthProvider(ABC):
         """Under the locks: the token to use, or None when ``current`` must be renewed now."""
         now = time.monotonic()
         if current is None:
-            raise self._not_logged_in()
+            if not self.can_obtain():
+                raise self._not_logged_in()
+            failure = self._last_failure
+            if failure is not None and failure.shared_with(None, arrived_at):
+                raise _copy(failure.error)  # the fetch this caller queued behind failed
+            return None
         if seen is not None and current.access_token != seen.access_token:
             # someone else renewed (or logged in) while this caller waited for the lock
             _log.info("Token of '%s' was renewed meanwhile by another caller: using it", self.name)
@@ -519,7 +549,7 @@ class AbstractAuthProvider(ABC):
     # -- the pipeline: renewal -------------------------------------------------------------
 
     def _renew_recording(
-        self, token: Token, skew: float, *, rejected: bool = False
+        self, token: Token | None, skew: float, *, rejected: bool = False
     ) -> AcquiredToken:
         """:meth:`_renew`, remembering a failure for the callers queued behind."""
         now = time.monotonic()
@@ -529,11 +559,10 @@ class AbstractAuthProvider(ABC):
             renewed = self._renew(token)
         except TokenRefreshError as error:
             _log.info("Renewing the token of '%s' failed: %s", self.name, error)
-            if error.error_code == "invalid_grant":
+            spent = token.refresh_token if token is not None else None
+            if error.error_code == "invalid_grant" and token is not None and spent:
                 self._mark_refresh_rejected(token)
-            self._last_failure = _RefreshFailure(
-                fingerprint(token.refresh_token), error, time.monotonic()
-            )
+            self._last_failure = _RefreshFailure(fingerprint(spent), error, time.monotonic())
             raise
         self._last_failure = None
         self._last_refreshed = (renewed, time.monotonic())
@@ -607,8 +636,8 @@ class AbstractAuthProvider(ABC):
                     skew=skew_s,
                     arrived_at=arrived_at,
                 )
-                if decided is not None or current is None:
-                    return self._checked(decided)
+                if decided is not None:
+                    return decided
                 return self._renew_recording(current, skew_s, rejected=rejected)
         except TokenRefreshError as error:
             return self._after_failure(seen, error, proactive=proactive)
@@ -650,18 +679,13 @@ class AbstractAuthProvider(ABC):
                         skew=skew_s,
                         arrived_at=arrived_at,
                     )
-                    if decided is not None or current is None:
-                        return self._checked(decided)
+                    if decided is not None:
+                        return decided
                     return await asyncio.to_thread(
                         self._renew_holding_lock, current, skew_s, rejected
                     )
         except TokenRefreshError as error:
             return self._after_failure(seen, error, proactive=proactive)
-
-    def _checked(self, acquired: AcquiredToken | None) -> AcquiredToken:
-        if acquired is None:
-            raise self._not_logged_in()
-        return acquired
 
     def refresh_if_stale(self, seen: Token | None = None, *, force: bool = False) -> Token:
         """Single-flight refresh for sync callers: ``acquire(seen, force=force).token``."""
@@ -700,7 +724,9 @@ class AbstractAuthProvider(ABC):
                 self._async_locks[loop] = lock
             return lock
 
-    def _renew_holding_lock(self, token: Token, skew: float, rejected: bool) -> AcquiredToken:
+    def _renew_holding_lock(
+        self, token: Token | None, skew: float, rejected: bool
+    ) -> AcquiredToken:
         """Run in a worker thread for an asyncio caller that holds the storage lock.
 
         Marks this thread as a holder so that :meth:`refresh` does not try to

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-from kstlib.auth._clientauth import ClientAuthentication, select_client_authentication
+from kstlib.auth._clientauth import (
+    ClientAuthentication,
+    JWTClientAssertion,
+    PrivateKeyJWT,
+    select_client_authentication,
+)
 from kstlib.auth._http import (
     HTTPFailure,
     HTTPTraceLogger,
@@ -33,6 +40,7 @@ from kstlib.auth.errors import (
     AuthorizationError,
     ConfigurationError,
     DiscoveryError,
+    PushedAuthorizationExpiredError,
     RefreshedTokenInvalidError,
     TokenError,
     TokenExchangeError,
@@ -51,8 +59,9 @@ from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvide
 from kstlib.auth.redaction import get_logger, redact_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
+    from kstlib.auth._device import DeviceAuthorization
     from kstlib.auth.callback import CallbackServer
     from kstlib.auth.config import AuthProviderConfig, CallbackServerSettings
     from kstlib.auth.token import AbstractTokenStorage
@@ -75,8 +84,47 @@ _FATAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_clie
 
 _ENDPOINT_FIELDS = METADATA_ENDPOINTS
 
+#: issue 14: seconds a request object is valid; the longest request_uri life accepted.
+REQUEST_OBJECT_LIFETIME = 60
+MAX_REQUEST_URI_LIFETIME = 3600
+# -- grants for services (issue 13) --
+#: ``flow`` values of the grants that need no user, and the :class:`AuthFlow` of each.
+_SERVICE_FLOWS: Final[Mapping[str, AuthFlow]] = {
+    "client_credentials": AuthFlow.CLIENT_CREDENTIALS,
+    "token_exchange": AuthFlow.TOKEN_EXCHANGE,
+}
+#: Endpoints some servers list only in their RFC 8414 metadata, not in openid-configuration.
+ELSEWHERE_ENDPOINTS: Final = frozenset(
+    {"revocation_endpoint", "introspection_endpoint", "device_authorization_endpoint"}
+)
+
+
+def no_user_error(name: str, flow: str, what: str) -> ConfigurationError:
+    """The error of a browser login asked of provider ``name`` whose ``flow`` has no user."""
+    how = (
+        "the client authenticates itself"
+        if flow == "client_credentials"
+        else "its token is exchanged from another provider's login"
+    )
+    return ConfigurationError(
+        f"Provider '{name}' uses flow {flow}: it cannot {what} ({how}); "
+        f"'kstlib auth token {name}' (or provider.get_token()) gets its token",
+        provider=name,
+        key="flow",
+    )
+
+
+#: RFC 8693 names.
+TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:jwt"
+#: Issued token types accepted when none was requested (both are sent as bearer tokens).
+USABLE_ISSUED_TYPES: Final = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
+# -- end of grants for services --
+
 #: What a token-endpoint call is, for its error type and message.
 GrantKind = Literal["exchange", "refresh", "grant"]
+_R = TypeVar("_R", JSONResponse, RawResponse)
 
 
 @dataclass
@@ -88,6 +136,8 @@ class _PendingAuthorization:
     nonce: str | None
     redirect_uri: str
     created: float
+    #: issue 14: monotonic time after which the pushed request_uri is dead (None: no PAR).
+    request_uri_deadline: float | None = None
 
     def __repr__(self) -> str:
         return f"_PendingAuthorization(redirect_uri={self.redirect_uri!r})"
@@ -143,11 +193,19 @@ class OAuth2Provider(AbstractAuthProvider):
         self._pending: OrderedDict[str, _PendingAuthorization] = OrderedDict()
         self._pending_lock = threading.Lock()
         self._client_auth: ClientAuthentication | None = None
+        #: True once the server refused an assertion for an endpoint and took it for the
+        #: issuer: later assertions name the issuer at once (see _post_with_auth).
+        self._issuer_audience = False
+        self._jar_signer: JWTClientAssertion | None = None  # issue 14
         self._retry = RetryPolicy(max_retries=config.max_retries)
         #: ``auth.callback_server`` settings, and the loopback redirect URI built from them
         #: when the provider sets none (both set by :meth:`from_config`).
         self._callback_settings: CallbackServerSettings | None = None
         self._default_login_redirect_uri: str | None = None
+        # issue 13: flow token_exchange builds its subject provider from the same configuration
+        self._subject_provider: AbstractAuthProvider | None = None
+        self._built_subject: AbstractAuthProvider | None = None  # built here: closed here
+        self._loaded_config: Mapping[str, Any] | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -187,6 +245,7 @@ class OAuth2Provider(AbstractAuthProvider):
             tracer=tracer,
         )
         provider._callback_settings = setup.callback_server
+        provider._loaded_config = loaded  # issue 13: the subject provider of a token exchange
         written = get_provider_config(setup.name, config=loaded) or {}
         if overrides.get("redirect_uri") is None and not written.get("redirect_uri"):
             provider._default_login_redirect_uri = _loopback_uri(setup.callback_server)
@@ -196,7 +255,11 @@ class OAuth2Provider(AbstractAuthProvider):
 
     @property
     def flow(self) -> AuthFlow:
-        """Authorization code, with PKCE when enabled."""
+        """The provider's ``flow``: authorization code (with PKCE when enabled), client
+        credentials or token exchange."""
+        service = _SERVICE_FLOWS.get(self.config.flow)
+        if service is not None:
+            return service
         return AuthFlow.AUTHORIZATION_CODE_PKCE if self.config.pkce else AuthFlow.AUTHORIZATION_CODE
 
     @property
@@ -228,11 +291,15 @@ class OAuth2Provider(AbstractAuthProvider):
         return client
 
     def close(self) -> None:
-        """Close the HTTP client (when this provider created it)."""
+        """Close the HTTP client (when this provider created it), and the subject provider
+        of a token exchange when this provider built it."""
         with self._client_lock:
             if self._http_client is not None and self._owns_client:
                 self._http_client.close()
                 self._http_client = None
+        subject, self._built_subject = self._built_subject, None  # issue 13
+        if subject is not None:
+            subject.close()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         """Close the HTTP client and forget pending authorizations."""
@@ -262,10 +329,18 @@ class OAuth2Provider(AbstractAuthProvider):
         if explicit:
             return str(explicit)
         value = self._server_metadata().get(name)
+        if (not isinstance(value, str) or not value) and name in ELSEWHERE_ENDPOINTS:
+            # issue 13 (item 6): some servers list it only in their RFC 8414 metadata
+            value = self._other_metadata().get(name)
         if not isinstance(value, str) or not value:
             return None
         self._check_discovered_url(name, value)
         return value
+
+    def _other_metadata(self) -> dict[str, Any]:
+        """The issuer's RFC 8414 document, consulted for :data:`ELSEWHERE_ENDPOINTS` missing
+        from the server metadata (OIDC overrides; plain OAuth2 has none)."""
+        return {}
 
     def _check_discovered_url(self, name: str, url: str) -> None:
         from kstlib.auth._config.values import _FieldError, _url
@@ -306,7 +381,86 @@ class OAuth2Provider(AbstractAuthProvider):
                 client_key_id=self.config.client_key_id,
                 assertion_alg=self.config.client_assertion_alg,
             )
+            self._restrict_algorithms(self._client_auth)
         return self._client_auth
+
+    def _restrict_algorithms(self, auth: ClientAuthentication) -> None:
+        """Under ``profile: fapi2`` a JWT signer may only use PS256/ES256/EdDSA (issue 14)."""
+        if self.config.profile == "fapi2" and isinstance(auth, JWTClientAssertion):
+            from kstlib.auth._config.profiles import FAPI2_ALGORITHMS
+
+            auth.allowed_algorithms = frozenset(FAPI2_ALGORITHMS)
+
+    # -- authenticated back-channel requests -------------------------------------------------
+
+    def _assertion_audience(self, endpoint: str) -> str:
+        """The ``aud`` of a client assertion sent to ``endpoint``: the endpoint (RFC 7523),
+        or the issuer under ``profile: fapi2`` or once the server has shown it wants that
+        (FAPI 2.0, RFC 7523bis)."""
+        issuer = self.config.issuer
+        wants_issuer = self._issuer_audience or self.config.profile == "fapi2"
+        return issuer if issuer and wants_issuer else endpoint
+
+    def _post_json(
+        self, endpoint: str, data: Mapping[str, str | list[str]], headers: dict[str, str]
+    ) -> JSONResponse:
+        return request_json(
+            self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+        )
+
+    def _post_raw(
+        self, endpoint: str, data: Mapping[str, str | list[str]], headers: dict[str, str]
+    ) -> RawResponse:
+        return request(
+            self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+        )
+
+    def _post_with_auth(
+        self,
+        endpoint: str,
+        data: Mapping[str, str | list[str]],
+        send: Callable[[str, Mapping[str, str | list[str]], dict[str, str]], _R],
+        refused: Callable[[_R], bool],
+    ) -> _R:
+        """POST ``data`` to a back-channel endpoint (token, PAR, revocation, introspection)
+        with this client's authentication: the one door of every authenticated request.
+
+        ``send`` is :meth:`_post_json` or :meth:`_post_raw` (the bounded reader; HTTPFailure
+        as it raises), ``refused`` tells an ``invalid_client`` answer. With a JWT assertion
+        method, a server that refuses the client while the assertion's ``aud`` was the
+        endpoint gets one more request, with a fresh assertion (new ``jti``) for the issuer;
+        when that one is accepted, later assertions name the issuer at once. Never more
+        than one retry; other methods are never retried.
+        """
+        auth = self.client_authentication()
+
+        def attempt(audience: str | None) -> _R:
+            form: dict[str, Any] = dict(data)
+            headers: dict[str, str] = {}
+            if audience is not None and isinstance(auth, JWTClientAssertion):
+                auth.apply_assertion(form, headers, audience=audience)
+            else:
+                auth.apply(form, headers, endpoint=endpoint)
+            return send(endpoint, form, headers)
+
+        audience = self._assertion_audience(endpoint)
+        answer = attempt(audience)
+        issuer = self.config.issuer
+        if (
+            isinstance(auth, JWTClientAssertion)
+            and issuer
+            and audience != issuer
+            and refused(answer)
+        ):
+            _log.debug(
+                "'%s' refused the client assertion for %s; sending one for the issuer",
+                self.name,
+                endpoint,
+            )
+            answer = attempt(issuer)
+            if not refused(answer):
+                self._issuer_audience = True
+        return answer
 
     # -- authorization request -------------------------------------------------------------
 
@@ -331,6 +485,7 @@ class OAuth2Provider(AbstractAuthProvider):
 
     def _authorization_url(self, state: str | None, redirect_uri: str) -> tuple[str, str]:
         """:meth:`get_authorization_url` for ``redirect_uri`` (a login's bound loopback URI)."""
+        self._require_user_flow("log in through the browser")
         endpoint = self._require_endpoint("authorization_endpoint")
         if state is not None and not state:
             raise AuthorizationError("state must not be empty", reason="empty state")
@@ -358,9 +513,142 @@ class OAuth2Provider(AbstractAuthProvider):
             params["code_challenge_method"] = "S256"
         if pending.nonce is not None:
             params["nonce"] = pending.nonce
+        front = self._request_parameters(params, pending)
         self._remember(pending)
         separator = "&" if urlsplit(endpoint).query else "?"
-        return endpoint + separator + urlencode(params), state
+        return endpoint + separator + urlencode(front, doseq=True), state
+
+    # -- issue 14: resource indicators, signed request objects, pushed requests -----------
+
+    def _request_parameters(
+        self, params: dict[str, str], pending: _PendingAuthorization
+    ) -> dict[str, str | list[str]]:
+        """The authorization request as it travels: plain, signed (JAR), pushed (PAR).
+
+        ``resource`` (RFC 8707) joins the parameters; with ``request_object`` they are
+        signed into ``request`` (RFC 9101) beside ``client_id``; with PAR (RFC 9126) they
+        go to the PAR endpoint and the URL carries only ``client_id`` and ``request_uri``
+        (``pending`` learns when that dies).
+        """
+        request: dict[str, str | list[str]] = dict(params)
+        if self.config.resource:
+            request["resource"] = list(self.config.resource)
+        if self.config.request_object:
+            request = {
+                "client_id": self.config.client_id,
+                "request": self._request_object(request),
+            }
+        if not self._use_par():
+            return request
+        request_uri, lifetime = self._push_authorization_request(request)
+        pending.request_uri_deadline = time.monotonic() + lifetime
+        return {"client_id": self.config.client_id, "request_uri": request_uri}
+
+    def _use_par(self) -> bool:
+        """``par: true``, or (unset) the server requires pushed authorization requests."""
+        if self.config.par is not None:
+            return self.config.par
+        return self._server_metadata().get("require_pushed_authorization_requests") is True
+
+    def _request_signer(self) -> JWTClientAssertion:
+        """The signer of request objects: the client's key, as for ``private_key_jwt``."""
+        auth = self.client_authentication()
+        if isinstance(auth, PrivateKeyJWT):
+            return auth
+        signer = self._jar_signer
+        if signer is None:
+            signer = PrivateKeyJWT(
+                self.config.client_id,
+                client_key=self.config.client_key,
+                client_key_id=self.config.client_key_id,
+                assertion_alg=self.config.client_assertion_alg,
+                provider_name=self.name,
+            )
+            self._restrict_algorithms(signer)
+            self._jar_signer = signer
+        return signer
+
+    def _request_object(self, params: Mapping[str, str | list[str]]) -> str:
+        """The authorization request as a signed JWT (RFC 9101 4), valid for one minute."""
+        from kstlib.auth._signing import SigningError, sign_jws
+
+        signer = self._request_signer()
+        now = int(time.time())
+        claims: dict[str, Any] = dict(params)
+        claims.update(
+            {
+                "iss": self.config.client_id,
+                "aud": self.config.issuer or self._require_endpoint("authorization_endpoint"),
+                "iat": now,
+                "nbf": now,
+                "exp": now + REQUEST_OBJECT_LIFETIME,
+                "jti": new_state(),
+            }
+        )
+        key, alg = signer.signing_key(), signer.algorithm()
+        try:
+            return sign_jws(claims, key, alg, {"typ": "oauth-authz-req+jwt"})
+        except SigningError as exc:
+            raise ConfigurationError(
+                f"Provider '{self.name}': client_key cannot sign the request object: {exc.reason}",
+                provider=self.name,
+                key="client_key",
+            ) from None
+
+    def _push_authorization_request(
+        self, request: Mapping[str, str | list[str]]
+    ) -> tuple[str, float]:
+        """POST the request to the PAR endpoint; its ``request_uri`` and lifetime (s)."""
+        endpoint = self._require_endpoint("pushed_authorization_request_endpoint")
+        what = f"Pushed authorization request to '{self.name}' failed"
+        try:
+            response = self._post_with_auth(endpoint, request, self._post_json, _json_refused)
+        except HTTPFailure as failure:
+            raise AuthorizationError(
+                f"{what}: {failure.reason}", reason="pushed request failed"
+            ) from None
+        if not response.is_success:
+            reason, code, desc = _server_message(response)
+            raise AuthorizationError(
+                f"{what}: {reason}",
+                reason="pushed request refused",
+                error_code=code,
+                error_description=desc,
+            )
+        data = response.data if isinstance(response.data, dict) else {}
+        request_uri = data.get("request_uri")
+        lifetime = data.get("expires_in")
+        if not isinstance(request_uri, str) or not _printable_token(request_uri):
+            raise AuthorizationError(
+                f"{what}: the answer has no usable request_uri (RFC 9126 2.2)",
+                reason="bad pushed response",
+            )
+        if (
+            isinstance(lifetime, bool)
+            or not isinstance(lifetime, int | float)
+            or not 0 < lifetime <= MAX_REQUEST_URI_LIFETIME
+        ):
+            raise AuthorizationError(
+                f"{what}: the answer's expires_in is not a positive number of seconds up to "
+                f"{MAX_REQUEST_URI_LIFETIME} (RFC 9126 2.2)",
+                reason="bad pushed response",
+            )
+        return request_uri, float(lifetime)
+
+    def _check_request_uri_alive(self, state: str) -> None:
+        """Before waiting for the browser: a pushed request that already died ends the
+        login with :class:`PushedAuthorizationExpiredError` (its pending entry dropped)."""
+        with self._pending_lock:
+            pending = self._pending.get(state)
+        deadline = pending.request_uri_deadline if pending is not None else None
+        if deadline is not None and time.monotonic() >= deadline:
+            self._take_pending(state)
+            raise PushedAuthorizationExpiredError(
+                f"The pushed authorization request of '{self.name}' expired before the "
+                "browser opened it; start the login again",
+                reason="request_uri expired",
+                error_code="invalid_request_uri",
+            )
 
     def _remember(self, pending: _PendingAuthorization) -> None:
         with self._pending_lock:
@@ -435,6 +723,7 @@ class OAuth2Provider(AbstractAuthProvider):
             AuthorizationError: the user or the server refused, or ``iss`` does not match.
             TokenExchangeError, TokenValidationError: the code exchange failed.
         """
+        self._require_user_flow("log in through the browser")
         with self._new_login_server() as server:
             return self._login_with(server, open_browser, timeout, on_url, on_tick)
 
@@ -453,6 +742,7 @@ class OAuth2Provider(AbstractAuthProvider):
         """
         import asyncio
 
+        self._require_user_flow("log in through the browser")
         server = self._new_login_server()
         await asyncio.to_thread(server.start)
         try:
@@ -479,9 +769,11 @@ class OAuth2Provider(AbstractAuthProvider):
             opened = open_browser and _open_in_background(url, server)
             if on_url is not None:
                 on_url(url, opened)
+            if server.result is None:
+                self._check_request_uri_alive(state)  # issue 14
             wait = self._login_settings().timeout if timeout is None else timeout
             result = server.wait_for_callback(wait, on_tick=on_tick)
-            result.raise_for_error()
+            _raise_for_callback_error(result.raise_for_error)
             token = self.exchange_code(f"{redirect_uri}?{urlencode(result.raw_params)}", state)
         except BaseException as exc:
             self._take_pending(state)
@@ -530,6 +822,24 @@ class OAuth2Provider(AbstractAuthProvider):
         separator = "&" if urlsplit(endpoint).query else "?"
         return f"{endpoint}{separator}{urlencode(params)}"
 
+    async def alogout_url(
+        self,
+        *,
+        id_token_hint: str | None = None,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+    ) -> str | None:
+        """:meth:`logout_url` for asyncio callers (discovery and the storage read run in a
+        worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.logout_url,
+                id_token_hint=id_token_hint,
+                post_logout_redirect_uri=post_logout_redirect_uri,
+                state=state,
+            )
+        )
+
     # -- code exchange ---------------------------------------------------------------------
 
     def exchange_code(
@@ -545,7 +855,8 @@ class OAuth2Provider(AbstractAuthProvider):
         ``code`` may also be the full callback URL (``...?code=...&state=...&iss=...``),
         in which case its ``state`` and ``iss`` are checked too. ``state`` must
         match a pending authorization of this provider, unless the caller
-        supplies ``code_verifier`` itself (state kept elsewhere).
+        supplies ``code_verifier`` itself (state kept elsewhere). Under ``profile: fapi2``
+        the ``iss`` response parameter is required, also with a bare code.
 
         Raises:
             AuthorizationError: state mismatch, an error returned to the
@@ -553,6 +864,7 @@ class OAuth2Provider(AbstractAuthProvider):
             TokenExchangeError: the token endpoint refused the code.
             TokenValidationError: the returned tokens failed validation.
         """
+        self._require_user_flow("exchange an authorization code")
         from_redirect = False
         if "?" in code or code.startswith(("http://", "https://")):
             code, url_state, iss = self._parse_callback_url(code, iss)
@@ -571,7 +883,9 @@ class OAuth2Provider(AbstractAuthProvider):
                 "(expired, already used, or forged); start the login again",
                 reason="state mismatch",
             )
-        self._check_response_issuer(iss, required=from_redirect)
+        # profile fapi2: the iss parameter is required even with a bare code (issue 14)
+        fapi2 = self.config.profile == "fapi2"
+        self._check_response_issuer(iss, required=from_redirect or fapi2)
         data = {
             "grant_type": "authorization_code",
             "code": code,
@@ -596,6 +910,8 @@ class OAuth2Provider(AbstractAuthProvider):
             values = params.get(key)
             return values[0] if values else None
 
+        if one("error") == "invalid_request_uri":  # issue 14
+            raise _expired_request_uri(redact_text(one("error_description") or "") or None)
         if one("error"):
             raise AuthorizationError(
                 f"The authorization server returned an error: {one('error')}",
@@ -621,12 +937,171 @@ class OAuth2Provider(AbstractAuthProvider):
                     f"({iss!r}, expected {expected!r}): possible mix-up attack; login aborted",
                     reason="issuer mismatch",
                 )
+        elif iss is None and required and self.config.profile == "fapi2":  # issue 14
+            raise AuthorizationError(
+                "The authorization response has no 'iss'; profile fapi2 requires it "
+                "(RFC 9207); login aborted",
+                reason="missing iss",
+            )
         elif iss is None and required and advertised:
             raise AuthorizationError(
                 "The authorization response has no 'iss' although the server advertises "
                 "authorization_response_iss_parameter_supported (RFC 9207); login aborted",
                 reason="missing iss",
             )
+
+    # -- device authorization grant (RFC 8628; issue #13 item 1) ---------------------------
+
+    def _device_endpoint(self) -> str:
+        url = self.endpoint("device_authorization_endpoint")
+        if url is None:
+            raise ConfigurationError(
+                f"Provider '{self.name}' has no device_authorization_endpoint (RFC 8628), "
+                "neither configured nor in the server's metadata: set "
+                "'device_authorization_endpoint' in its configuration, or log in with the "
+                "browser ('kstlib auth login' without --device)",
+                provider=self.name,
+                key="device_authorization_endpoint",
+            )
+        return url
+
+    def start_device_authorization(self) -> DeviceAuthorization:
+        """Ask the device authorization endpoint for a device code and a user code (RFC 8628 3.1).
+
+        The client authenticates as at the token endpoint and asks for the provider's
+        scopes. Show the user ``verification_uri`` and ``user_code`` (or
+        ``verification_uri_complete``), then call :meth:`poll_device_authorization`.
+
+        Raises:
+            ConfigurationError: no ``device_authorization_endpoint`` configured or discovered
+                (``key`` names the setting that supplies it).
+            DeviceAuthorizationError: the server refused (``error_code``) or answered
+                without a usable device code, user code, verification URI or lifetime.
+        """
+        from kstlib.auth._device import parse_device_authorization
+        from kstlib.auth.errors import DeviceAuthorizationError
+
+        self._require_user_flow("log in with a device code")  # issue 13: a service flow
+        endpoint = self._device_endpoint()
+        data = {"scope": " ".join(self._scopes())}
+        headers: dict[str, str] = {}
+        self.client_authentication().apply(data, headers, endpoint=endpoint)
+        data.setdefault("client_id", self.config.client_id)  # RFC 8628 3.1
+        what = f"Device authorization request to '{self.name}' failed"
+        try:
+            response = request_json(
+                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+            )
+        except HTTPFailure as failure:
+            raise DeviceAuthorizationError(
+                f"{what}: {failure.reason}", reason=failure.reason
+            ) from None
+        if not response.is_success:
+            reason, code, desc = _server_message(response)
+            raise DeviceAuthorizationError(
+                f"{what}: {reason}", reason=reason, error_code=code, error_description=desc
+            )
+        authorization = parse_device_authorization(self.name, response.data)
+        _log.info(
+            "Device login to '%s' started: code valid %d s, polling every %d s",
+            self.name,
+            authorization.expires_in,
+            authorization.interval,
+        )
+        return authorization
+
+    def poll_device_authorization(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        timeout: float | None = None,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> Token:
+        """Wait until the user approved ``authorization``; store and return the token.
+
+        Polls the token endpoint (:meth:`token_request`, grant
+        ``urn:ietf:params:oauth:grant-type:device_code``) every ``interval`` seconds,
+        5 s longer after each ``slow_down``; ``authorization_pending`` keeps waiting. The
+        token is validated (an ID token is verified), then stored under the storage's
+        lock. Nothing is stored when the wait fails.
+
+        Args:
+            authorization: What :meth:`start_device_authorization` returned.
+            timeout: Seconds to wait at most (None: until the codes expire).
+            on_tick: Called about every 0.2 s with the seconds left (a progress display).
+
+        Raises:
+            DeviceAuthorizationDeniedError: the user refused (``access_denied``).
+            DeviceCodeExpiredError: the codes expired first (``expired_token`` or
+                ``expires_in`` passed).
+            DeviceAuthorizationError: ``timeout`` passed (``reason="timeout"``), or the
+                server answered another error.
+            TokenValidationError: the issued token failed validation.
+        """
+        from kstlib.auth._device import DEVICE_CODE_GRANT, DevicePoll
+
+        poll = DevicePoll(self.name, authorization, timeout)
+        while True:
+            _pause(poll.next_wait(), poll.seconds_left, on_tick)
+            poll.check()
+            try:
+                token = self.token_request(DEVICE_CODE_GRANT, device_code=authorization.device_code)
+            except TokenExchangeError as exc:
+                poll.failed(exc)
+                continue
+            with self.refresh_guard():
+                self.save_token(token)
+            _log.info("Logged in to '%s' (device authorization)", self.name)
+            return token
+
+    async def astart_device_authorization(self) -> DeviceAuthorization:
+        """:meth:`start_device_authorization` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(self.start_device_authorization)
+
+    async def apoll_device_authorization(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        timeout: float | None = None,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> Token:
+        """:meth:`poll_device_authorization` for asyncio callers; never blocks the event loop.
+
+        Waits with ``asyncio.sleep`` (cancelling the task ends the wait, nothing stored);
+        each token request runs in a worker thread; the token is stored under the
+        provider's asyncio lock and the storage's cross-process lock.
+        """
+        from kstlib.auth._device import DEVICE_CODE_GRANT, DevicePoll
+        from kstlib.auth.providers.base import REFRESH_LOCK_TIMEOUT
+
+        poll = DevicePoll(self.name, authorization, timeout)
+        while True:
+            await _apause(poll.next_wait(), poll.seconds_left, on_tick)
+            poll.check()
+            try:
+                token = await self.atoken_request(
+                    DEVICE_CODE_GRANT, device_code=authorization.device_code
+                )
+            except TokenExchangeError as exc:
+                poll.failed(exc)
+                continue
+            async with (
+                self._async_lock(),
+                self.token_storage.alock(self.name, timeout=REFRESH_LOCK_TIMEOUT),
+            ):
+                await asyncio.to_thread(self._save_holding_lock, token)
+            _log.info("Logged in to '%s' (device authorization)", self.name)
+            return token
+
+    def _save_holding_lock(self, token: Token) -> None:
+        """:meth:`save_token` from a worker thread whose asyncio caller holds the locks."""
+        self._guard_state.depth = 1
+        try:
+            self.save_token(token)
+        finally:
+            self._guard_state.depth = 0
+
+    # -- end of the device authorization block ---------------------------------------------
 
     # -- token endpoint --------------------------------------------------------------------
 
@@ -673,14 +1148,17 @@ class OAuth2Provider(AbstractAuthProvider):
         return token
 
     def _token_request(self, data: dict[str, str], *, kind: GrantKind) -> dict[str, Any]:
-        """POST a grant to the token endpoint with client authentication; return its JSON."""
+        """POST a grant to the token endpoint with client authentication; return its JSON.
+
+        The configured ``resource`` indicators (RFC 8707) go with every grant whose
+        parameters name none.
+        """
         endpoint = self._require_endpoint("token_endpoint")
-        headers: dict[str, str] = {}
-        self.client_authentication().apply(data, headers, endpoint=endpoint)
+        form: dict[str, str | list[str]] = dict(data)
+        if self.config.resource and "resource" not in form:  # issue 14
+            form["resource"] = list(self.config.resource)
         try:
-            response = request_json(
-                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
-            )
+            response = self._post_with_auth(endpoint, form, self._post_json, _json_refused)
         except HTTPFailure as failure:
             raise self._grant_error(kind, failure) from None
         if not response.is_success:
@@ -875,13 +1353,9 @@ class OAuth2Provider(AbstractAuthProvider):
 
     def _revoke_one(self, endpoint: str, value: str, hint: str) -> None:
         data = {"token": value, "token_type_hint": hint}
-        headers: dict[str, str] = {}
-        self.client_authentication().apply(data, headers, endpoint=endpoint)
         what = f"Revocation of the {hint.replace('_', ' ')} at '{self.name}' failed"
         try:
-            answer = request(
-                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
-            )
+            answer = self._post_with_auth(endpoint, data, self._post_raw, _raw_refused)
         except HTTPFailure as failure:
             raise AuthError(f"{what}: {failure.reason}", details={"endpoint": endpoint}) from None
         if answer.status_code != 200:
@@ -895,27 +1369,39 @@ class OAuth2Provider(AbstractAuthProvider):
 
     # -- introspection ---------------------------------------------------------------------
 
-    def introspect(self, token: str, *, token_type_hint: str | None = None) -> dict[str, Any]:
+    def introspect(
+        self, token: str | Token | None = None, *, token_type_hint: str | None = None
+    ) -> dict[str, Any]:
         """Ask the introspection endpoint (RFC 7662) about ``token``; return its answer.
 
-        The client authenticates as at the token endpoint; the answer is read through the
-        bounded reader and must be a JSON object with a boolean ``active``.
+        ``token`` is a token value or a :class:`Token` (its access token); by default the
+        stored access token of this provider (with the hint ``access_token``). The client
+        authenticates as at the token endpoint; the answer is read through the bounded
+        reader and must be a JSON object with a boolean ``active``.
 
         Raises:
-            ConfigurationError: no introspection endpoint is configured or discovered.
+            ConfigurationError: no introspection endpoint is configured or discovered
+                (the message names ``introspection_url``).
+            TokenExpiredError: no token given and none is stored.
             AuthError: the request failed or the answer is not an introspection response.
         """
         endpoint = self._require_endpoint("introspection_endpoint")
+        if token is None:
+            stored = self.token_storage.load(self.name)
+            if stored is None:
+                raise self._not_logged_in()
+            token = stored.access_token
+            token_type_hint = token_type_hint or "access_token"
+        elif isinstance(token, Token):
+            token = token.access_token
+        if not isinstance(token, str) or not token:
+            raise ValueError("introspect: token must be a non-empty string or a Token")
         data = {"token": token}
         if token_type_hint:
             data["token_type_hint"] = token_type_hint
-        headers: dict[str, str] = {}
-        self.client_authentication().apply(data, headers, endpoint=endpoint)
         what = f"Introspection at '{self.name}' failed"
         try:
-            response = request_json(
-                self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
-            )
+            response = self._post_with_auth(endpoint, data, self._post_json, _json_refused)
         except HTTPFailure as failure:
             raise AuthError(f"{what}: {failure.reason}") from None
         if not response.is_success:
@@ -926,6 +1412,12 @@ class OAuth2Provider(AbstractAuthProvider):
         if not isinstance(response.data, dict) or not isinstance(response.data.get("active"), bool):
             raise AuthError(f"{what}: the answer has no boolean 'active' (RFC 7662 2.2)")
         return response.data
+
+    async def aintrospect(
+        self, token: str | Token | None = None, *, token_type_hint: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`introspect` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(self.introspect, token, token_type_hint=token_type_hint)
 
     # -- userinfo --------------------------------------------------------------------------
 
@@ -967,11 +1459,14 @@ class OAuth2Provider(AbstractAuthProvider):
     # -- preflight -------------------------------------------------------------------------
 
     def _preflight_steps(self) -> list[tuple[str, Callable[[], PreflightResult]]]:
-        return [
+        steps: list[tuple[str, Callable[[], PreflightResult]]] = [
             ("config", self._preflight_config),
             ("authorization_endpoint", lambda: self._preflight_reach("authorization_endpoint")),
             ("token_endpoint", lambda: self._preflight_reach("token_endpoint")),
         ]
+        if self.config.flow in _SERVICE_FLOWS:  # issue 13: no browser, no authorization endpoint
+            steps = [step for step in steps if step[0] != "authorization_endpoint"]
+        return steps
 
     def preflight(self) -> PreflightReport:
         """Check configuration, discovery, keys, scopes and endpoint reachability.
@@ -1018,6 +1513,254 @@ class OAuth2Provider(AbstractAuthProvider):
             f"{url} reachable (HTTP {response.status_code})",
             details={"url": url, "status_code": response.status_code},
         )
+
+    # -- grants for services (issue 13): client credentials, token exchange ---------------
+
+    def _require_user_flow(self, what: str) -> None:
+        """Refuse a browser login (or code exchange) on a provider whose flow has no user."""
+        if self.config.flow in _SERVICE_FLOWS:
+            raise no_user_error(self.name, self.config.flow, what)
+
+    def can_obtain(self) -> bool:
+        """A client-credentials or token-exchange provider gets its first token itself."""
+        return self.config.flow in _SERVICE_FLOWS
+
+    def can_renew(self, token: Token) -> bool:
+        """A client-credentials or token-exchange provider can always get a new token."""
+        if self.config.flow in _SERVICE_FLOWS:
+            return True
+        return super().can_renew(token)
+
+    def _renew(self, token: Token | None) -> Token:
+        flow = self.config.flow
+        if flow == "client_credentials":
+            return self._service_grant("client credentials grant", self._client_credentials)
+        if flow == "token_exchange":
+            return self._service_grant("token exchange", self._exchange_subject)
+        return super()._renew(token)
+
+    def _service_grant(self, what: str, grant: Callable[[], Token]) -> Token:
+        """Run ``grant`` (the caller holds the locks), then store its token.
+
+        A failure is a :class:`TokenRefreshError` (the pipeline's renewal failure: shared
+        with the callers queued behind, a still-valid token kept); nothing is stored.
+        """
+        try:
+            token = grant()
+        except TokenExchangeError as exc:
+            raise TokenRefreshError(
+                f"The {what} of '{self.name}' failed: {exc.reason}",
+                reason=exc.reason,
+                retryable=exc.retryable,
+                error_code=exc.error_code,
+                status_code=exc.status_code,
+            ) from None
+        except TokenValidationError as exc:
+            raise TokenRefreshError(
+                f"The {what} of '{self.name}' returned an invalid token: {exc.reason}",
+                reason=exc.reason,
+                retryable=False,
+            ) from None
+        self.save_token(token)
+        _log.debug("Got a new token for '%s' (%s)", self.name, what)
+        return token
+
+    def _grant_target(self) -> dict[str, str]:
+        """``scope`` and ``audience`` of a service grant, from the config.
+
+        ``openid`` is never sent: it asks for an ID token about a user, and these grants
+        have none.
+        """
+        params: dict[str, str] = {}
+        scopes = [scope for scope in self.config.scopes if scope != "openid"]
+        if scopes:
+            params["scope"] = " ".join(scopes)
+        if self.config.audience:
+            params["audience"] = self.config.audience
+        return params  # the configured ``resource`` indicators: token_request adds them
+
+    def _client_credentials(self) -> Token:
+        """The client credentials grant (RFC 6749 4.4): a token for the client itself."""
+        return self.token_request("client_credentials", **self._grant_target())
+
+    # -- token exchange (RFC 8693) --
+
+    @property
+    def subject_provider(self) -> AbstractAuthProvider:
+        """``flow: token_exchange``: the provider whose token is exchanged (built on first use
+        from the same configuration; assignable, e.g. to share one provider object).
+
+        Raises:
+            ConfigurationError: the provider's flow is not token_exchange.
+        """
+        subject = self._subject_provider
+        if subject is None:
+            name = self.config.subject_provider
+            if self.config.flow != "token_exchange" or not name:
+                raise ConfigurationError(
+                    f"Provider '{self.name}' has no subject_provider (only flow "
+                    "token_exchange has one)",
+                    provider=self.name,
+                    key="subject_provider",
+                )
+            from kstlib.auth.config import get_provider
+
+            subject = get_provider(name, config=self._loaded_config)
+            self._subject_provider = self._built_subject = subject
+        return subject
+
+    @subject_provider.setter
+    def subject_provider(self, provider: AbstractAuthProvider) -> None:
+        self._subject_provider = provider
+
+    def _exchange_subject(self) -> Token:
+        """``flow: token_exchange``: exchange the subject provider's access token (renewed
+        first when stale, by that provider's own pipeline)."""
+        subject = self.subject_provider.acquire().token
+        return self.exchange_token(subject.access_token, **self._exchange_target())
+
+    def _exchange_target(self) -> dict[str, Any]:
+        params = self._grant_target()
+        return {
+            "audience": params.get("audience"),
+            "resource": params.get("resource"),
+            "scope": params.get("scope"),
+        }
+
+    def exchange_token(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        requested_token_type: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        store_as: str | None = None,
+    ) -> Token:
+        """Exchange ``subject_token`` for another token (RFC 8693); return it.
+
+        The answer must carry an ``issued_token_type``: the ``requested_token_type`` when
+        one was asked for, else an access token or a JWT (usable as a bearer token);
+        anything else is refused. The token is not stored unless ``store_as`` names the
+        storage entry to save it under (another provider's name, say).
+
+        Raises:
+            ValueError: an empty or non-string argument; ``actor_token`` without
+                ``actor_token_type``.
+            TokenExchangeError: the server refused, or issued another token type (nothing
+                stored).
+            TokenValidationError: the issued token is not a usable token response.
+            ConfigurationError: no token endpoint, or unusable client credentials.
+        """
+        params = {"subject_token": subject_token, "subject_token_type": subject_token_type}
+        optional = {
+            "audience": audience,
+            "resource": resource,
+            "scope": scope,
+            "requested_token_type": requested_token_type,
+            "actor_token": actor_token,
+            "actor_token_type": actor_token_type,
+        }
+        for name, value in [*params.items(), *optional.items()]:
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"exchange_token: {name} must be a non-empty string")
+        if (actor_token is None) != (actor_token_type is None):
+            raise ValueError("exchange_token: actor_token and actor_token_type go together")
+        params.update({name: value for name, value in optional.items() if value is not None})
+        token = self.token_request(TOKEN_EXCHANGE_GRANT, **params)
+        issued = token.metadata.get("issued_token_type")
+        accepted = (requested_token_type,) if requested_token_type else USABLE_ISSUED_TYPES
+        if issued not in accepted:
+            shown = issued if isinstance(issued, str) and len(issued) <= 100 else "none"
+            raise TokenExchangeError(
+                f"Token exchange at '{self.name}' returned issued_token_type {shown!r}, "
+                f"expected {' or '.join(accepted)}; the token was refused (not stored)",
+                reason="wrong issued_token_type",
+            )
+        if store_as is not None:
+            self.token_storage.save(store_as, token)
+        return token
+
+    async def aexchange_token(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        requested_token_type: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        store_as: str | None = None,
+    ) -> Token:
+        """:meth:`exchange_token` for asyncio callers (runs in a worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.exchange_token,
+                subject_token,
+                subject_token_type,
+                audience=audience,
+                resource=resource,
+                scope=scope,
+                requested_token_type=requested_token_type,
+                actor_token=actor_token,
+                actor_token_type=actor_token_type,
+                store_as=store_as,
+            )
+        )
+
+    # -- end of grants for services --
+
+
+def _printable_token(value: object) -> bool:
+    """A server-made opaque value safe to put in a URL: short printable ASCII, no space."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 2048
+        and value.isascii()
+        and value.isprintable()
+        and not any(char.isspace() for char in value)
+    )
+
+
+def _expired_request_uri(description: str | None) -> PushedAuthorizationExpiredError:
+    return PushedAuthorizationExpiredError(
+        "The authorization server no longer knows the pushed authorization request "
+        "(invalid_request_uri: expired or already used); start the login again",
+        reason="request_uri expired",
+        error_code="invalid_request_uri",
+        error_description=description,
+    )
+
+
+def _raise_for_callback_error(check: Callable[[], str]) -> None:
+    """``CallbackResult.raise_for_error``, an ``invalid_request_uri`` made typed (issue 14)."""
+    try:
+        check()
+    except PushedAuthorizationExpiredError:
+        raise
+    except AuthorizationError as exc:
+        if exc.error_code == "invalid_request_uri":
+            raise _expired_request_uri(exc.error_description) from None
+        raise
+
+
+def _json_refused(response: JSONResponse) -> bool:
+    """The server refused the client's authentication (RFC 6749 5.2 ``invalid_client``)."""
+    return (
+        response.status_code in (400, 401)
+        and oauth_error_fields(response.data)["error_code"] == "invalid_client"
+    )
+
+
+def _raw_refused(response: RawResponse) -> bool:
+    return response.status_code in (400, 401) and (
+        oauth_error_fields(response.json_or_none())["error_code"] == "invalid_client"
+    )
 
 
 def _poll_details(response: JSONResponse) -> dict[str, Any]:
@@ -1073,3 +1816,31 @@ def _loopback_uri(settings: CallbackServerSettings) -> str:
     """The redirect URI of ``auth.callback_server`` (for a provider that sets none)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{settings.port}/callback"
+
+
+# -- device authorization grant: the waits between polls (issue #13 item 1) -----------------
+
+#: Seconds between two progress callbacks while a device login waits.
+_TICK = 0.2
+
+
+def _pause(
+    seconds: float, left: Callable[[], float], on_tick: Callable[[float], None] | None
+) -> None:
+    """Sleep ``seconds`` in short steps (Ctrl-C ends it at once), reporting the time left."""
+    end = time.monotonic() + seconds
+    while (remaining := end - time.monotonic()) > 0:
+        if on_tick is not None:
+            on_tick(left())
+        time.sleep(min(_TICK, remaining))
+
+
+async def _apause(
+    seconds: float, left: Callable[[], float], on_tick: Callable[[float], None] | None
+) -> None:
+    """:func:`_pause` for the event loop."""
+    end = time.monotonic() + seconds
+    while (remaining := end - time.monotonic()) > 0:
+        if on_tick is not None:
+            on_tick(left())
+        await asyncio.sleep(min(_TICK, remaining))

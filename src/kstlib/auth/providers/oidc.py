@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kstlib.auth._discovery import MetadataCache, shared_cache
+from kstlib.auth._discovery import MetadataCache, oauth_metadata_url, shared_cache
 from kstlib.auth._idtoken import IDTokenPolicy, narrow_algorithms, verify_id_token
 from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
 from kstlib.auth._names import ENDPOINT_FIELDS
@@ -112,6 +112,30 @@ class OIDCProvider(OAuth2Provider):
 
     def _expected_issuer(self) -> str | None:
         return self.config.issuer
+
+    def _other_metadata(self) -> dict[str, Any]:
+        """issue 13 (item 6): the issuer's RFC 8414 document (same issuer, cached; ``{}``
+        in manual mode, when the server publishes none, or when discovery already came
+        from it)."""
+        issuer = self.config.issuer
+        if not issuer:
+            return {}
+        found = self._cache.discovered(
+            self.http_client,
+            issuer,
+            ttl=self.config.discovery_ttl,
+            retry=self._retry,
+            tracer=self.tracer,
+        )
+        if found.url == oauth_metadata_url(issuer):
+            return {}
+        return self._cache.oauth_metadata(
+            self.http_client,
+            issuer,
+            ttl=self.config.discovery_ttl,
+            retry=self._retry,
+            tracer=self.tracer,
+        )
 
     # -- authorization request -------------------------------------------------------------
 
