@@ -21,6 +21,8 @@ from collections.abc import Callable
 from bench import (
     checker,
     cli_token,
+    coldstart,  # issue 15
+    dpop,  # issue 14: per-request cost with DPoP
     imports,
     login,
     per_request,
@@ -35,8 +37,10 @@ BENCHES: dict[str, Callable[[Context], list[Result]]] = {
     "imports": imports.run,
     "cli": cli_token.run,
     "requests": per_request.run,
+    "dpop": dpop.run,  # issue 14 item 2
     "storm": storm.run,
     "storm_cc": storm_cc.run,  # issue 13
+    "coldstart": coldstart.run,  # issue 15
     "checker": checker.run,
     "verify": verify.run,
     "storage": storage.run,

@@ -593,6 +593,7 @@ class Context:
     _peer: PeerWorker | None = None
     _peer_reason: str | None = None
     _age: Any = None
+    _redis: Any = None  # issue 15
 
     @classmethod
     @contextlib.contextmanager
@@ -680,7 +681,20 @@ class Context:
             os.environ["SOPS_AGE_KEY_FILE"] = str(self._age.key_file)
         return self._age
 
+    # -- issue 15: a real redis-server ---------------------------------------------------------
+
+    def redis(self) -> Any:
+        """A real redis-server on a free loopback port (tests/redis_support.py), started once."""
+        if self._redis is None:
+            from tests.redis_support import RedisServer
+
+            self._redis = RedisServer(self.tmp / "redis").start()
+        return self._redis
+
     def close(self) -> None:
+        if self._redis is not None:  # issue 15
+            self._redis.stop()
+            self._redis = None
         if self._peer is not None:
             self._peer.close()
             self._peer = None

@@ -42,6 +42,7 @@ MINE = "kstlib AuthSession"
 AUTHLIB = "Authlib OAuth2Client"
 OLD = f"{OLD_NAME} AuthSession"
 HTTPX_AUTH = "httpx-auth OAuth2AuthorizationCodePKCE"
+MINE_REDIS = "kstlib AuthSession (Redis storage)"  # issue 15
 #: The async name of each sync contender.
 ASYNC_NAMES = {
     PLAIN: PLAIN.replace("httpx", "httpx.AsyncClient"),
@@ -49,6 +50,7 @@ ASYNC_NAMES = {
     AUTHLIB: AUTHLIB.replace("OAuth2Client", "AsyncOAuth2Client"),
     HTTPX_AUTH: HTTPX_AUTH + " (httpx.AsyncClient)",
     OLD: OLD + " (aget)",
+    MINE_REDIS: MINE_REDIS + " (aget)",
 }
 ISSUER = "http://127.0.0.1:9/realms/bench"  # never contacted: the token is fresh
 ACCESS_TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImJlbmNoIn0." + "x" * 600 + ".sig"
@@ -66,7 +68,7 @@ def _ok(response: httpx.Response) -> None:
         raise RuntimeError(f"loopback server answered {response.status_code}")
 
 
-def _provider() -> Any:
+def _provider(storage: Any = None) -> Any:
     from kstlib.auth._discovery import MetadataCache
     from kstlib.auth.config import AuthProviderConfig
     from kstlib.auth.models import Token
@@ -76,7 +78,7 @@ def _provider() -> Any:
     provider = OIDCProvider(
         "bench",
         AuthProviderConfig(client_id="bench", issuer=ISSUER),
-        MemoryTokenStorage(),
+        MemoryTokenStorage() if storage is None else storage,
         metadata_cache=MetadataCache(),
     )
     provider.save_token(Token.from_response(dict(RAW)))
@@ -111,6 +113,15 @@ def run(ctx: Context) -> list[Comparison]:
             peer.call("session_setup", url=url, raw=RAW, client_id="bench", issuer=ISSUER)
         else:
             skipped[OLD] = ctx.old_reason()
+        # issue 15: the same session on a Redis storage (a real redis-server; not in smoke)
+        redis_storage: Any = None
+        if ctx.smoke:
+            skipped[MINE_REDIS] = "skipped in smoke (starts a redis-server)"
+        else:
+            from kstlib.auth.token import RedisTokenStorage
+
+            redis_storage = RedisTokenStorage(ctx.redis().url, prefix="bench:per-request:")
+            stack.callback(redis_storage.close)
         hx_auth: Any = None
         if not httpx_auth_missing:
             from httpx_auth import TokenMemoryCache
@@ -128,6 +139,10 @@ def run(ctx: Context) -> list[Comparison]:
             MINE: per_op(lambda: _ok(session.get(url)), n),
         }
         closers: list[Callable[[], Any]] = [plain.close, session.close]
+        if redis_storage is not None:
+            rsession = AuthSession(_provider(redis_storage), timeout=30.0)
+            sync[MINE_REDIS] = per_op(lambda: _ok(rsession.get(url)), n)
+            closers.append(rsession.close)
         if not authlib_missing:
             from authlib.integrations.httpx_client import OAuth2Client
 
@@ -176,6 +191,10 @@ def run(ctx: Context) -> list[Comparison]:
                 ASYNC_NAMES[MINE]: batch(asession.aget),
             }
             aclosers: list[Callable[[], Awaitable[Any]]] = [aplain.aclose, asession.aclose]
+            if redis_storage is not None:
+                arsession = AuthSession(_provider(redis_storage), timeout=30.0)
+                asynchronous[ASYNC_NAMES[MINE_REDIS]] = batch(arsession.aget)
+                aclosers.append(arsession.aclose)
             if not authlib_missing:
                 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
@@ -231,4 +250,15 @@ def _comparison(
             "issue 4",
         )
     )
+    redis_name = next((name for name in names if name.startswith(MINE_REDIS)), None)
+    if redis_name is not None:  # issue 15
+        redis_ratio = comp.ratio(redis_name)[0]
+        comp.goals.append(
+            Goal(
+                f"AuthSession {kind} with Redis storage <= {GOAL_RATIO}x plain httpx "
+                f"(measured {redis_ratio:.2f}x)",
+                redis_ratio <= GOAL_RATIO,
+                "issue 15",
+            )
+        )
     return comp

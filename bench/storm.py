@@ -53,6 +53,7 @@ from bench.common import (
 )
 
 MINE = "kstlib (this project)"
+MINE_REDIS = "kstlib + Redis storage"  # issue 15
 OLD = OLD_NAME
 AUTHLIB = "Authlib"
 HTTPX_AUTH = "httpx-auth"
@@ -146,6 +147,13 @@ def _my_provider(args: dict[str, Any], storage: Any) -> Any:
     return OIDCProvider("storm", config, storage, metadata_cache=MetadataCache())
 
 
+def _redis_storage(args: dict[str, Any]) -> Any:
+    """issue 15: the Redis storage of a storm (its own key prefix)."""
+    from kstlib.auth.token import RedisTokenStorage
+
+    return RedisTokenStorage(args["redis_url"], prefix=args["redis_prefix"])
+
+
 def _mine(mode: str, n: int, args: dict[str, Any], api: str, workdir: Path) -> Counter[str]:
     from kstlib.auth import AuthSession
     from kstlib.auth.models import Token
@@ -155,10 +163,14 @@ def _mine(mode: str, n: int, args: dict[str, Any], api: str, workdir: Path) -> C
     # a 1 h token 5 s from expiry (a token merely 5 s long is fresh: the skew is clamped
     # to half the lifetime)
     stale.issued_at = stale.issued_at - timedelta(seconds=3595)
+    redis = args.get("redis_url") is not None  # issue 15: the Redis column
     if mode == "processes":
+        if redis:
+            _redis_storage(args).save("storm", stale)
+            return _processes("kstlib_redis", n, args, api, workdir)
         FileTokenStorage(workdir).save("storm", stale)
         return _processes("kstlib", n, args, api, workdir)
-    provider = _my_provider(args, MemoryTokenStorage())
+    provider = _my_provider(args, _redis_storage(args) if redis else MemoryTokenStorage())
     provider.discover()
     provider.save_token(stale)
     codes: Counter[str] = Counter()
@@ -336,11 +348,14 @@ def collect(procs: list[subprocess.Popen[str]]) -> Counter[str]:
 def _child(args: dict[str, Any], api: str) -> None:
     """One process of the 4-process storm (``python -m bench.storm child <json> <api>``)."""
     workdir, go = Path(args["dir"]), Path(args["go"])
-    if args["kind"] == "kstlib":
+    if args["kind"] in ("kstlib", "kstlib_redis"):
         from kstlib.auth import AuthSession
         from kstlib.auth.token import FileTokenStorage
 
-        provider = _my_provider(args, FileTokenStorage(workdir))
+        storage = (
+            _redis_storage(args) if args["kind"] == "kstlib_redis" else FileTokenStorage(workdir)
+        )
+        provider = _my_provider(args, storage)
         provider.discover()  # warm up before the start line
         session = AuthSession(provider, timeout=TIMEOUT)
         call: Callable[[], Any] = lambda: session.get(api)  # noqa: E731
@@ -397,7 +412,7 @@ def _cell(stats: dict[str, int], codes: Counter[str], n: int) -> tuple[str, int]
 
 
 def run(ctx: Context) -> list[CountTable]:
-    columns = [MINE, OLD, AUTHLIB, HTTPX_AUTH]
+    columns = [MINE, MINE_REDIS, OLD, AUTHLIB, HTTPX_AUTH]
     table = CountTable(
         title="Refresh storm: refresh requests reaching the IdP (stale token, 1 API call each)",
         columns=columns,
@@ -422,20 +437,27 @@ def run(ctx: Context) -> list[CountTable]:
         table.skipped[HTTPX_AUTH] = httpx_auth_missing
     api = idp.api_url("storm")
     mine_counts: dict[str, int] = {}
+    redis_counts: dict[str, int] = {}  # issue 15
     for label, mode, n in scenarios:
         row: dict[str, Any] = {}
         for contender in columns:
             if contender in table.skipped:
                 row[contender] = None
                 continue
-            slug = {MINE: "mine", OLD: "old", AUTHLIB: "authlib", HTTPX_AUTH: "httpx-auth"}[
-                contender
-            ]
+            slug = {
+                MINE: "mine",
+                MINE_REDIS: "mine-redis",
+                OLD: "old",
+                AUTHLIB: "authlib",
+                HTTPX_AUTH: "httpx-auth",
+            }[contender]
             workdir = ctx.tmp / "storm" / f"{mode}-{n}-{slug}"
             workdir.mkdir(parents=True, mode=0o700, exist_ok=True)
             args = {**_client_args(idp), "raw": raw_login(idp)}
+            if contender == MINE_REDIS:  # issue 15
+                args |= {"redis_url": ctx.redis().url, "redis_prefix": f"storm:{slug}:{mode}{n}:"}
             idp.reset_stats()
-            if contender == MINE:
+            if contender in (MINE, MINE_REDIS):
                 codes = _mine(mode, n, args, api, workdir)
             elif contender == AUTHLIB:
                 codes = _authlib(mode, n, args, api, workdir)
@@ -450,12 +472,22 @@ def run(ctx: Context) -> list[CountTable]:
             row[contender] = text
             if contender == MINE:
                 mine_counts[label] = total
+            if contender == MINE_REDIS:
+                redis_counts[label] = total
         table.rows[label] = row
     table.goals.append(
         Goal(
             "this project: exactly 1 refresh request per scenario (single flight)",
             all(v == 1 for v in mine_counts.values()) and len(mine_counts) == len(scenarios),
             "issue 4",
+        )
+    )
+    table.goals.append(
+        Goal(
+            "this project with Redis storage: exactly 1 refresh request per scenario "
+            "(the lease lock holds across processes and machines)",
+            all(v == 1 for v in redis_counts.values()) and len(redis_counts) == len(scenarios),
+            "issue 15",
         )
     )
     table.notes.append(

@@ -12,6 +12,7 @@ import pytest
 from tests import hypothesis_support  # noqa: F401 - registers and loads the Hypothesis profile
 from tests.idp_support import IdP, start_idp
 from tests.jwks_server import JWKSServer, running_server
+from tests.redis_support import RedisServer, SentinelCluster  # issue 15
 from tests.sops_support import AgeIdentity, ensure_venv_bin_on_path, make_age_identity
 
 ensure_venv_bin_on_path()
@@ -111,3 +112,29 @@ def server(_jwks_server: JWKSServer) -> JWKSServer:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=5.0) as c:
         yield c
+
+
+# --- issue 15: real redis-server / Redis Sentinel (see tests/redis_support.py) ---
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free 127.0.0.1 port (password set), stopped at the end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluster]:
+    """A primary, a replica and 3 sentinels (real redis-server processes), stopped at the end."""
+    cluster = SentinelCluster(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+# --- end issue 15 ---

@@ -133,6 +133,8 @@ class OidcClient:
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
     response_types: tuple[str, ...] = ("code",)
     application_type: str = "native"
+    #: DPoP (RFC 9449): the server issues this client DPoP-bound access tokens only.
+    dpop_bound_access_tokens: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -155,6 +157,8 @@ class OidcClient:
             meta["client_secret"] = self.client_secret
         if self.jwks is not None:
             meta["jwks"] = dict(self.jwks)
+        if self.dpop_bound_access_tokens:
+            meta["dpop_bound_access_tokens"] = True
         return meta
 
     def token_auth(self, data: dict[str, str]) -> httpx.BasicAuth | None:
@@ -252,8 +256,16 @@ FAPI = OidcClient(
     "private_key_jwt",
     id_token_signed_response_alg="ES256",
     jwks=PRIVATE_KEY_JWT.jwks,
+    dpop_bound_access_tokens=True,  # FAPI 2.0: sender-constrained tokens (DPoP)
 )
 # --- end issue 14 ---
+# -- DPoP (RFC 9449, issue 14 item 2) --
+DPOP_CLIENT_ID = "kstlib-dpop"
+DPOP_CLIENT_SECRET = "kstlib-dpop-secret"
+DPOP = OidcClient(
+    DPOP_CLIENT_ID, DPOP_CLIENT_SECRET, "client_secret_basic", dpop_bound_access_tokens=True
+)
+# -- end DPoP --
 CLIENTS: Mapping[str, OidcClient] = {
     c.client_id: c
     for c in (
@@ -265,6 +277,7 @@ CLIENTS: Mapping[str, OidcClient] = {
         CLIENT_SECRET_JWT,
         FAPI,  # issue 14
         SERVICE,  # issue 13
+        DPOP,
     )
 }
 

@@ -67,6 +67,7 @@ SENSITIVE_KEYS: frozenset[str] = frozenset(
         "id_token_hint",
         "private_key",
         "dpop",
+        "dpop_key",
         "session_state",
         "authorization",
         "cookie",

@@ -76,12 +76,23 @@
 //   ANY  /__test__/api/...                protected resource: needs a valid
 //        bearer access token of this IdP; 200 {"sub","client_id","scope",
 //        "method","path","query","body"} or 401 + WWW-Authenticate.
+//        A DPoP-bound token (RFC 9449) needs "Authorization: DPoP <token>" and a
+//        valid DPoP proof of its key (htm, htu, iat, jti unused, ath, and the
+//        server nonce while dpop_require_nonce): else 401 with a DPoP challenge
+//        (error="use_dpop_nonce" + DPoP-Nonce, or "invalid_dpop_proof"); 200
+//        adds "dpop_jkt". DPoP: oidc-provider's features.dPoP with a nonce
+//        secret; client kstlib-dpop gets DPoP-bound tokens only
+//        (dpop_bound_access_tokens); setting dpop_require_nonce (default true).
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
+// -- DPoP (RFC 9449, issue 14 item 2) --
+import { calculateJwkThumbprint, EmbeddedJWK, jwtVerify } from 'jose';
+import ServerChallenge from 'oidc-provider/lib/helpers/challenge.js';
+// -- end DPoP --
 
 const oidcErrors = errors; // issue 13's name for the same module
 
@@ -141,6 +152,13 @@ const DEFAULT_CLIENTS = [
     client_id: 'kstlib-client-secret-jwt',
     client_secret: CLIENT_SECRET_JWT_SECRET,
     token_endpoint_auth_method: 'client_secret_jwt',
+  },
+  // -- DPoP (RFC 9449, issue 14 item 2): only DPoP-bound access tokens --
+  {
+    client_id: 'kstlib-dpop',
+    client_secret: 'kstlib-dpop-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    dpop_bound_access_tokens: true,
   },
 ].map((client) => ({
   application_type: 'native',
@@ -321,7 +339,18 @@ const settings = {
   // seconds a pushed authorization request lives (oidc-provider's own: 60)
   par_ttl: 60,
   // --- end issue 14 ---
+  // -- DPoP (issue 14 item 2): every DPoP proof (token endpoint, userinfo, the API)
+  // must carry a server nonce (use_dpop_nonce + DPoP-Nonce otherwise).
+  dpop_require_nonce: true,
 };
+
+// -- DPoP (RFC 9449, issue 14 item 2) --
+// One nonce secret for the provider's endpoints and the test API (same nonces: one origin).
+const DPOP_NONCE_SECRET = crypto.randomBytes(32);
+const dpopNonces = new ServerChallenge(DPOP_NONCE_SECRET, 'DPoP');
+const DPOP_ALGS = ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'];
+const seenProofJtis = new Map(); // jti -> expiry (epoch s): replay detection of the API
+// -- end DPoP --
 
 // --- issue 14: FAPI 2.0 mode, resource indicators (RFC 8707) ---------------
 const FAPI_PROFILE = process.env.IDP_FAPI || undefined;
@@ -659,7 +688,6 @@ function buildProvider() {
       profile: ['name', 'preferred_username'],
       email: ['email', 'email_verified'],
     },
-    enabledJWA: { clientAuthSigningAlgValues: CLIENT_AUTH_ALGS },
     features: {
       devInteractions: { enabled: true },
       revocation: { enabled: true },
@@ -668,6 +696,12 @@ function buildProvider() {
       rpInitiatedLogout: { enabled: true },
       // grants for services (issue 13)
       clientCredentials: { enabled: true },
+      // -- DPoP (issue 14 item 2) --
+      dPoP: {
+        enabled: true,
+        nonceSecret: DPOP_NONCE_SECRET,
+        requireNonce: () => settings.dpop_require_nonce,
+      },
       deviceFlow: { enabled: true }, // device grant block
       // --- issue 14: PAR, JAR, resource indicators, FAPI 2.0 ---
       pushedAuthorizationRequests: {
@@ -695,6 +729,7 @@ function buildProvider() {
       ...(FAPI_PROFILE ? { fapi: { enabled: true, profile: FAPI_PROFILE } } : {}),
       // --- end issue 14 ---
     },
+    enabledJWA: { clientAuthSigningAlgValues: CLIENT_AUTH_ALGS, dPoPSigningAlgValues: DPOP_ALGS },
     // Default: only with offline_access (which oidc-provider drops unless
     // prompt=consent). Here: every client allowed the refresh_token grant.
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
@@ -786,21 +821,83 @@ function send(res, status, body, headers = {}) {
   res.end(res.req.method === 'HEAD' ? undefined : payload);
 }
 
+// -- DPoP (RFC 9449, issue 14 item 2) --
+// Checks the DPoP proof of an API request for `accessToken` (RFC 9449 section 4.3 and 7):
+// typ dpop+jwt, an allowed alg, the embedded public jwk's signature, htm, htu (no query),
+// iat recent, jti unused, ath, and the server nonce when required. Returns the jwk
+// thumbprint, or throws {challenge: 'use_dpop_nonce' | 'invalid_dpop_proof', message}.
+async function checkDpopProof(req, url, accessToken) {
+  const proof = req.headers.dpop;
+  if (typeof proof !== 'string' || !proof) throw { challenge: 'invalid_dpop_proof', message: 'no DPoP proof' };
+  let payload;
+  let protectedHeader;
+  try {
+    ({ payload, protectedHeader } = await jwtVerify(proof, EmbeddedJWK, { algorithms: DPOP_ALGS, typ: 'dpop+jwt' }));
+  } catch (err) {
+    throw { challenge: 'invalid_dpop_proof', message: `DPoP proof invalid (${err.code ?? err.message})` };
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const fail = (message) => { throw { challenge: 'invalid_dpop_proof', message }; };
+  if (typeof payload.jti !== 'string' || !payload.jti) fail('DPoP proof has no jti');
+  if (typeof payload.iat !== 'number' || Math.abs(now - payload.iat) > 300) fail('DPoP proof iat is not recent');
+  if (payload.htm !== req.method) fail('DPoP proof htm mismatch');
+  if (payload.htu !== `${issuer}${url.pathname}`) fail('DPoP proof htu mismatch');
+  const ath = crypto.createHash('sha256').update(accessToken).digest('base64url');
+  if (payload.ath !== ath) fail('DPoP proof ath mismatch');
+  if (protectedHeader.jwk.d !== undefined) fail('DPoP proof jwk is a private key');
+  if (settings.dpop_require_nonce && !(typeof payload.nonce === 'string' && dpopNonces.checkChallenge(payload.nonce))) {
+    throw { challenge: 'use_dpop_nonce', message: 'a DPoP nonce is required' };
+  }
+  for (const [jti, exp] of seenProofJtis) if (exp < now) seenProofJtis.delete(jti);
+  if (seenProofJtis.has(payload.jti)) fail('DPoP proof jti replayed');
+  seenProofJtis.set(payload.jti, now + 600);
+  return calculateJwkThumbprint(protectedHeader.jwk);
+}
+// -- end DPoP --
+
 async function protectedApi(req, res, url) {
   const raw = await readBody(req);
-  const match = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(req.headers.authorization ?? '');
+  const match = /^(Bearer|DPoP)[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(req.headers.authorization ?? '');
   let token;
+  let dpopJkt = null;
   if (match) {
     const { provider } = current;
-    token = await provider.AccessToken.find(match[1]);
+    token = await provider.AccessToken.find(match[2]);
     if (token && (token.isExpired || !(await provider.Grant.find(token.grantId)))) {
       token = undefined;
     }
     // issue 13: a client-credentials token (no user, no grant) is accepted too
     if (!token) {
-      const service = await provider.ClientCredentials.find(match[1]);
+      const service = await provider.ClientCredentials.find(match[2]);
       if (service && !service.isExpired) token = service;
     }
+    // -- DPoP (issue 14 item 2): a DPoP-bound token only with a valid proof of its key --
+    const scheme = match[1].toLowerCase();
+    if (token && (token.jkt || scheme === 'dpop')) {
+      let problem;
+      if (!token.jkt || scheme !== 'dpop') {
+        problem = { challenge: 'invalid_token', message: token.jkt ? 'a DPoP-bound token needs the DPoP scheme' : 'not a DPoP-bound token' };
+      } else {
+        try {
+          dpopJkt = await checkDpopProof(req, url, match[2]);
+          if (dpopJkt !== token.jkt) problem = { challenge: 'invalid_dpop_proof', message: 'DPoP proof key is not the token\'s key' };
+        } catch (err) {
+          if (!err?.challenge) throw err;
+          problem = err;
+        }
+      }
+      if (problem) {
+        bump('api');
+        bump(`api:401:${problem.challenge}`);
+        const headers = {
+          'www-authenticate': `DPoP algs="${DPOP_ALGS.join(' ')}", error="${problem.challenge}", error_description="${problem.message}"`,
+        };
+        if (problem.challenge === 'use_dpop_nonce') headers['dpop-nonce'] = dpopNonces.nextChallenge();
+        send(res, 401, { error: problem.challenge, error_description: problem.message }, headers);
+        return;
+      }
+    }
+    // -- end DPoP --
   }
 
   if (!token) {
@@ -826,6 +923,7 @@ async function protectedApi(req, res, url) {
   bump('api:200');
   send(res, 200, {
     sub: token.accountId ?? null,
+    ...(dpopJkt ? { dpop_jkt: dpopJkt } : {}),
     client_id: token.clientId,
     scope: token.scope ?? null,
     method: req.method,

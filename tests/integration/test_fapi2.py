@@ -1,8 +1,7 @@
 """Issue 14 item 6 end to end: ``profile: fapi2`` logs in to oidc-provider running its own
-FAPI 2.0 profile (``features.fapi`` 2.0, PAR required, client assertions for the issuer),
-from a configuration file, then calls userinfo and the protected API, refreshes, revokes.
-
-DPoP (item 2) is another branch: the FAPI instance does not require it yet.
+FAPI 2.0 profile (``features.fapi`` 2.0, PAR required, client assertions for the issuer,
+DPoP-bound access tokens only for the FAPI client), from a configuration file, then calls
+userinfo and the DPoP-protected API, refreshes with DPoP, revokes.
 """
 
 from __future__ import annotations
@@ -65,12 +64,17 @@ def test_fapi2_login_userinfo_api_refresh_and_revoke(
     assert set(parse_qs(urlsplit(url).query)) == {"client_id", "request_uri"}
     token = provider.exchange_code(browser_login(url), state)
     assert decode_jws(token.id_token or "").header["alg"] == "ES256"
+    assert token.token_type.lower() == "dpop" and token.dpop_key is not None
+    jkt = token.dpop_key.thumbprint
+    assert provider.introspect(token.access_token)["cnf"] == {"jkt": jkt}
     assert provider.get_userinfo()["sub"] == "alice"
     with AuthSession(provider) as session:
         answer = session.get(fapi_idp.api_url("accounts"))
         assert answer.status_code == 200 and answer.json()["client_id"] == FAPI.client_id
+        assert answer.json()["dpop_jkt"] == jkt  # the API checked the proof of our key
     refreshed = provider.refresh()
     assert refreshed.access_token != token.access_token
+    assert refreshed.dpop_key is not None and refreshed.dpop_key.thumbprint == jkt
     assert provider.revoke(refreshed) is True
     assert provider.introspect(refreshed.access_token)["active"] is False
     stats = fapi_idp.stats()
@@ -78,8 +82,12 @@ def test_fapi2_login_userinfo_api_refresh_and_revoke(
     assert stats.get("token:authorization_code:200") == 1
     assert stats.get("token:refresh_token:200") == 1
     assert stats.get("revocation:200") == 2
+    # DPoP nonces: each endpoint answers use_dpop_nonce once (400 at the token endpoint,
+    # 401 at userinfo and the API); nothing else is refused
     refused = {k: v for k, v in stats.items() if k.endswith((":400", ":401"))}
-    assert refused == {}, "every assertion names the issuer from the start"
+    assert all("nonce" in k or k.startswith("token:") for k in refused), refused
+    assert sum(v for k, v in refused.items() if not k.startswith("token:")) <= 2, refused
+    assert stats.get("token:authorization_code:400", 0) <= 1, refused
 
 
 def test_fapi2_with_the_headless_flow_helper(fapi_idp: IdP) -> None:

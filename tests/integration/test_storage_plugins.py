@@ -84,7 +84,7 @@ def test_entry_points_are_loaded_only_when_a_name_is_not_built_in(tmp_path: Path
     assert out.returncode == 0, out.stderr
     first, names, last = out.stdout.splitlines()
     assert first == "False False"  # the built-in path never scans the installed distributions
-    assert names.split() == ["file", "memory", "sops", "teststore"]
+    assert names.split() == ["file", "keyring", "memory", "redis", "sops", "teststore"]
     assert last == "True True"
 
 

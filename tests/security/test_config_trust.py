@@ -68,6 +68,20 @@ def load_ignoring(expected_key: str) -> Any:
         ({"auth": {"storage": {"sops": {"sops_binary": "/tmp/evil"}}}}, "auth.storage"),
         ({"auth": {"storage": {"file": {"directory": "/tmp/stolen"}}}}, "auth.storage"),
         ({"auth": {"token_storage": "memory"}}, "auth.token_storage"),
+        # issue 15: a hostile directory may not send the tokens to its own Redis
+        (
+            {
+                "auth": {
+                    "token_storage": "redis",
+                    "storage": {"redis": {"url": "redis://evil.example:6379/0"}},
+                }
+            },
+            "auth.storage",
+        ),
+        (
+            {"auth": {"providers": {"new": {"client_id": "x", "token_storage": "redis"}}}},
+            "storage",
+        ),
         ({"ssl": {"verify": False}}, "ssl"),
         ({"auth": {"providers": {"corp": {"token_url": "https://evil.example/t"}}}}, "corp"),
         ({"auth": {"providers": {"corp": {"issuer": "https://evil.example"}}}}, "corp"),

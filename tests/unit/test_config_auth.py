@@ -665,7 +665,7 @@ def test_invalid_provider_token_storage() -> None:
     with pytest.raises(ConfigurationError) as err:
         get_token_storage_for_provider("corp")
     assert err.value.key == "auth.providers.corp.token_storage" and err.value.file == str(path)
-    assert "file, memory, sops" in str(err.value)
+    assert "file, keyring, memory, redis, sops" in str(err.value)
 
 
 def test_real_token_storage_is_built() -> None:

@@ -36,6 +36,8 @@ def test_the_profile_turns_its_rules_on() -> None:
     assert config.pkce is True
     assert config.token_endpoint_auth_method == "private_key_jwt"
     assert config.id_token_signing_alg_values == list(FAPI2_ALGORITHMS)
+    assert config.dpop is True  # sender-constrained tokens (DPoP; mTLS is not supported)
+    assert config.dpop_alg == "ES256"
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,8 @@ def test_the_profile_turns_its_rules_on() -> None:
         ({"par": False}, "par must not be false"),
         ({"pkce": False}, "pkce must not be false"),
         ({"client_assertion_alg": "RS256"}, "client_assertion_alg must be one of"),
+        ({"dpop_alg": "ES384"}, "dpop_alg must be one of"),
+        ({"dpop_alg": "RS256"}, "dpop_alg must be one of"),
         ({"id_token_signing_alg_values": ["RS256", "ES256"]}, "not RS256"),
         (
             {"issuer": None, "authorize_url": f"{ISSUER}/a", "token_url": f"{ISSUER}/t"},

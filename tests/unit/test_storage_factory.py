@@ -88,9 +88,9 @@ def test_sops_defaults_to_the_default_directory(tmp_path: Path) -> None:
 
 def test_unknown_type_lists_valid_ones() -> None:
     with pytest.raises(ConfigurationError) as info:
-        get_token_storage("keyring")
-    assert "'keyring'" in str(info.value)
-    assert "file, memory, sops" in str(info.value)
+        get_token_storage("vault")
+    assert "'vault'" in str(info.value)
+    assert "file, keyring, memory, redis, sops" in str(info.value)
 
 
 def test_invalid_options_are_configuration_errors(tmp_path: Path) -> None:
@@ -107,11 +107,11 @@ def test_registered_backend_is_built(clean_registry: None) -> None:
         built.append({"directory": directory, **kwargs})
         return MemoryTokenStorage()
 
-    register_token_storage("Redis", factory)
-    storage = get_token_storage("redis", url="redis://localhost")
+    register_token_storage("Dynamo", factory)
+    storage = get_token_storage("dynamo", url="dynamo://localhost")
     assert isinstance(storage, MemoryTokenStorage)
-    assert built == [{"directory": None, "url": "redis://localhost"}]
-    with pytest.raises(ConfigurationError, match="file, memory, redis, sops"):
+    assert built == [{"directory": None, "url": "dynamo://localhost"}]
+    with pytest.raises(ConfigurationError, match="dynamo, file, keyring, memory, redis, sops"):
         get_token_storage("nope")
 
 
@@ -136,7 +136,7 @@ def test_sensitive_token_on_file_storage(tmp_path: Path) -> None:
 def test_import_is_cheap() -> None:
     code = (
         "import json, sys, kstlib.auth.token\n"
-        "heavy = ['httpx', 'cryptography', 'platformdirs', 'yaml', 'asyncio']\n"
+        "heavy = ['httpx', 'cryptography', 'platformdirs', 'yaml', 'asyncio', 'redis', 'keyring']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     result = subprocess.run(

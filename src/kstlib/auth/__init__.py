@@ -28,6 +28,7 @@ __all__ = [
     "DeviceCodeExpiredError",
     "DiscoveryError",
     "FileTokenStorage",
+    "KeyringTokenStorage",  # issue 15
     "MemoryTokenStorage",
     "OAuth2Provider",
     "OIDCProvider",
@@ -36,6 +37,7 @@ __all__ = [
     "PreflightStatus",
     "ProviderAuth",
     "PushedAuthorizationExpiredError",  # issue 14
+    "RedisTokenStorage",  # issue 15
     "SOPSTokenStorage",
     "Token",
     "TokenCheckReport",
@@ -101,7 +103,22 @@ _LOCATIONS: dict[str, str] = {
     "DeviceAuthorizationDeniedError": "kstlib.auth.errors",
     "DeviceCodeExpiredError": "kstlib.auth.errors",
     "PushedAuthorizationExpiredError": "kstlib.auth.errors",  # issue 14
+    # --- issue 15: fleet storages ---
+    "RedisTokenStorage": "kstlib.auth.token",
+    "KeyringTokenStorage": "kstlib.auth.token",
+    # --- end issue 15 ---
 }
+
+# -- DPoP (RFC 9449, issue 14 item 2) --------------------------------------------------
+__all__ += ["DPoPBindingError", "DPoPError", "DPoPNonceError"]
+_LOCATIONS.update(
+    {
+        "DPoPBindingError": "kstlib.auth.errors",
+        "DPoPError": "kstlib.auth.errors",
+        "DPoPNonceError": "kstlib.auth.errors",
+    }
+)
+# -- end DPoP ----------------------------------------------------------------------------
 
 
 def __getattr__(name: str) -> Any:
@@ -138,6 +155,9 @@ if TYPE_CHECKING:
         DeviceAuthorizationError,
         DeviceCodeExpiredError,
         DiscoveryError,
+        DPoPBindingError,
+        DPoPError,
+        DPoPNonceError,
         PushedAuthorizationExpiredError,  # issue 14
         TokenError,
         TokenExchangeError,
@@ -158,10 +178,12 @@ if TYPE_CHECKING:
     from kstlib.auth.providers.oauth2 import OAuth2Provider
     from kstlib.auth.providers.oidc import OIDCProvider
     from kstlib.auth.session import AuthSession, ProviderAuth
-    from kstlib.auth.token import (
+    from kstlib.auth.token import (  # issue 15
         AbstractTokenStorage,
         FileTokenStorage,
+        KeyringTokenStorage,
         MemoryTokenStorage,
+        RedisTokenStorage,
         SOPSTokenStorage,
         get_token_storage,
     )

@@ -24,7 +24,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -51,6 +51,7 @@ from kstlib.auth._jose import (
 )
 from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import DiscoveryError
+from kstlib.auth.redaction import get_logger
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -74,8 +75,38 @@ DEFAULT_RETRY: Final = RetryPolicy(max_retries=2, backoff=0.2, max_backoff=2.0)
 _OIDC_WELL_KNOWN: Final = "/.well-known/openid-configuration"
 _OAUTH_WELL_KNOWN: Final = "/.well-known/oauth-authorization-server"
 _LOCK_STRIPES: Final = 64
+_log = get_logger("kstlib.auth.discovery")
 
 T = TypeVar("T")
+
+
+# --- issue 15: a discovery/JWKS cache shared by a fleet (e.g. through Redis) ---------------
+
+
+class SharedMetadata(Protocol):
+    """Where a fleet of processes shares fetched documents (``storage.redis.share_metadata``).
+
+    Values are bytes the cache wrote; they are untrusted when read back (another process,
+    or whoever can write to the store, wrote them), so the cache validates them again as if
+    just fetched. Any method may raise; the cache then fetches for itself.
+    """
+
+    def get(self, key: str) -> bytes | None:
+        """The value stored under ``key`` (None when absent or expired)."""
+
+    def put(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds."""
+
+    def claim(self, key: str, ttl: float) -> str | None:
+        """Take the right to fetch ``key`` (for ``ttl`` s at most): a token, or None if taken."""
+
+    def release(self, key: str, token: str) -> None:
+        """Give back a claim taken by :meth:`claim`."""
+
+
+#: Longest wait for another process's fetch of the same document.
+SHARED_FETCH_WAIT: Final = 10.0
+# --- end issue 15 ---
 
 
 # --------------------------------------------------------------------------- URL policy
@@ -280,6 +311,8 @@ class MetadataCache:
         rfc8414_fallback: Try ``/.well-known/oauth-authorization-server`` when the
             OIDC discovery URL answers 404.
         clock: Monotonic clock (injectable for tests).
+        shared: Documents shared with other processes (e.g. a fleet's Redis): read there
+            before fetching, written there after, re-validated whenever read back.
     """
 
     def __init__(
@@ -294,8 +327,10 @@ class MetadataCache:
         rfc8414_fallback: bool = True,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedMetadata | None = None,
     ) -> None:
         self.default_ttl = default_ttl
+        self.shared = shared  # issue 15: documents shared with other processes
         self.jwks_refetch_cooldown = jwks_refetch_cooldown
         self.min_ttl = min_ttl
         self.max_ttl = max_ttl
@@ -349,7 +384,12 @@ class MetadataCache:
         def fetch() -> tuple[Discovered, float]:
             return self._fetch_discovery(client, issuer, ttl, retry or self.retry, tracer)
 
-        return self._cached(self._discovery, "d:" + issuer, fetch, force)
+        def revalidate(data: bytes) -> Discovered:
+            return _shared_discovered(data, issuer)
+
+        return self._cached(
+            self._discovery, "d:" + issuer, fetch, force, (_dump_discovered, revalidate)
+        )
 
     # issue 13 (item 6): endpoints a server lists only in its RFC 8414 metadata
     def oauth_metadata(
@@ -420,7 +460,7 @@ class MetadataCache:
         def fetch() -> tuple[KeySet, float]:
             return self._fetch_jwks(client, jwks_uri, retry or self.retry, tracer)
 
-        return self._cached(self._jwks, "j:" + jwks_uri, fetch, force)
+        return self._cached(self._jwks, "j:" + jwks_uri, fetch, force, (_dump_jwks, _load_jwks))
 
     def key_candidates(
         self,
@@ -464,6 +504,7 @@ class MetadataCache:
         key: str,
         fetch: Callable[[], tuple[T, float]],
         force: bool,
+        codec: tuple[Callable[[T], bytes], Callable[[bytes], T]] | None = None,
     ) -> T:
         if not force:
             with self._lock:
@@ -478,10 +519,83 @@ class MetadataCache:
                     hit = lru.fresh(key, started)
                 if hit is not None:
                     return hit
-            value, ttl = fetch()
+            if self.shared is not None and codec is not None:
+                value, ttl = self._shared_fetch(key, fetch, force, codec)
+            else:
+                value, ttl = fetch()
             with self._lock:
                 lru.put(key, value, self._clock() + ttl)
         return value
+
+    # --- issue 15: the shared layer ---------------------------------------------------
+
+    def _shared_read(self, key: str, decode: Callable[[bytes], T]) -> tuple[T, float] | None:
+        """A document another process stored, re-validated; None when absent or refused."""
+        if self.shared is None:
+            return None
+        try:
+            data = self.shared.get(key)
+        except Exception as exc:  # the shared store is an optimisation: fetch on failure
+            _log.warning("Shared metadata cache unavailable (%s); fetching", exc)
+            return None
+        if data is None:
+            return None
+        try:
+            envelope = json.loads(data)
+            left = float(envelope["expires_at"]) - time.time()
+            value = decode(envelope["value"].encode("utf-8"))
+        except (DiscoveryError, JOSEError, ValueError, TypeError, KeyError) as exc:
+            _log.warning("Refusing a shared metadata entry (%s): fetching it again", exc)
+            return None
+        return (value, left) if left > 0 else None
+
+    def _shared_fetch(
+        self,
+        key: str,
+        fetch: Callable[[], tuple[T, float]],
+        force: bool,
+        codec: tuple[Callable[[T], bytes], Callable[[bytes], T]],
+    ) -> tuple[T, float]:
+        """Read the shared copy, else fetch once for the whole fleet and share the result."""
+        shared = self.shared
+        if shared is None:
+            return fetch()
+        encode, decode = codec
+        found = None if force else self._shared_read(key, decode)
+        if found is not None:
+            return found
+        deadline = time.monotonic() + SHARED_FETCH_WAIT
+        claim: str | None = None
+        while True:
+            try:
+                claim = shared.claim(key, SHARED_FETCH_WAIT)
+            except Exception as exc:
+                _log.warning("Shared metadata cache unavailable (%s); fetching", exc)
+                break
+            if claim is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)  # another process is fetching it: wait for its copy
+            found = self._shared_read(key, decode)
+            if found is not None:
+                return found
+        try:
+            if claim is not None and not force:
+                found = self._shared_read(key, decode)  # shared while the claim was awaited
+                if found is not None:
+                    return found
+            value, ttl = fetch()
+            envelope = {"expires_at": time.time() + ttl, "value": encode(value).decode("utf-8")}
+            try:
+                shared.put(key, json.dumps(envelope).encode("utf-8"), ttl)
+            except Exception as exc:
+                _log.warning("Could not share a metadata document (%s)", exc)
+            return value, ttl
+        finally:
+            if claim is not None:
+                try:
+                    shared.release(key, claim)
+                except Exception as exc:
+                    _log.debug("releasing a shared metadata claim: %s", exc)
 
     def _stripe(self, key: str) -> threading.Lock:
         return self._stripes[zlib.crc32(key.encode()) % _LOCK_STRIPES]
@@ -612,24 +726,70 @@ def _validated_document(data: Any, issuer: str, url: str) -> dict[str, Any]:
     return data
 
 
+# --- issue 15: what a shared entry holds, and its re-validation when read back ------------
+
+
+def _dump_discovered(found: Discovered) -> bytes:
+    return json.dumps({"url": found.url, "document": found.document}).encode("utf-8")
+
+
+def _shared_discovered(data: bytes, issuer: str) -> Discovered:
+    """A discovery document read back from the shared store, checked as if just fetched."""
+    entry = json.loads(data)
+    url = entry.get("url") if isinstance(entry, dict) else None
+    if url not in (discovery_url(issuer), oauth_metadata_url(issuer)):
+        raise DiscoveryError("a shared discovery entry names another URL", reason="shared")
+    require_https_or_loopback(url, what="discovery URL")
+    document = _validated_document(entry.get("document"), issuer, url)
+    return Discovered.of(issuer, url, document)
+
+
+def _dump_jwks(keys: KeySet) -> bytes:
+    return keys._public_text.encode("utf-8")
+
+
+def _load_jwks(data: bytes) -> KeySet:
+    return KeySet.from_jwks(json.loads(data))
+
+
+# --- end issue 15 ---
+
+
 #: The process-wide caches, one per TLS trust setting (verify, CA bundle).
 _SHARED: dict[tuple[bool, str | None], MetadataCache] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_cache(*, ssl_verify: bool = True, ssl_ca_bundle: str | None = None) -> MetadataCache:
+def shared_cache(
+    *,
+    ssl_verify: bool = True,
+    ssl_ca_bundle: str | None = None,
+    shared: SharedMetadata | None = None,
+    shared_id: str = "",
+) -> MetadataCache:
     """The process-wide cache of clients with these TLS settings (created on first use).
 
     The TLS settings are part of the key: a document fetched without certificate
     verification, or trusting another CA bundle, is never served to a client that
-    verifies differently.
+    verifies differently. ``shared`` (with ``shared_id`` naming it) is a store the cache
+    also shares documents through (one cache per store and TLS setting; issue 15).
     """
     key = (True, ssl_ca_bundle) if ssl_verify else (False, None)
+    if shared is not None:
+        with _SHARED_LOCK:
+            found = _FLEET.get((*key, shared_id))
+            if found is None:
+                found = _FLEET[(*key, shared_id)] = MetadataCache(shared=shared)
+            return found
     with _SHARED_LOCK:
         cache = _SHARED.get(key)
         if cache is None:
             cache = _SHARED[key] = MetadataCache()
         return cache
+
+
+#: issue 15: the process-wide caches that share through a store, by TLS setting and store.
+_FLEET: dict[tuple[bool, str | None, str], MetadataCache] = {}
 
 
 # --------------------------------------------------------------------------- verification

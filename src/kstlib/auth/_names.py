@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["ALLOWED_ALGORITHMS", "ENDPOINT_ALIASES", "ENDPOINT_FIELDS", "METADATA_ENDPOINTS"]
+__all__ = [
+    "ALLOWED_ALGORITHMS",
+    "DPOP_ALGORITHMS",
+    "ENDPOINT_ALIASES",
+    "ENDPOINT_FIELDS",
+    "METADATA_ENDPOINTS",
+]
 
 #: Signature algorithms verified by default (asymmetric only: ``none`` and ``HS*`` are never
 #: accepted for a token signed by an identity provider).
@@ -35,3 +41,6 @@ ENDPOINT_FIELDS: Final[tuple[str, ...]] = tuple(METADATA_ENDPOINTS.values())
 ENDPOINT_ALIASES: Final[Mapping[str, str]] = {
     name: field for name, field in METADATA_ENDPOINTS.items() if name != field
 }
+
+#: Algorithms of a DPoP key (``dpop_alg``, RFC 9449); the first is the default.
+DPOP_ALGORITHMS: Final[tuple[str, ...]] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")

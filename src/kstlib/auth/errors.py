@@ -19,6 +19,9 @@ __all__ = [
     "AuthorizationError",
     "CallbackServerError",
     "ConfigurationError",
+    "DPoPBindingError",
+    "DPoPError",
+    "DPoPNonceError",
     "DeviceAuthorizationDeniedError",
     "DeviceAuthorizationError",
     "DeviceCodeExpiredError",
@@ -237,3 +240,37 @@ class TokenStorageError(TokenError):
         super().__init__(message, details=details)
         self.path = path
         self.provider = provider
+
+
+# -- DPoP (RFC 9449) ---------------------------------------------------------------------
+
+
+class DPoPError(TokenExchangeError, TokenRefreshError):
+    """A DPoP failure: at a token request (code exchange, refresh, any grant) or at a
+    resource server. Nothing was stored; ``retryable`` is False (the same request gets
+    the same answer). A refresh failure too, so the token pipeline records it as one.
+    ``origin`` is the server's ``scheme://host[:port]`` when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        origin: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.origin = origin
+
+
+class DPoPNonceError(DPoPError):
+    """The server's ``DPoP-Nonce`` cannot be used: missing or malformed with a
+    ``use_dpop_nonce`` answer (``reason`` "missing nonce" / "malformed nonce"), or asked
+    for twice in a row for one request (``reason`` "nonce loop")."""
+
+
+class DPoPBindingError(DPoPError):
+    """DPoP was asked (``dpop: true``) but the server did not bind the token to the
+    client's key: ``token_type`` is not ``DPoP`` (``reason`` "not bound"), or a JWT access
+    token has no ``cnf.jkt`` / another key's (``reason`` "no cnf.jkt" / "jkt mismatch").
+    The token is refused, never stored nor sent as Bearer."""

@@ -7,10 +7,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kstlib._redaction import fingerprint, redact_mapping, redact_urls
 from kstlib.auth.errors import TokenValidationError
+
+if TYPE_CHECKING:
+    from kstlib.auth._dpop import DPoPKey
 
 __all__ = [
     "DEFAULT_REFRESH_SKEW",
@@ -204,6 +207,10 @@ class Token:
     id_token: str | None = None
     issued_at: datetime = field(default_factory=_utcnow)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: DPoP (RFC 9449): the key pair the access token is bound to (None: not bound). It is
+    #: stored with the token (``to_dict``'s ``dpop_key``, redacted by the one redaction
+    #: path) and never shown by ``repr`` (only its algorithm and thumbprint).
+    dpop_key: DPoPKey | None = None
 
     def __post_init__(self) -> None:
         if self.expires_at is not None:
@@ -340,7 +347,7 @@ class Token:
         token_type = (
             self.token_type.value if isinstance(self.token_type, TokenType) else self.token_type
         )
-        return {
+        data = {
             "access_token": self.access_token,
             "token_type": token_type,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
@@ -350,6 +357,9 @@ class Token:
             "issued_at": self.issued_at.isoformat(),
             "metadata": dict(self.metadata),
         }
+        if self.dpop_key is not None:
+            data["dpop_key"] = self.dpop_key.to_dict()  # the private key: storage only
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Token:
@@ -366,6 +376,16 @@ class Token:
         if not isinstance(metadata, dict):
             raise TokenValidationError("Stored token 'metadata' is not an object", claim="metadata")
         issued_at = _parse_datetime(data.get("issued_at"), "issued_at") or _utcnow()
+        dpop_key = None
+        if data.get("dpop_key") is not None:
+            from kstlib.auth._dpop import DPoPKey
+
+            try:
+                dpop_key = DPoPKey.from_dict(data["dpop_key"])
+            except (TypeError, ValueError):
+                raise TokenValidationError(
+                    "Stored token 'dpop_key' is not a usable DPoP key", claim="dpop_key"
+                ) from None
         return cls(
             access_token=access_token,
             token_type=token_type_raw,
@@ -375,6 +395,7 @@ class Token:
             id_token=_optional_str(data, "id_token"),
             issued_at=issued_at,
             metadata=dict(metadata),
+            dpop_key=dpop_key,
         )
 
     def __repr__(self) -> str:
@@ -385,7 +406,8 @@ class Token:
         return (
             f"Token(access_token={fingerprint(self.access_token)}, token_type={token_type!r}, "
             f"expires_at={expires!r}, refreshable={self.is_refreshable}, "
-            f"id_token={'present' if self.id_token else None}, scope={self.scope!r})"
+            f"id_token={'present' if self.id_token else None}, scope={self.scope!r}"
+            + (f", dpop_key={self.dpop_key!r})" if self.dpop_key is not None else ")")
         )
 
     __str__ = __repr__

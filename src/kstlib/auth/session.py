@@ -198,20 +198,27 @@ class ProviderAuth(httpx.Auth):
     def _flow(self, request: httpx.Request) -> Generator[_Instruction, Any, None]:
         self._check_destination(request)
         cached: _Cached = yield _NeedToken()
-        self._authorize(request, cached)
-        response: httpx.Response = yield request
-        if self.provider.wants_replay(request, response) and _replayable(request):
-            # e.g. a DPoP nonce challenge: the provider took the nonce, sign and send again once
-            self._authorize(request, cached)
-            response = yield request
+        response = yield from self._send(request, cached)
         if response.status_code != 401 or not self.retry_on_401 or not _replayable(request):
             return
         renewed: _Cached = yield _Rejected(cached.token)
         if renewed.token.access_token == cached.token.access_token:
             return  # the provider did not renew it (just obtained, or backing off): keep the 401
         _log.debug("401 from %s; replaying once with the renewed token", request.url.host)
-        self._authorize(request, renewed)
-        yield request
+        yield from self._send(request, renewed)
+
+    def _send(
+        self, request: httpx.Request, cached: _Cached
+    ) -> Generator[_Instruction, Any, httpx.Response]:
+        """Send ``request`` with ``cached``'s token; once more if the provider asks for it."""
+        self._authorize(request, cached)
+        response: httpx.Response = yield request
+        if self.provider.wants_replay(request, response) and _replayable(request):
+            # e.g. a DPoP nonce challenge: the provider took the nonce, sign and send again once
+            self._authorize(request, cached)
+            response = yield request
+            self.provider.wants_replay(request, response)  # keeps a new nonce; raises on a loop
+        return response
 
     def _authorize(self, request: httpx.Request, cached: _Cached) -> None:
         request.headers["Authorization"] = cached.header

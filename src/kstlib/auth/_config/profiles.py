@@ -9,6 +9,9 @@
   ``client_secret`` and any other ``token_endpoint_auth_method`` are refused;
 * signatures with PS256, ES256 or EdDSA only (``client_assertion_alg``, the request
   object, and the ID tokens accepted: ``id_token_signing_alg_values``);
+* sender-constrained tokens: DPoP (RFC 9449) is turned on, its key signing with one of
+  those algorithms (``dpop_alg``; mTLS-bound tokens, the other FAPI 2.0 choice, are not
+  supported);
 * an ``issuer`` (client assertions name it as their ``aud``; the ``iss`` authorization
   response parameter of RFC 9207 is required and compared with it).
 
@@ -65,10 +68,12 @@ def fapi2_problems(config: AuthProviderConfig) -> list[str]:
             "issuer is missing (client assertions name it and the authorization response's "
             "iss is checked against it)"
         )
-    # --- DPoP (issue 14 item 2, branch wt-dpop): once merged, add here, e.g.
-    # if not config.dpop:
-    #     problems.append("dpop must be true (FAPI 2.0 sender-constrains tokens with DPoP)")
-    # and set dpop in apply_profile below. ---
+    # Sender-constrained tokens: FAPI 2.0 allows DPoP or mTLS; kstlib does DPoP, which the
+    # profile turns on (apply_profile), with one of the profile's algorithms.
+    if config.dpop_alg not in FAPI2_ALGORITHMS:
+        problems.append(
+            f"dpop_alg must be one of {', '.join(FAPI2_ALGORITHMS)}, not {config.dpop_alg}"
+        )
     return problems
 
 
@@ -84,6 +89,7 @@ def apply_profile(config: AuthProviderConfig) -> None:
     if problems:
         raise _FieldError("profile", "fapi2 (FAPI 2.0) cannot be met: " + "; ".join(problems))
     _set(config, "par", True)
+    _set(config, "dpop", True)
     _set(config, "token_endpoint_auth_method", "private_key_jwt")
     if config.id_token_signing_alg_values is None:
         _set(config, "id_token_signing_alg_values", list(FAPI2_ALGORITHMS))

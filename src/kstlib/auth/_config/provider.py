@@ -109,6 +109,12 @@ class AuthProviderConfig:
     audience: str | None = None
     # (``resource`` - RFC 8707, one or a list - is the field above, sent with every grant)
     # -- end of grants for services --------------------------------------------------------
+    # -- DPoP (RFC 9449, issue 14 item 2) --
+    #: Sender-constrained tokens: a key pair per login, a proof on every request.
+    dpop: bool = False
+    #: Algorithm of the DPoP key: ES256 (default), ES384, EdDSA, PS256 or RS256.
+    dpop_alg: str = "ES256"
+    # -- end DPoP --
 
     def __post_init__(self) -> None:
         for name, value in _checked_provider_fields(self).items():
@@ -210,6 +216,9 @@ def _checked_provider_fields(cfg: AuthProviderConfig) -> dict[str, Any]:
         "request_object": _bool("request_object", cfg.request_object),
         "resource": _resources(cfg.resource),
         "profile": _profile(cfg.profile),
+        # -- DPoP (RFC 9449, issue 14 item 2) --
+        "dpop": _bool("dpop", cfg.dpop),
+        "dpop_alg": _dpop_alg(cfg.dpop_alg),
         **_checked_grant_fields(cfg, client_secret, client_key, method),
     }
 
@@ -244,3 +253,15 @@ def _checked_grant_fields(
         "subject_provider": subject,
         "audience": _optional_text("audience", cfg.audience),
     }
+
+
+def _dpop_alg(value: object) -> str:
+    from kstlib.auth._names import DPOP_ALGORITHMS
+
+    alg = _text("dpop_alg", value)
+    if alg not in DPOP_ALGORITHMS:
+        refused = "is never used" if alg.lower() == "none" else "is not supported"
+        raise _FieldError(
+            "dpop_alg", f"{alg!r} {refused} for DPoP; valid: {', '.join(DPOP_ALGORITHMS)}"
+        )
+    return alg

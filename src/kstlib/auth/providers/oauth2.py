@@ -22,6 +22,13 @@ from kstlib.auth._clientauth import (
     PrivateKeyJWT,
     select_client_authentication,
 )
+from kstlib.auth._dpop import (
+    DPoPKey,
+    NonceBook,
+    check_binding,
+    is_nonce_challenge,
+    nonce_loop_error,
+)
 from kstlib.auth._http import (
     HTTPFailure,
     HTTPTraceLogger,
@@ -56,7 +63,7 @@ from kstlib.auth.models import (
     TokenType,
 )
 from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AbstractAuthProvider
-from kstlib.auth.redaction import get_logger, redact_text
+from kstlib.auth.redaction import fingerprint, get_logger, redact_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,6 +128,8 @@ JWT_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:jwt"
 #: Issued token types accepted when none was requested (both are sent as bearer tokens).
 USABLE_ISSUED_TYPES: Final = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
 # -- end of grants for services --
+#: Marks a request already replayed for a DPoP nonce (a second challenge is a loop).
+_DPOP_REPLAYED = "kstlib_dpop_nonce_replayed"
 
 #: What a token-endpoint call is, for its error type and message.
 GrantKind = Literal["exchange", "refresh", "grant"]
@@ -138,6 +147,8 @@ class _PendingAuthorization:
     created: float
     #: issue 14: monotonic time after which the pushed request_uri is dead (None: no PAR).
     request_uri_deadline: float | None = None
+    #: DPoP: the key of this login (its thumbprint went out as ``dpop_jkt``).
+    dpop_key: DPoPKey | None = None
 
     def __repr__(self) -> str:
         return f"_PendingAuthorization(redirect_uri={self.redirect_uri!r})"
@@ -206,6 +217,8 @@ class OAuth2Provider(AbstractAuthProvider):
         self._subject_provider: AbstractAuthProvider | None = None
         self._built_subject: AbstractAuthProvider | None = None  # built here: closed here
         self._loaded_config: Mapping[str, Any] | None = None
+        #: DPoP: the last ``DPoP-Nonce`` of each origin (token endpoint, resource servers).
+        self._dpop_nonces = NonceBook()
 
     # -- construction ----------------------------------------------------------------------
 
@@ -402,10 +415,21 @@ class OAuth2Provider(AbstractAuthProvider):
         return issuer if issuer and wants_issuer else endpoint
 
     def _post_json(
-        self, endpoint: str, data: Mapping[str, str | list[str]], headers: dict[str, str]
+        self,
+        endpoint: str,
+        data: Mapping[str, str | list[str]],
+        headers: dict[str, str],
+        *,
+        prepare: Callable[[httpx.Request], None] | None = None,
     ) -> JSONResponse:
         return request_json(
-            self.http_client, "POST", endpoint, data=data, headers=headers, tracer=self.tracer
+            self.http_client,
+            "POST",
+            endpoint,
+            data=data,
+            headers=headers,
+            tracer=self.tracer,
+            prepare=prepare,
         )
 
     def _post_raw(
@@ -497,6 +521,7 @@ class OAuth2Provider(AbstractAuthProvider):
             nonce=self._new_nonce(),
             redirect_uri=redirect_uri,
             created=time.monotonic(),
+            dpop_key=self._new_dpop_key(),  # a new login, a new key (None without DPoP)
         )
         params = self._authorize_extra()
         params.update(
@@ -513,6 +538,8 @@ class OAuth2Provider(AbstractAuthProvider):
             params["code_challenge_method"] = "S256"
         if pending.nonce is not None:
             params["nonce"] = pending.nonce
+        if pending.dpop_key is not None:
+            params["dpop_jkt"] = pending.dpop_key.thumbprint  # RFC 9449 10: code bound to key
         front = self._request_parameters(params, pending)
         self._remember(pending)
         separator = "&" if urlsplit(endpoint).query else "?"
@@ -894,8 +921,9 @@ class OAuth2Provider(AbstractAuthProvider):
         verifier = code_verifier or (pending.code_verifier if pending else None)
         if verifier:
             data["code_verifier"] = verifier
-        raw = self._token_request(data, kind="exchange")
-        token = self._token_from_response(raw, kind="exchange")
+        dpop_key = pending.dpop_key if pending is not None else self._new_dpop_key()
+        raw = self._token_request(data, kind="exchange", dpop_key=dpop_key)
+        token = self._token_from_response(raw, kind="exchange", dpop_key=dpop_key)
         token = self._validate_new_token(token, nonce=pending.nonce if pending else None)
         self.save_token(token)
         _log.info("Logged in to '%s'", self.name)
@@ -1134,8 +1162,9 @@ class OAuth2Provider(AbstractAuthProvider):
             if name == "grant_type" or not isinstance(value, str):
                 raise ValueError(f"token_request parameter {name!r} must be a string")
             data[name] = value
-        raw = self._token_request(data, kind="grant")
-        token = self._token_from_response(raw, kind="grant")
+        dpop_key = self._new_dpop_key()
+        raw = self._token_request(data, kind="grant", dpop_key=dpop_key)
+        token = self._token_from_response(raw, kind="grant", dpop_key=dpop_key)
         return self._validate_granted(token)
 
     async def atoken_request(self, grant_type: str, **params: str) -> Token:
@@ -1147,20 +1176,41 @@ class OAuth2Provider(AbstractAuthProvider):
         """Check a token from :meth:`token_request` (OIDC verifies an ID token in it)."""
         return token
 
-    def _token_request(self, data: dict[str, str], *, kind: GrantKind) -> dict[str, Any]:
+    def _token_request(
+        self, data: dict[str, str], *, kind: GrantKind, dpop_key: DPoPKey | None = None
+    ) -> dict[str, Any]:
         """POST a grant to the token endpoint with client authentication; return its JSON.
 
         The configured ``resource`` indicators (RFC 8707) go with every grant whose
-        parameters name none.
+        parameters name none. With ``dpop_key``, every attempt carries a fresh DPoP proof;
+        a ``use_dpop_nonce`` answer is retried once with the server's nonce (and a new
+        client assertion, :meth:`_post_with_auth` building one per attempt).
         """
         endpoint = self._require_endpoint("token_endpoint")
         form: dict[str, str | list[str]] = dict(data)
         if self.config.resource and "resource" not in form:  # issue 14
             form["resource"] = list(self.config.resource)
-        try:
-            response = self._post_with_auth(endpoint, form, self._post_json, _json_refused)
-        except HTTPFailure as failure:
-            raise self._grant_error(kind, failure) from None
+        prepare = self._dpop_prepare(dpop_key)
+
+        def send(
+            url: str, body: Mapping[str, str | list[str]], headers: dict[str, str]
+        ) -> JSONResponse:
+            return self._post_json(url, body, headers, prepare=prepare)
+
+        for attempt in range(2):
+            try:
+                response = self._post_with_auth(endpoint, form, send, _json_refused)
+            except HTTPFailure as failure:
+                raise self._grant_error(kind, failure) from None
+            if dpop_key is None or not self._dpop_retry(
+                endpoint,
+                response,
+                challenged=not response.is_success
+                and oauth_error_fields(response.data)["error_code"] == "use_dpop_nonce",
+                retried=attempt > 0,
+                where="The token endpoint",
+            ):
+                break
         if not response.is_success:
             raise self._grant_error(kind, response)
         if not isinstance(response.data, dict):
@@ -1204,9 +1254,17 @@ class OAuth2Provider(AbstractAuthProvider):
     #: this provider does not make: such a token is refused, never stored nor sent as Bearer).
     usable_token_types: frozenset[TokenType] = frozenset({TokenType.BEARER})
 
-    def _token_from_response(self, raw: dict[str, Any], *, kind: GrantKind) -> Token:
+    def _token_from_response(
+        self, raw: dict[str, Any], *, kind: GrantKind, dpop_key: DPoPKey | None = None
+    ) -> Token:
         try:
             token = Token.from_response(raw)
+            if dpop_key is not None:  # DPoP asked: a bound token or nothing (never Bearer)
+                check_binding(
+                    str(token.token_type), token.access_token, dpop_key, provider=self.name
+                )
+                token.dpop_key = dpop_key
+                return token
             if token.token_type not in self.usable_token_types:
                 usable = ", ".join(sorted(t.value for t in self.usable_token_types))
                 raise TokenValidationError(
@@ -1298,10 +1356,13 @@ class OAuth2Provider(AbstractAuthProvider):
             raise
         except AuthError as exc:  # discovery or keys unreachable: keep the refresh token
             raise self._refresh_failure(exc, spent=False) from None
+        dpop_key = token.dpop_key or self._new_dpop_key()  # a refresh keeps the login's key
         raw = self._token_request(
-            {"grant_type": "refresh_token", "refresh_token": token.refresh_token}, kind="refresh"
+            {"grant_type": "refresh_token", "refresh_token": token.refresh_token},
+            kind="refresh",
+            dpop_key=dpop_key,
         )
-        new = self._token_from_response(raw, kind="refresh")
+        new = self._token_from_response(raw, kind="refresh", dpop_key=dpop_key)
         new.metadata.pop(REFRESH_REJECTED_KEY, None)  # a mark is ours, never the server's
         rotated = new.refresh_token is not None and new.refresh_token != token.refresh_token
         if new.refresh_token is None:
@@ -1440,21 +1501,103 @@ class OAuth2Provider(AbstractAuthProvider):
         token = self._token_for_call(token)
         endpoint = self._require_endpoint("userinfo_endpoint")
         scheme = str(getattr(token.token_type, "value", token.token_type)) or "Bearer"
-        try:
-            response = request_json(
-                self.http_client,
-                "GET",
+        for attempt in range(2):
+            try:
+                response = request_json(
+                    self.http_client,
+                    "GET",
+                    endpoint,
+                    headers={"Authorization": f"{scheme} {token.access_token}"},
+                    tracer=self.tracer,
+                    prepare=lambda sent: self.authorize_request(sent, token),
+                )
+            except HTTPFailure as failure:
+                raise AuthError(
+                    f"UserInfo request to '{self.name}' failed: {failure.reason}"
+                ) from None
+            if token.dpop_key is None or not self._dpop_retry(
                 endpoint,
-                headers={"Authorization": f"{scheme} {token.access_token}"},
-                tracer=self.tracer,
-                prepare=lambda sent: self.authorize_request(sent, token),
-            )
-        except HTTPFailure as failure:
-            raise AuthError(f"UserInfo request to '{self.name}' failed: {failure.reason}") from None
+                response,
+                challenged=is_nonce_challenge(
+                    response.status_code, response.headers.get_list("www-authenticate")
+                ),
+                retried=attempt > 0,
+                where="The UserInfo endpoint",
+            ):
+                break
         if not response.is_success or not isinstance(response.data, dict):
             reason, _, _ = _server_message(response)
             raise AuthError(f"UserInfo request to '{self.name}' failed: {reason}")
         return response.data
+
+    # -- DPoP (RFC 9449, issue 14 item 2) --------------------------------------------------
+
+    def _new_dpop_key(self) -> DPoPKey | None:
+        """A new DPoP key pair for a new login or grant (None when ``dpop`` is off)."""
+        return DPoPKey.generate(self.config.dpop_alg) if self.config.dpop else None
+
+    def _dpop_prepare(self, dpop_key: DPoPKey | None) -> Callable[[httpx.Request], None] | None:
+        """The ``prepare`` hook that adds a fresh proof to a token-endpoint request."""
+        if dpop_key is None:
+            return None
+        nonces = self._dpop_nonces
+
+        def add_proof(request: httpx.Request) -> None:
+            url = str(request.url)
+            request.headers["DPoP"] = dpop_key.proof(request.method, url, nonce=nonces.get(url))
+
+        return add_proof
+
+    def _dpop_retry(
+        self, url: str, response: JSONResponse, *, challenged: bool, retried: bool, where: str
+    ) -> bool:
+        """Keep the server's ``DPoP-Nonce``; True when a nonce challenge asks to send again.
+
+        Raises:
+            DPoPNonceError: the challenge has no usable nonce, or comes a second time.
+        """
+        nonce = response.headers.get("dpop-nonce")
+        if not challenged:
+            self._dpop_nonces.record(url, nonce)
+            return False
+        if retried:
+            raise nonce_loop_error(url, provider=self.name, where=where)
+        self._dpop_nonces.take_challenge(url, nonce, provider=self.name, where=where)
+        return True
+
+    def authorize_request(self, request: httpx.Request, token: Token) -> None:
+        """Add a DPoP proof (``htm``, ``htu``, ``ath``, the origin's nonce) for a bound token."""
+        key = token.dpop_key
+        if key is None:
+            return
+        url = str(request.url)
+        request.headers["DPoP"] = key.proof(
+            request.method, url, access_token=token.access_token, nonce=self._dpop_nonces.get(url)
+        )
+
+    def wants_replay(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Keep a resource server's ``DPoP-Nonce``; True (once) on a ``use_dpop_nonce``.
+
+        Raises:
+            DPoPNonceError: the challenge has no usable nonce, or the replay got one too.
+        """
+        nonce = response.headers.get("dpop-nonce")
+        if (nonce is None and response.status_code != 401) or "dpop" not in request.headers:
+            return False  # the common case, decided without parsing anything
+        url = str(request.url)
+        challenges = response.headers.get_list("www-authenticate")
+        if not is_nonce_challenge(response.status_code, challenges):
+            self._dpop_nonces.record(url, nonce)
+            return False
+        where = f"The resource server {request.url.host}"
+        # a loop: challenged again for the same request with the same token (a replay with a
+        # renewed token after a 401 is another attempt)
+        attempt = fingerprint(request.headers.get("authorization"))
+        if request.extensions.get(_DPOP_REPLAYED) == attempt:
+            raise nonce_loop_error(url, provider=self.name, where=where)
+        self._dpop_nonces.take_challenge(url, nonce, provider=self.name, where=where)
+        request.extensions[_DPOP_REPLAYED] = attempt
+        return True
 
     # -- preflight -------------------------------------------------------------------------
 

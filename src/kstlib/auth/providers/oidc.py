@@ -72,7 +72,8 @@ class OIDCProvider(OAuth2Provider):
             # settings of the client built from the config; an injected client (whose
             # settings are its own) gets a cache of its own.
             metadata_cache = (
-                shared_cache(ssl_verify=config.ssl_verify, ssl_ca_bundle=config.ssl_ca_bundle)
+                _fleet_cache(config, token_storage)
+                or shared_cache(ssl_verify=config.ssl_verify, ssl_ca_bundle=config.ssl_ca_bundle)
                 if http_client is None
                 else MetadataCache()
             )
@@ -335,3 +336,29 @@ class OIDCProvider(OAuth2Provider):
         return PreflightResult(
             "scopes", PreflightStatus.SUCCESS, "all requested scopes are supported"
         )
+
+
+# --- issue 15: a storage that shares discovery/JWKS documents (storage.redis.share_metadata)
+
+
+def _fleet_cache(
+    config: AuthProviderConfig, token_storage: AbstractTokenStorage
+) -> MetadataCache | None:
+    """The process-wide cache that shares through ``token_storage``, if it offers one."""
+    offer = getattr(token_storage, "metadata_store", None)
+    store = (
+        offer(ssl_verify=config.ssl_verify, ssl_ca_bundle=config.ssl_ca_bundle)
+        if callable(offer)
+        else None
+    )
+    if store is None:
+        return None
+    return shared_cache(
+        ssl_verify=config.ssl_verify,
+        ssl_ca_bundle=config.ssl_ca_bundle,
+        shared=store,
+        shared_id=store.identity,
+    )
+
+
+# --- end issue 15 ---

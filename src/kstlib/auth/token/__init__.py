@@ -1,4 +1,4 @@
-"""Token storage backends: memory, plain JSON files, SOPS-encrypted files, and the registry.
+"""Token storage backends: memory, files, SOPS files, Redis, the OS keyring, and the registry.
 
 Backends are found by name in a registry (:func:`find_token_storage`): the built-in
 ones, those added with :func:`register_token_storage`, and those of installed
@@ -36,8 +36,10 @@ from kstlib.auth.token.factory import (
     registered_token_storages,
 )
 from kstlib.auth.token.file import FileTokenStorage, default_token_directory
+from kstlib.auth.token.keyring_storage import KeyringTokenStorage
 from kstlib.auth.token.lock import DEFAULT_LOCK_TIMEOUT, StorageLock
 from kstlib.auth.token.memory import MemoryTokenStorage
+from kstlib.auth.token.redis_storage import RedisTokenStorage
 from kstlib.auth.token.sops import SOPSTokenStorage
 
 __all__ = [
@@ -45,7 +47,9 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AbstractTokenStorage",
     "FileTokenStorage",
+    "KeyringTokenStorage",
     "MemoryTokenStorage",
+    "RedisTokenStorage",
     "SOPSTokenStorage",
     "StorageBackend",
     "StorageFactory",

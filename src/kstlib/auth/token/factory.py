@@ -4,7 +4,7 @@ A backend is a name, a factory (usually the storage class) and the settings it d
 for ``auth.storage.<name>`` (:class:`~kstlib.auth.token.StorageSetting`). Three sources,
 in this order of precedence:
 
-1. the built-in backends: ``memory``, ``file``, ``sops``;
+1. the built-in backends: ``memory``, ``file``, ``sops``, ``redis``, ``keyring``;
 2. :func:`register_token_storage` (code running before the configuration is read);
 3. the ``kstlib.auth.storage`` entry point group of installed distributions, loaded
    lazily: only when a name is not found in 1-2, or when the backends are listed. An entry
@@ -26,7 +26,9 @@ from kstlib.auth.redaction import get_logger
 from kstlib.auth.token._settings import StorageSetting
 from kstlib.auth.token.base import AbstractTokenStorage
 from kstlib.auth.token.file import FileTokenStorage, default_token_directory
+from kstlib.auth.token.keyring_storage import KeyringTokenStorage
 from kstlib.auth.token.memory import MemoryTokenStorage
+from kstlib.auth.token.redis_storage import RedisTokenStorage
 from kstlib.auth.token.sops import SOPSTokenStorage
 
 __all__ = [
@@ -88,6 +90,14 @@ _BUILT_IN: dict[str, StorageBackend] = {
     "memory": StorageBackend("memory", _memory, (), "built-in"),
     "file": StorageBackend("file", FileTokenStorage, FileTokenStorage.storage_settings, "built-in"),
     "sops": StorageBackend("sops", _sops, SOPSTokenStorage.storage_settings, "built-in"),
+    # --- issue 15: fleet storages (their optional packages are imported when one is created)
+    "redis": StorageBackend(
+        "redis", RedisTokenStorage, RedisTokenStorage.storage_settings, "built-in"
+    ),
+    "keyring": StorageBackend(
+        "keyring", KeyringTokenStorage, KeyringTokenStorage.storage_settings, "built-in"
+    ),
+    # --- end issue 15 ---
 }
 _REGISTRY: dict[str, StorageBackend] = dict(_BUILT_IN)
 #: Entry points that could not be loaded: name -> why (reported when the name is used).
