@@ -85,7 +85,7 @@ SENSITIVE_HEADERS: frozenset[str] = frozenset(
 # A compact JWS/JWE (three or five base64url segments starting with a JSON header).
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}")
 # "Bearer xxx", "Basic xxx", "DPoP xxx" in free text or header dumps.
-_SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
 # key=value or "key": "value" pairs for sensitive keys, in free text.
 _KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
 # Keys secret by name, or by suffix (*_secret, *_token, *password), as in is_sensitive_key.
@@ -98,6 +98,45 @@ _KV_RE = re.compile(
     r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
     re.IGNORECASE,
 )
+
+
+#: Words of prose that follow a secret's name or an auth scheme in a message ("client_secret:
+#: cannot resolve ...", "Basic with the id", "DPoP or MAC"): after ``key:`` + space, or after a
+#: scheme, a value that is one of these (in lower case) is the sentence going on, not a
+#: secret. A ``key=value`` pair or a quoted value is always redacted.
+_PROSE = """
+    a an the and or nor but not no none nothing is are was were be been being has have had
+    do does did can cannot could must may might should will would shall of to in on at by
+    for from with without into onto over under as if then than so that this these those
+    it its their there here only also either neither each every all any some both which
+    what when where why how who whom whose
+    missing empty expected unexpected invalid unknown unusable unreadable unsupported
+    required malformed refused rejected revoked expired present absent set unset given
+    found ignored needed allowed forbidden wrong bad too see use run try
+    token tokens proof proofs scheme schemes header headers provider providers draft
+    auth authentication authorization credential credentials client server request
+    response value values key keys reference references variable variables file files
+"""
+_PROSE_WORDS: frozenset[str] = frozenset(_PROSE.split())
+#: A value that reads as a prose word: letters only, in lower case, then punctuation.
+_WORD_RE = re.compile(r"([a-z]+)[.,;:)]*")
+
+
+def _is_prose(value: str) -> bool:
+    match = _WORD_RE.fullmatch(value)
+    return match is not None and match.group(1) in _PROSE_WORDS
+
+
+def _redact_scheme(match: re.Match[str]) -> str:
+    return match.group(0) if _is_prose(match.group(2)) else f"{match.group(1)} {REDACTED}"
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    sep = match.group("sep")
+    spaced_colon = sep != "=" and sep.rstrip().endswith(":") and sep.endswith((" ", "\t"))
+    if spaced_colon and _is_prose(match.group("val")):  # "client_secret: cannot resolve ..."
+        return match.group(0)
+    return f"{match.group('key')}{sep}{REDACTED}"
 
 
 def is_sensitive_key(key: str, extra: Iterable[str] = ()) -> bool:
@@ -223,8 +262,8 @@ def redact_text(text: str, extra_keys: Iterable[str] = ()) -> str:
     if not text:
         return text
     out = _JWT_RE.sub(REDACTED, text)
-    out = _SCHEME_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", out)
-    out = _KV_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", out)
+    out = _SCHEME_RE.sub(_redact_scheme, out)
+    out = _KV_RE.sub(_redact_pair, out)
     for key in extra_keys:
         out = re.sub(
             r"(\b" + re.escape(key) + r")(=|[\"']?\s*:\s*[\"']?)([^&\s\"',;}]+)",

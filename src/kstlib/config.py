@@ -39,6 +39,7 @@ only when a file is actually read.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from kstlib._errors import ConfigurationError
+from kstlib._redaction import get_logger
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -232,6 +234,17 @@ def _explicit_file(path: str | os.PathLike[str] | None) -> Path | None:
     return explicit
 
 
+#: ``-v``: the files loaded; ``-vv``: also the packaged defaults and the places searched
+#: that hold no file.
+_log = get_logger("kstlib.config")
+
+
+def _how_loaded(file: Path, distrust: str | None) -> str:
+    if file == packaged_defaults_path():
+        return " (packaged defaults)"
+    return "" if distrust is None else f" (untrusted: {distrust}; it may only add providers)"
+
+
 def _candidate_files(explicit: Path | None) -> list[tuple[Path, bool]]:
     """Existing files to merge, lowest priority first, each file once, with a flag telling
     whether the file is the working directory's (searched, not chosen by the user)."""
@@ -242,6 +255,7 @@ def _candidate_files(explicit: Path | None) -> list[tuple[Path, bool]]:
     files: list[tuple[Path, bool]] = []
     for candidate in candidates:
         if not candidate.is_file():
+            _log.debug("No configuration file at %s", candidate)
             continue
         key = candidate.resolve()
         if key not in seen:
@@ -284,6 +298,8 @@ def load_config(*, path: str | os.PathLike[str] | None = None) -> LoadedConfig:
         source = ConfigSource.file(file, trusted=distrust is None)
         _merge_into(merged, data, (), source, origins)
         sources.append(source)
+        level = logging.DEBUG if file == packaged_defaults_path() else logging.INFO
+        _log.log(level, "Loaded configuration file %s%s", file, _how_loaded(file, distrust))
     return LoadedConfig(merged, tuple(sources), origins, tuple(ignored))
 
 

@@ -106,7 +106,10 @@ def test_not_logged_in_exits_1_without_traceback(config: Path) -> None:
 
 
 def test_verbose_shows_the_traceback(config: Path) -> None:
-    result = invoke("-v", "auth", "token", "alpha")
+    informed = invoke("-v", "auth", "token", "alpha")  # -v says what happens, no traceback
+    assert informed.exit_code == 1 and "Traceback" not in informed.stderr
+    assert "info: No token is stored for 'alpha'" in informed.stderr
+    result = invoke("-vv", "auth", "token", "alpha")
     assert result.exit_code == 1
     assert "Traceback" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: Not logged in")

@@ -293,7 +293,7 @@ def test_invalid_grant_marks_the_refresh_token_dead_and_keeps_the_access_token(
         with pytest.raises(TokenRefreshError) as err:
             candidate.acquire()
         assert err.value.retryable is False
-        assert "run `kstlib auth login test`" in str(err.value)
+        assert "run 'kstlib auth login test'" in str(err.value)
     with AuthSession(other) as session, pytest.raises(TokenRefreshError, match="auth login test"):
         session.get(idp.api_url("dead/expired"))
     assert refreshes(idp) == 1

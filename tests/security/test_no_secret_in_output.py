@@ -523,7 +523,7 @@ def test_cli_journey_with_vvv_leaks_no_secret(
         outputs.add(f"stdout of {name}", run.stdout)
         outputs.add(f"stderr of {name}", run.stderr)
         outputs.logs.append((f"stderr of {name}", run.stderr))
-    assert any("TRACE" in run.stderr for run in cli.runs)  # -vvv really traced
+    assert any("trace: " in run.stderr for run in cli.runs)  # -vvv really traced
     assert check_files(outputs, tmp_path, token_dir, since=started) >= 1  # the config file
     leaks = outputs.leaks(secrets)
     assert not leaks, "\n".join(leaks)

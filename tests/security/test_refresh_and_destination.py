@@ -139,7 +139,7 @@ def test_keys_rotated_and_unreachable_after_the_grant_is_an_honest_refresh_error
     assert err.value.retryable is False
     message = str(err.value)
     assert "could not be validated" in message and "HTTP 503" in message
-    assert "run `kstlib auth login hostile`" in message and "\n" not in message
+    assert "run 'kstlib auth login hostile'" in message and "\n" not in message
     assert hostile.count("token:refresh_token") == 1
     assert provider.token_storage.load(PROVIDER_NAME) == before
     provider.close()

@@ -298,7 +298,7 @@ def test_unknown_provider(
 def test_no_token_and_no_provider(app: typer.Typer) -> None:
     result = _run(app, [])
     assert result.exit_code == 2
-    assert "Error" in result.output
+    assert result.output.startswith("error: ")
 
 
 # --------------------------------------------------------------------------- untrusted text

@@ -151,3 +151,42 @@ def test_errors_never_carry_secrets() -> None:
     assert SECRET not in repr(err.details) and SECRET not in str(err) and SECRET not in repr(err)
     refresh = TokenRefreshError("refresh failed", retryable=True)
     assert refresh.retryable and refresh.reason == "refresh failed"
+
+
+# --- prose words after a secret's name or an auth scheme (#16 item 10) -------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # the unset env:// reference, as the secrets module words it without a dotted path
+        "client_secret: cannot resolve secret reference env://CORP_SECRET: "
+        "variable CORP_SECRET is not set",
+        "HTTP Basic with the form-urlencoded id and secret (RFC 6749 2.3.1).",
+        "Token response has an unsupported 'token_type' (expected Bearer, DPoP or MAC)",
+        "bearer tokens need TLS; a DPoP provider signs a proof",
+        "refresh_token: none, access token: expired.",
+        "password: missing (set auth.storage.redis.password)",
+    ],
+)
+def test_prose_after_a_secret_name_or_a_scheme_keeps_its_words(message: str) -> None:
+    assert redact_text(message) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"),
+        ("Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+        ("DPoP proofless", "proofless"),  # not a prose word: a value
+        ("password: hunter", "hunter"),
+        ("client_secret=cannot", "cannot"),  # key=value: always a value
+        ('{"client_secret": "cannot"}', "cannot"),  # quoted: always a value
+        ("client_secret: 'cannot'", "cannot"),
+        ("token: S3cr3t", "S3cr3t"),
+    ],
+)
+def test_a_value_that_is_not_a_prose_word_is_still_hidden(text: str, secret: str) -> None:
+    out = redact_text(text)
+    assert secret not in out.replace("[REDACTED]", "")
+    assert REDACTED in out

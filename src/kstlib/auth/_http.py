@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import logging
 import ssl
 import threading
 import time
@@ -386,6 +387,10 @@ def _transport_reason(exc: httpx.TransportError, url: str) -> str:
     return f"network error talking to {host} ({type(exc).__name__})"
 
 
+#: ``-v``: every call to an identity provider (method, URL redacted, status, size, time).
+_log = get_logger("kstlib.auth._http")
+
+
 def request_budget(client: httpx.Client) -> float:
     """Seconds one request to the IdP may take in total: the client's read timeout."""
     timeout = client.timeout
@@ -424,6 +429,7 @@ def request(
     sent_headers = {"Accept-Encoding": "identity", **(headers or {})}
     attempt = 0
     while True:
+        started = time.monotonic()
         try:
             response, body = _send_and_read(
                 client,
@@ -437,12 +443,14 @@ def request(
                 prepare=prepare,
             )
         except httpx.TransportError as exc:  # connect, timeout, or reset mid-response
+            _log.info("%s %s failed: %s", method, redact_url(url), _transport_reason(exc, url))
             if attempt < retry.max_retries:
                 sleep(retry.delay(attempt, None))
                 attempt += 1
                 continue
             raise HTTPFailure(_transport_reason(exc, url), retryable=True) from None
         except _DeadlinePassed:
+            _log.info("%s %s: no complete answer within %g s", method, redact_url(url), budget)
             if attempt < retry.max_retries:
                 sleep(retry.delay(attempt, None))
                 attempt += 1
@@ -455,6 +463,16 @@ def request(
         if tracer is not None:
             tracer.on_response(response, body)
         status = response.status_code
+        if _log.isEnabledFor(logging.INFO):
+            elapsed_ms = (time.monotonic() - started) * 1000
+            _log.info(
+                "%s %s -> HTTP %d (%d bytes, %.0f ms)",
+                method,
+                redact_url(url),
+                status,
+                len(body),
+                elapsed_ms,
+            )
         if (status >= 500 or status == 429) and attempt < retry.max_retries:
             retry_after = _retry_after_seconds(response.headers.get("retry-after"))
             if retry_after is None or retry_after <= retry.max_retry_after:

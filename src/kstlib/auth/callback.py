@@ -320,7 +320,7 @@ def _bind_addresses(host: str) -> list[tuple[str, socket.AddressFamily]]:
     if address is None or not address.is_loopback:
         raise CallbackServerError(
             f"The callback server only listens on a loopback address (127.0.0.1, ::1 or "
-            f"localhost), not {host!r} (RFC 8252 7.3); use `kstlib auth login --manual` "
+            f"localhost), not {host!r} (RFC 8252 7.3); use 'kstlib auth login --manual' "
             "for a redirect to another host",
             reason="non-loopback host",
         )

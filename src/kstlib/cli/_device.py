@@ -30,7 +30,7 @@ __all__ = ["DEVICE_HINT", "device_login", "headless_ssh", "qr_code", "suggest_de
 
 #: What ``login`` says when the browser login cannot work here.
 DEVICE_HINT: Final = (
-    "`kstlib auth login --device` logs in with a code typed on another device (phone, laptop)"
+    "'kstlib auth login --device' logs in with a code typed on another device (phone, laptop)"
 )
 #: Blank modules around the QR code (the standard asks for 4; 2 scans well on a terminal).
 _QR_BORDER: Final = 2

@@ -25,6 +25,16 @@ import typer
 
 from kstlib.auth.redaction import TRACE, RedactingFilter
 from kstlib.cli import auth as auth_commands
+from kstlib.cli._help import (
+    AUTH_EXAMPLES,
+    ROOT_EXAMPLES,
+    add_examples,
+    answer_completion,
+    completion_option,
+    epilog,
+    hide_flag_types,
+    with_completion_shell,
+)
 from kstlib.cli.auth import EXIT_AUTH, EXIT_USAGE
 from kstlib.cli.check import register as register_check
 from kstlib.cli.config_cmd import register as register_config
@@ -47,19 +57,22 @@ EXIT_OK: Final = 0
 
 #: Log level for each count of ``-v``.
 _LEVELS: Final = (logging.WARNING, logging.INFO, logging.DEBUG, TRACE)
-_LOG_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
+#: The variable through which the shell asks for completions (Typer/Click protocol).
+_COMPLETE_VAR: Final = "_KSTLIB_COMPLETE"
 
 app = typer.Typer(
     name="kstlib",
     help="kstlib: config-driven OAuth2 / OpenID Connect from the terminal.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=False,  # ours take an optional shell name: completion_option
     pretty_exceptions_enable=False,
+    epilog=epilog(ROOT_EXAMPLES),
 )
 auth_app = typer.Typer(
     help="Log in to identity providers and use their tokens.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    epilog=epilog(AUTH_EXAMPLES),
 )
 
 VerboseOption = Annotated[
@@ -69,6 +82,7 @@ VerboseOption = Annotated[
         "-v",
         count=True,
         help="More log output on stderr: -v info, -vv debug, -vvv HTTP traces (always redacted).",
+        show_default=False,
     ),
 ]
 
@@ -82,6 +96,25 @@ class CLIState:
 
 class _CLILogHandler(logging.StreamHandler[TextIO]):
     """The stderr handler installed by the command line (replaced on each invocation)."""
+
+
+class _CLIFormatter(logging.Formatter):
+    """``warning: ...``, ``info: ...``; under ``-vv`` also the logger (``debug: kstlib.x: ...``).
+
+    The one message style of the command line: a lower-case level, a colon, the message
+    (redacted by the handler's filter before it gets here).
+    """
+
+    def __init__(self, verbosity: int) -> None:
+        super().__init__()
+        self.verbosity = verbosity
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        level = record.levelname.lower()
+        if self.verbosity >= 2 and record.levelno < logging.WARNING:
+            return f"{level}: {record.name}: {text}"
+        return f"{level}: {text}"
 
 
 def reset_logging() -> None:
@@ -98,7 +131,7 @@ def configure_logging(verbosity: int) -> None:
     logger = logging.getLogger("kstlib")
     handler = _CLILogHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(_CLIFormatter(verbosity))
     logger.addHandler(handler)
     logger.setLevel(_LEVELS[max(0, min(verbosity, len(_LEVELS) - 1))])
 
@@ -134,11 +167,13 @@ ConfigOption = Annotated[
 
 
 @app.callback()
-def _root(
+def _root(  # noqa: PLR0917 - Typer passes every option by keyword
     ctx: typer.Context,
     verbose: VerboseOption = 0,
     version: VersionOption = False,
     config: ConfigOption = None,
+    install_completion: Annotated[str | None, completion_option(install=True)] = None,
+    show_completion: Annotated[str | None, completion_option(install=False)] = None,
 ) -> None:
     """kstlib: config-driven OAuth2 / OpenID Connect from the terminal."""
     ctx.obj = CLIState(verbosity=verbose)
@@ -159,6 +194,8 @@ def _auth(ctx: typer.Context, verbose: VerboseOption = 0) -> None:
 auth_commands.register(auth_app)
 register_check(auth_app)
 register_config(auth_app)
+add_examples(auth_app)
+hide_flag_types()
 app.add_typer(auth_app, name="auth")
 
 
@@ -177,14 +214,18 @@ def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
 def run(args: Sequence[str]) -> int:
     """Run the application on ``args``; return the exit status (usage errors on one line).
 
-    ``kstlib`` alone prints the help and exits 0.
+    ``kstlib`` alone prints the help and exits 0 (unless the shell is asking for
+    completions: they come in the environment, with no arguments).
     """
-    if not args:
+    if _COMPLETE_VAR in os.environ:
+        answer_completion()
+    elif not args:
         args = ["--help"]
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     config_before = os.environ.get(CONFIG_ENV_VAR)
     try:
-        result = app(args=list(args), prog_name="kstlib", standalone_mode=False)
+        argv = with_completion_shell(list(args))
+        result = app(args=argv, prog_name="kstlib", standalone_mode=False)
     except typer.Abort:
         error_line("aborted")
         return EXIT_AUTH

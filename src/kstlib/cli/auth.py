@@ -6,7 +6,7 @@ Every command resolves its provider the same way (the argument, else
 listing the configured names), reads the configuration files once, and maps
 errors onto exit codes: 1 for an authentication failure, 2 for a usage or
 configuration error, each reported as one ``error:`` line on stderr (with a
-traceback only under ``-v``). Only ``token`` ever prints a token.
+traceback only under ``-vv``). Only ``token`` ever prints a token.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -23,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, ParamSpec
 from urllib.parse import urlencode
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from kstlib.auth.errors import (
@@ -45,17 +45,25 @@ from kstlib.cli._fast import (
     git_request,
     id_token_usable,
 )
+from kstlib.cli._help import complete_provider
 from kstlib.cli.output import (
+    Column,
+    OutputFormat,
+    OutputOption,
+    chosen_output,
     echo_json,
+    echo_tsv,
     err_console,
     error_line,
-    facts_table,
     format_duration,
     format_when,
     mask_secrets,
     one_line,
     out_console,
+    print_facts,
+    print_table,
     status_text,
+    warning_line,
 )
 
 if TYPE_CHECKING:
@@ -75,12 +83,15 @@ EXIT_AUTH: Final = 1
 #: Exit status of a usage or configuration error.
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+#: Exit status when the reader of stdout went away (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE: Final = 141
 
 ProviderArg = Annotated[
     str | None,
     typer.Argument(
         help="Provider name (default: auth.default_provider, or the only configured one).",
         show_default=False,
+        autocompletion=complete_provider,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -100,12 +111,12 @@ class TokenFormat(StrEnum):
 
 
 def _verbose() -> bool:
-    """True under ``-v`` (the command line set the ``kstlib`` loggers below WARNING)."""
-    return logging.getLogger("kstlib").getEffectiveLevel() < logging.WARNING
+    """True under ``-vv`` (debug): an error then comes with its traceback (``-v`` only informs)."""
+    return logging.getLogger("kstlib").getEffectiveLevel() <= logging.DEBUG
 
 
 def _fail(exc: BaseException, code: int) -> NoReturn:
-    """Report ``exc`` on one line (traceback first under ``-v``) and exit with ``code``."""
+    """Report ``exc`` on one line (traceback first under ``-vv``) and exit with ``code``."""
     if _verbose():
         trace = "".join(traceback.format_exception(exc))
         print(redact_text(trace), file=sys.stderr, end="")
@@ -113,6 +124,17 @@ def _fail(exc: BaseException, code: int) -> NoReturn:
     message = f"unexpected {type(exc).__name__}: {exc}" if unexpected else str(exc)
     error_line(redact_text(message))
     raise typer.Exit(code)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    try:
+        target = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file descriptor (a test runner's buffer)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, target)
+    os.close(devnull)
 
 
 def _handled(command: Callable[_P, None]) -> Callable[_P, None]:
@@ -129,6 +151,9 @@ def _handled(command: Callable[_P, None]) -> Callable[_P, None]:
         except KeyboardInterrupt:
             error_line("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # `kstlib auth status | head -1`: the reader has had enough
+            _stdout_to_devnull()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:  # AuthError and anything unexpected: exit 1, one line
             _fail(exc, EXIT_AUTH)
 
@@ -472,7 +497,7 @@ def logout(
         try:
             token = prov.token_storage.load(name)
         except TokenStorageError as exc:
-            console.print(Text(f"warning: {exc}", style="yellow"))
+            warning_line(str(exc))
             token = None
         revoked, failure = _revoke(prov, token) if revoke else (None, None)
         removed = prov.token_storage.delete(name)
@@ -588,8 +613,8 @@ def _session_state(token: Token) -> dict[str, Any]:
 
 
 def _access_cell(entry: dict[str, Any]) -> Text:
-    if entry["error"]:
-        return Text(f"error: {entry['error']}", style="red")
+    if entry["error"]:  # the error itself is a warning line under the table
+        return Text("unreadable (see below)", style="red")
     if entry["token_type"] is None:
         return Text("not logged in", style="dim")
     if entry["expires_at"] is None:
@@ -613,34 +638,47 @@ def _refresh_cell(entry: dict[str, Any]) -> Text:
     return Text("present")
 
 
-def _status_table(entries: list[dict[str, Any]]) -> Table:
-    table = Table(title="Authentication status", title_justify="left")
-    for column in ("Provider", "Subject", "Scopes", "Access token", "Refresh token", "Storage"):
-        table.add_column(column, overflow="fold")
-    for entry in entries:
-        table.add_row(
+#: The columns of ``status``; on a narrow terminal Storage goes first, then Scopes...
+_STATUS_COLUMNS: Final = (
+    Column("Provider"),
+    Column("Subject", drop=2),
+    Column("Scopes", drop=4),
+    Column("Access token"),
+    Column("Refresh token", drop=3),
+    Column("Storage", drop=5),
+)
+
+
+def _status_rows(entries: list[dict[str, Any]]) -> list[list[Text]]:
+    return [
+        [
             Text(entry["provider"], style="bold"),
             Text(entry["user"] or entry["subject"] or "-"),
             Text(" ".join(entry["scopes"]) or "-"),
             _access_cell(entry),
             _refresh_cell(entry),
             Text(entry["storage"] or "-"),
-        )
-    return table
+        ]
+        for entry in entries
+    ]
 
 
 @_handled
-def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None:
+def status(
+    provider: ProviderArg = None, *, as_json: JsonOption = False, output: OutputOption = None
+) -> None:
     """Show who is logged in where, and when the tokens expire (all providers by default).
 
-    ``--json`` prints a JSON list with one object per provider: ``provider``,
-    ``authenticated``, ``subject``, ``scopes``, ``token_type``, ``expires_at``,
-    ``expires_in``, ``expiring_soon``, ``refreshable``, ``refresh_expires_at``,
-    ``storage``, ``error``, ``user`` (preferred_username, email or sub), ``logged_in``
-    (valid, or renewable without the user) and ``reason`` (why not). Exit 1 when a
-    token could not be read, or when the provider named is not logged in (with the
-    reason on stderr); without a provider, when none is logged in.
+    --output json (or --json) prints a JSON list with one object per provider:
+    provider, authenticated, subject, scopes, token_type, expires_at, expires_in,
+    expiring_soon, refreshable, refresh_expires_at, storage, error, user
+    (preferred_username, email or sub), logged_in (valid, or renewable without the
+    user) and reason (why not); --output tsv prints the same fields, in that order, one
+    provider a line. Exit 1 when a token could not be read (the reason is a warning line
+    on stderr), or when the provider named is not logged in (with the reason); without a
+    provider, when none is logged in.
     """
+    fmt = chosen_output(output, as_json)
     from kstlib.auth.config import get_auth_settings, list_configured_providers
 
     loaded = _load()
@@ -651,18 +689,23 @@ def status(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None
     )
     soon = get_auth_settings(config=loaded).status.expiring_soon_threshold
     entries = [_status_entry(name, loaded, soon) for name in names]
-    if as_json:
+    if fmt is OutputFormat.JSON:
         echo_json(entries)
+    elif fmt is OutputFormat.TSV:
+        echo_tsv(list(entry.values()) for entry in entries)
     elif not entries:
         err_console().print("No provider is configured (auth.providers).")
     else:
-        out_console().print(_status_table(entries))
+        print_table(_STATUS_COLUMNS, _status_rows(entries), title="Authentication status")
+    for entry in entries:
+        if entry["error"]:
+            warning_line(f"{entry['provider']}: {entry['error']}")
     if any(entry["error"] for entry in entries):
         raise typer.Exit(EXIT_AUTH)
     if entries and not any(entry["logged_in"] for entry in entries):
-        if not as_json:
+        if fmt is not OutputFormat.JSON:  # the JSON document carries the reasons
             for entry in entries:
-                err_console().print(Text(f"{entry['provider']}: {entry['reason']}"))
+                warning_line(f"{entry['provider']}: {entry['reason']}")
         raise typer.Exit(EXIT_AUTH)
 
 
@@ -848,16 +891,24 @@ def whoami(
     *,
     as_json: JsonOption = False,
     raw: Annotated[bool, typer.Option("--raw", help="Same as --json.")] = False,
+    output: OutputOption = None,
 ) -> None:
-    """Show the user's claims from the provider's UserInfo endpoint."""
+    """Show the user's claims from the provider's UserInfo endpoint.
+
+    --output tsv prints one claim a line: the name, a tab, the value (lists
+    space-separated, objects as compact JSON).
+    """
+    fmt = chosen_output(output, as_json or raw)
     loaded = _load()
     name = _resolve(provider, loaded)
     with _provider(name, loaded) as prov:
         info = prov.get_userinfo(prov.acquire().token)
-    if as_json or raw:
+    if fmt is OutputFormat.JSON:
         echo_json(info)
+    elif fmt is OutputFormat.TSV:
+        echo_tsv(sorted(info.items()))
     else:
-        out_console().print(facts_table(sorted(info.items()), title=f"{name}: UserInfo"))
+        print_facts(sorted(info.items()), title=f"{name}: UserInfo")
 
 
 # --------------------------------------------------------------------------- providers
@@ -880,23 +931,39 @@ def _provider_row(name: str, loaded: LoadedConfig, default: str | None) -> dict[
     return row
 
 
-def _providers_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Configured providers", title_justify="left")
-    for column in ("Provider", "Type", "Issuer", "Discovery", "Storage"):
-        table.add_column(column, overflow="fold")
+#: The columns of ``providers``; on a narrow terminal Storage goes first, then Discovery...
+_PROVIDER_COLUMNS: Final = (
+    Column("Provider"),
+    Column("Type", drop=1),
+    Column("Issuer"),
+    Column("Discovery", drop=2),
+    Column("Storage", drop=3),
+)
+#: The fields of ``providers --output tsv``, in order.
+_PROVIDER_FIELDS: Final = ("name", "default", "type", "issuer", "discovery", "storage", "error")
+
+
+def _providers_rows(rows: list[dict[str, Any]]) -> list[list[Text]]:
+    table: list[list[Text]] = []
     for row in rows:
         label = Text(row["name"] + (" (default)" if row["default"] else ""), style="bold")
-        if row["error"]:
-            table.add_row(label, Text(f"invalid: {row['error']}", style="red"), "", "", "")
+        if row["error"]:  # the error itself is an error line under the table
+            table.append([label, Text("invalid (see below)", style="red"), *[Text("")] * 3])
             continue
-        table.add_row(
-            label,
-            Text(str(row["type"])),
-            Text(str(row["issuer"] or "-")),
-            Text(str(row["discovery"])),
-            Text(str(row["storage"])),
+        table.append(
+            [
+                label,
+                Text(str(row["type"])),
+                Text(str(row["issuer"] or "-")),
+                Text(str(row["discovery"])),
+                Text(str(row["storage"])),
+            ]
         )
     return table
+
+
+def _provider_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in (*_PROVIDER_FIELDS, "settings")}
 
 
 @_handled
@@ -904,24 +971,40 @@ def providers(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show every setting (secrets masked).")
     ] = False,
+    *,
+    as_json: JsonOption = False,
+    output: OutputOption = None,
 ) -> None:
-    """List the configured providers (exit 2 when one of them is invalid)."""
+    """List the configured providers (exit 2 when one of them is invalid).
+
+    --output json prints a list of objects (name, default, type, issuer,
+    discovery, storage, error, settings with secrets masked); --output tsv the
+    same fields but settings, in that order, one provider a line.
+    """
+    fmt = chosen_output(output, as_json)
     from kstlib.auth.config import get_default_provider_name, list_configured_providers
 
     loaded = _load()
     names = list_configured_providers(config=loaded)
-    if not names:
+    if not names and fmt is OutputFormat.TABLE:
         err_console().print("No provider is configured (auth.providers).")
         return
     default = get_default_provider_name(config=loaded)
     rows = [_provider_row(name, loaded, default) for name in names]
-    console = out_console()
-    console.print(_providers_table(rows))
-    if verbose:
-        for row in rows:
-            if not row["error"]:
-                settings = {"type": row["type"], "storage": row["storage"], **row["settings"]}
-                console.print(facts_table(settings.items(), title=f"\n{row['name']}"))
+    if fmt is OutputFormat.JSON:
+        echo_json([_provider_json(row) for row in rows])
+    elif fmt is OutputFormat.TSV:
+        echo_tsv([row.get(key) for key in _PROVIDER_FIELDS] for row in rows)
+    else:
+        print_table(_PROVIDER_COLUMNS, _providers_rows(rows), title="Configured providers")
+        if verbose:
+            for row in rows:
+                if not row["error"]:
+                    settings = {"type": row["type"], "storage": row["storage"], **row["settings"]}
+                    print_facts(settings.items(), title=f"\n{row['name']}")
+    for row in rows:
+        if row["error"]:
+            error_line(f"provider {row['name']} is invalid: {row['error']}")
     if any(row["error"] for row in rows):
         raise typer.Exit(EXIT_USAGE)
 
@@ -929,20 +1012,24 @@ def providers(
 # --------------------------------------------------------------------------- preflight
 
 
-def _preflight_table(report: PreflightReport) -> Table:
-    table = Table(title=f"Preflight of {report.provider_name}", title_justify="left")
-    table.add_column("Step", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Message", overflow="fold")
-    table.add_column("Duration", justify="right", no_wrap=True)
-    for result in report.results:
-        table.add_row(
+_PREFLIGHT_COLUMNS: Final = (
+    Column("Step", no_wrap=True),
+    Column("Status", no_wrap=True),
+    Column("Message"),
+    Column("Duration", drop=1, no_wrap=True, justify="right"),
+)
+
+
+def _preflight_rows(report: PreflightReport) -> list[list[Text]]:
+    return [
+        [
             Text(result.step),
             status_text(result.status.value),
             Text(result.message),
             Text(f"{result.duration_ms:.0f} ms"),
-        )
-    return table
+        ]
+        for result in report.results
+    ]
 
 
 def _verdict(report: PreflightReport) -> Text:
@@ -959,18 +1046,26 @@ def _verdict(report: PreflightReport) -> Text:
 
 
 @_handled
-def preflight(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None:
-    """Check configuration, discovery, keys and endpoints (exit 1 when a step fails)."""
+def preflight(
+    provider: ProviderArg = None, *, as_json: JsonOption = False, output: OutputOption = None
+) -> None:
+    """Check configuration, discovery, keys and endpoints (exit 1 when a step fails).
+
+    --output tsv prints one step a line: step, status, message, duration in ms.
+    """
+    fmt = chosen_output(output, as_json)
     loaded = _load()
     name = _resolve(provider, loaded)
     with _provider(name, loaded) as prov:
         report = prov.preflight()
-    if as_json:
+    if fmt is OutputFormat.JSON:
         echo_json(report.to_dict())
+    elif fmt is OutputFormat.TSV:
+        echo_tsv((r.step, r.status.value, r.message, round(r.duration_ms)) for r in report.results)
     else:
-        console = out_console()
-        console.print(_preflight_table(report))
-        console.print(_verdict(report))
+        title = f"Preflight of {report.provider_name}"
+        print_table(_PREFLIGHT_COLUMNS, _preflight_rows(report), title=title)
+        out_console().print(_verdict(report))
     if not report.success:
         raise typer.Exit(EXIT_AUTH)
 
@@ -997,16 +1092,24 @@ def _introspection_rows(info: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 @_handled
-def introspect(provider: ProviderArg = None, *, as_json: JsonOption = False) -> None:
-    """Ask the identity provider about the stored access token (RFC 7662); exit 1 if inactive."""
+def introspect(
+    provider: ProviderArg = None, *, as_json: JsonOption = False, output: OutputOption = None
+) -> None:
+    """Ask the identity provider about the stored access token (RFC 7662); exit 1 if inactive.
+
+    --output tsv prints one field a line: the name, a tab, the value.
+    """
+    fmt = chosen_output(output, as_json)
     loaded = _load()
     name = _resolve(provider, loaded)
     with _provider(name, loaded) as prov:
         info = mask_secrets(redact_mapping(prov.introspect()))
-    if as_json:
+    if fmt is OutputFormat.JSON:
         echo_json(info)
+    elif fmt is OutputFormat.TSV:
+        echo_tsv(sorted(info.items()))
     else:
-        out_console().print(facts_table(_introspection_rows(info), title=f"{name}: introspection"))
+        print_facts(_introspection_rows(info), title=f"{name}: introspection")
     if info.get("active") is not True:
         err_console().print(
             Text(

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kstlib.auth.redaction import REDACTED, is_sensitive_key
+from kstlib.cli.output import error_line
 
 if TYPE_CHECKING:
     from kstlib.auth.check import TokenCheckReport
@@ -140,7 +141,7 @@ def check_command(
     try:
         target = _resolve_target(provider, token, access_token, expected_issuer, expected_audience)
     except _UsageError as exc:
-        Console(stderr=True, highlight=False).print(_text(f"Error: {exc}", style="red"))
+        error_line(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     if target.token_type == "access_token" and _is_opaque(target.token):
         _report_opaque(provider, as_json)
@@ -158,7 +159,7 @@ def check_command(
         report = checker.check(target.token, token_type=target.token_type)
     unpinned = target.expected_issuer is None
     if unpinned:  # on stderr: it must be seen, and must not break --json
-        Console(stderr=True, highlight=False).print(Text(_UNPINNED_WARNING, style="yellow"))
+        typer.echo(_UNPINNED_WARNING, err=True)  # one line, never wrapped
     if as_json:
         typer.echo(json.dumps(report_as_json(report), indent=2, sort_keys=True))
     else:
@@ -263,7 +264,7 @@ def _stored_token(provider: str, token_type: str) -> str:
     stored = auth_config.get_token_storage_for_provider(provider).load(provider)
     if stored is None:
         raise _UsageError(
-            f"no token stored for provider {provider!r}: run `kstlib auth login {provider}` "
+            f"no token stored for provider {provider!r}: run 'kstlib auth login {provider}' "
             "or pass --token"
         )
     value = stored.id_token if token_type == "id_token" else stored.access_token

@@ -12,12 +12,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from kstlib.auth.redaction import is_sensitive_key, redact_mapping, redact_urls
+from kstlib.cli._help import complete_provider
 from kstlib.cli.auth import _handled
-from kstlib.cli.output import echo_json, mask_secrets, out_console
+from kstlib.cli.output import (
+    Column,
+    OutputFormat,
+    OutputOption,
+    chosen_output,
+    echo_json,
+    echo_tsv,
+    mask_secrets,
+    print_table,
+)
 
 if TYPE_CHECKING:
     from kstlib.config import LoadedConfig
@@ -87,51 +96,64 @@ def config_report(loaded: LoadedConfig, provider: str | None = None) -> dict[str
     return {"files": _file_rows(loaded), "providers": providers}
 
 
-def _files_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Configuration files (lowest priority first)", title_justify="left")
-    table.add_column("File", overflow="fold")
-    table.add_column("Status", overflow="fold")
+def _print_files(rows: list[dict[str, Any]]) -> None:
     styles = {True: "green", False: "yellow", None: "dim"}
-    for row in rows:
-        table.add_row(Text(row["path"]), Text(row["status"], style=styles[row["trusted"]]))
-    return table
+    cells = [[Text(row["path"]), Text(row["status"], style=styles[row["trusted"]])] for row in rows]
+    title = "Configuration files (lowest priority first)"
+    print_table((Column("File"), Column("Status")), cells, title=title)
 
 
-def _provider_table(name: str, keys: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title=f"\nProvider {name}", title_justify="left")
-    table.add_column("Key", no_wrap=True)
-    table.add_column("Value", overflow="fold")
-    table.add_column("Set by", overflow="fold")
+def _print_provider(name: str, keys: dict[str, dict[str, Any]]) -> None:
+    cells = []
     for key, entry in keys.items():
         value = entry["value"]
         text = value if isinstance(value, str) else repr(value)
-        table.add_row(Text(key), Text(text), Text(entry["source"]))
-    return table
+        cells.append([Text(key), Text(text), Text(entry["source"])])
+    columns = (Column("Key", no_wrap=True), Column("Value"), Column("Set by"))
+    print_table(columns, cells, title=f"\nProvider {name}")
+
+
+def _tsv_records(report: dict[str, Any]) -> list[list[Any]]:
+    """``file PATH STATUS`` lines, then ``key PROVIDER KEY VALUE SOURCE`` lines."""
+    records: list[list[Any]] = [["file", row["path"], row["status"]] for row in report["files"]]
+    for name, keys in report["providers"].items():
+        for key, entry in keys.items():
+            records.append(["key", name, key, entry["value"], entry["source"]])
+    return records
 
 
 @_handled
 def config(
     provider: Annotated[
         str | None,
-        typer.Argument(help="Show only this provider.", show_default=False),
+        typer.Argument(
+            help="Show only this provider.", show_default=False, autocompletion=complete_provider
+        ),
     ] = None,
     *,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    output: OutputOption = None,
 ) -> None:
     """Show the configuration files loaded, in order, and which file set each provider key.
+
+    --output tsv prints "file", path, status lines, then "key", provider, key,
+    value, file lines (tab-separated).
 
     Example: kstlib auth config corporate
     """
     from kstlib.config import load_config
 
+    fmt = chosen_output(output, as_json)
     report = config_report(load_config(), provider)
-    if as_json:
+    if fmt is OutputFormat.JSON:
         echo_json(report)
         return
-    console = out_console()
-    console.print(_files_table(report["files"]))
+    if fmt is OutputFormat.TSV:
+        echo_tsv(_tsv_records(report))
+        return
+    _print_files(report["files"])
     for name, keys in report["providers"].items():
-        console.print(_provider_table(name, keys))
+        _print_provider(name, keys)
 
 
 def register(auth_app: typer.Typer) -> None:

@@ -53,7 +53,7 @@ def _where_to_configure(loaded: LoadedConfig) -> str:
     user_file = user_config_home() / "kstlib" / "kstlib.conf.yml"
     return (
         f"no configuration file was found: create {user_file} with an auth.providers "
-        "section (`kstlib auth config` shows the files searched)"
+        "section ('kstlib auth config' shows the files searched)"
     )
 
 

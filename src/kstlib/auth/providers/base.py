@@ -22,6 +22,7 @@ rejects (401) is renewed at most once per growing pause.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import types
@@ -135,6 +136,28 @@ def marked_refused(token: Token) -> bool:
     """Whether the stored ``token`` carries the mark of a refused refresh token."""
     label = token.metadata.get(REFRESH_REJECTED_KEY)
     return bool(token.refresh_token) and label == fingerprint(token.refresh_token)
+
+
+def _span(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``1 h 40 min``, ``3 days`` (absolute, rounded down): for the log."""
+    total = int(abs(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes = total // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _lifetime(token: Token) -> str:
+    """``expires in 12 min``, ``expired 3 min ago`` or ``expiry unknown``."""
+    left = token.expires_in
+    if left is None:
+        return "expiry unknown"
+    return f"expires in {_span(left)}" if left >= 0 else f"expired {_span(left)} ago"
 
 
 def _seconds_left(token: Token) -> float:
@@ -311,10 +334,10 @@ class AbstractAuthProvider(ABC):
         name = self.name
         if self.can_obtain():  # a service flow: there is no login
             return TokenExpiredError(
-                f"No token is stored for '{name}' yet; `kstlib auth token {name}` "
+                f"No token is stored for '{name}' yet; 'kstlib auth token {name}' "
                 "(or provider.get_token()) gets one"
             )
-        return TokenExpiredError(f"Not logged in to '{name}'; run `kstlib auth login {name}`")
+        return TokenExpiredError(f"Not logged in to '{name}'; run 'kstlib auth login {name}'")
 
     def _cannot_renew(self, token: Token) -> TokenError:
         """The error for a token that has expired (or must be renewed) and cannot be."""
@@ -322,14 +345,14 @@ class AbstractAuthProvider(ABC):
         if self.refresh_token_rejected(token):
             return TokenRefreshError(
                 f"The token of '{name}' has expired and its refresh token was refused by the "
-                f"server (invalid_grant); run `kstlib auth login {name}`",
+                f"server (invalid_grant); run 'kstlib auth login {name}'",
                 reason="refresh token refused",
                 retryable=False,
                 error_code="invalid_grant",
             )
         return TokenExpiredError(
             f"The token of '{name}' has expired and cannot be refreshed; "
-            f"run `kstlib auth login {name}`"
+            f"run 'kstlib auth login {name}'"
         )
 
     @staticmethod
@@ -343,23 +366,67 @@ class AbstractAuthProvider(ABC):
     def _plan(
         self, token: Token | None, skew: float, now: float, *, renew: bool = True
     ) -> AcquiredToken | None:
-        """Without a lock: the token to use as is, or None when it must be renewed."""
+        """Without a lock: the token to use as is, or None when it must be renewed.
+
+        Each decision is logged at INFO (``kstlib -v``), with its reason.
+        """
+        name = self.name
         if token is None:
             if renew and self.can_obtain():
+                _log.info("No token is stored for '%s': obtaining one", name)
                 return None
+            _log.info("No token is stored for '%s'", name)
             raise self._not_logged_in()
         due = token.refresh_due_in(skew)
         if due > 0:
+            if _log.isEnabledFor(logging.INFO):  # the hot path: no formatting unless shown
+                _log.info(
+                    "Token of '%s' is fresh (%s; refresh due in %s): not refreshing",
+                    name,
+                    _lifetime(token),
+                    _span(due),
+                )
             return AcquiredToken(token, now + due)
         if not renew or not self.can_renew(token):
+            why = "auto_refresh is off" if not renew else self._why_not_renewable(token)
             if token.is_expired:
+                _log.info("Token of '%s' %s and cannot be renewed: %s", name, _lifetime(token), why)
                 raise self._cannot_renew(token)
+            _log.info(
+                "Token of '%s' is due for refresh (%s) but cannot be renewed: %s; "
+                "using it until it expires",
+                name,
+                _lifetime(token),
+                why,
+            )
             return self._until_expiry(token, now)
         failure = self._last_failure
         if failure is not None and not token.is_expired and failure.pauses(token, now):
             end = min(failure.at + REFRESH_RETRY_PAUSE, now + _seconds_left(token))
+            _log.info(
+                "Token of '%s' is due for refresh, but the last attempt failed %s ago: "
+                "using it (%s) for %s more",
+                name,
+                _span(now - failure.at),
+                _lifetime(token),
+                _span(end - now),
+            )
             return AcquiredToken(token, end)
+        _log.info(
+            "Token of '%s' is due for refresh (%s, refresh skew %s): refreshing",
+            name,
+            _lifetime(token),
+            _span(token.effective_skew(skew)),
+        )
         return None
+
+    def _why_not_renewable(self, token: Token) -> str:
+        """Why :meth:`can_renew` says no, in words (for the log)."""
+        if self.refresh_token_rejected(token):
+            return "its refresh token was refused by the server (invalid_grant)"
+        if not token.refresh_token:
+            return "no refresh token"
+        return "this provider has no way to renew it"
 
     def _may_renew_rejected(self, token: Token, now: float) -> bool:
         """Whether a token a resource server rejected (401) may be renewed now."""
@@ -399,7 +466,12 @@ class AbstractAuthProvider(ABC):
             return None
         if seen is not None and current.access_token != seen.access_token:
             # someone else renewed (or logged in) while this caller waited for the lock
+            _log.info("Token of '%s' was renewed meanwhile by another caller: using it", self.name)
             return self._fresh(current, skew, now)
+        if force:
+            _log.info("Token of '%s': renewal asked for (%s)", self.name, _lifetime(current))
+        elif rejected:
+            _log.info("Token of '%s' was refused by a resource server (401)", self.name)
         if not force and not rejected:
             planned = self._plan(current, skew, now)
             if planned is not None:
@@ -409,13 +481,16 @@ class AbstractAuthProvider(ABC):
             # the renewal this caller queued behind has just failed: share its outcome
             raise _copy(failure.error)
         if not self.can_renew(current):
+            if force or rejected or current.is_expired:
+                why = self._why_not_renewable(current)
+                _log.info("Token of '%s' cannot be renewed: %s", self.name, why)
             if current.is_expired:
                 raise self._cannot_renew(current)
             if force:
                 raise self._no_renewal(current)
             return self._until_expiry(current, now)  # a 401 on it: the caller keeps the 401
         if rejected and not self._may_renew_rejected(current, now):
-            _log.debug("Not renewing the token of '%s' after a 401: backing off", self.name)
+            _log.info("Not renewing the token of '%s' after a 401: backing off", self.name)
             return self._fresh(current, skew, now)
         return None
 
@@ -426,7 +501,7 @@ class AbstractAuthProvider(ABC):
         else:
             why = "it has no refresh token"
         return TokenRefreshError(
-            f"The token of '{name}' cannot be refreshed: {why}; run `kstlib auth login {name}`",
+            f"The token of '{name}' cannot be refreshed: {why}; run 'kstlib auth login {name}'",
             reason="cannot renew",
             retryable=False,
         )
@@ -450,6 +525,7 @@ class AbstractAuthProvider(ABC):
             and recent.access_token != seen.access_token
             and not recent.is_stale(skew)
         ):
+            _log.info("Token of '%s' was just renewed in this process: using it", self.name)
             return self._fresh(recent, skew, time.monotonic())
         return None
 
@@ -463,7 +539,7 @@ class AbstractAuthProvider(ABC):
         if not self.can_renew(token):
             _log.warning(
                 "The refresh token of '%s' was refused (invalid_grant); using the current "
-                "token until it expires, then run `kstlib auth login %s`",
+                "token until it expires, then run 'kstlib auth login %s'",
                 self.name,
                 self.name,
             )
@@ -483,6 +559,7 @@ class AbstractAuthProvider(ABC):
         try:
             renewed = self._renew(token)
         except TokenRefreshError as error:
+            _log.info("Renewing the token of '%s' failed: %s", self.name, error)
             spent = token.refresh_token if token is not None else None
             if error.error_code == "invalid_grant" and token is not None and spent:
                 self._mark_refresh_rejected(token)
@@ -490,6 +567,7 @@ class AbstractAuthProvider(ABC):
             raise
         self._last_failure = None
         self._last_refreshed = (renewed, time.monotonic())
+        _log.info("Renewed the token of '%s' (new token %s)", self.name, _lifetime(renewed))
         return self._fresh(renewed, skew, time.monotonic())
 
     def _mark_refresh_rejected(self, token: Token) -> None:

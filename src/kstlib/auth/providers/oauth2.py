@@ -113,7 +113,7 @@ def no_user_error(name: str, flow: str, what: str) -> ConfigurationError:
     )
     return ConfigurationError(
         f"Provider '{name}' uses flow {flow}: it cannot {what} ({how}); "
-        f"`kstlib auth token {name}` (or provider.get_token()) gets its token",
+        f"'kstlib auth token {name}' (or provider.get_token()) gets its token",
         provider=name,
         key="flow",
     )
@@ -988,7 +988,7 @@ class OAuth2Provider(AbstractAuthProvider):
                 f"Provider '{self.name}' has no device_authorization_endpoint (RFC 8628), "
                 "neither configured nor in the server's metadata: set "
                 "'device_authorization_endpoint' in its configuration, or log in with the "
-                "browser (`kstlib auth login` without --device)",
+                "browser ('kstlib auth login' without --device)",
                 provider=self.name,
                 key="device_authorization_endpoint",
             )
@@ -1235,7 +1235,7 @@ class OAuth2Provider(AbstractAuthProvider):
             or code in _RETRYABLE_ERRORS
         ) and code not in _FATAL_ERRORS
         if kind == "refresh":
-            hint = f"; run `kstlib auth login {self.name}`" if code in _FATAL_ERRORS else ""
+            hint = f"; run 'kstlib auth login {self.name}'" if code in _FATAL_ERRORS else ""
             return TokenRefreshError(
                 f"Token refresh for '{self.name}' failed: {reason}{hint}",
                 reason=reason,
@@ -1313,7 +1313,7 @@ class OAuth2Provider(AbstractAuthProvider):
             current = token if token is not None else self.token_storage.load(self.name)
             if current is None:
                 raise TokenRefreshError(
-                    f"No token stored for '{self.name}'; run `kstlib auth login {self.name}`",
+                    f"No token stored for '{self.name}'; run 'kstlib auth login {self.name}'",
                     reason="no token",
                 )
             if self.refresh_token_rejected(current):
@@ -1336,7 +1336,7 @@ class OAuth2Provider(AbstractAuthProvider):
         )
         if spent:
             what = "the refreshed tokens could not be validated"
-            hint = f"; run `kstlib auth login {self.name}`" if rotated else ""
+            hint = f"; run 'kstlib auth login {self.name}'" if rotated else ""
             retryable = transient and not rotated
         else:
             what = "not sent (nothing was spent)"
@@ -1353,7 +1353,7 @@ class OAuth2Provider(AbstractAuthProvider):
         if not token.refresh_token:
             raise TokenRefreshError(
                 f"The token of '{self.name}' has no refresh token; "
-                f"run `kstlib auth login {self.name}`",
+                f"run 'kstlib auth login {self.name}'",
                 reason="no refresh token",
             )
         try:
@@ -1494,7 +1494,7 @@ class OAuth2Provider(AbstractAuthProvider):
     def _token_for_call(self, token: Token | None) -> Token:
         token = token if token is not None else self.get_token()
         if token is None:
-            raise TokenError(f"Not logged in to '{self.name}'; run `kstlib auth login {self.name}`")
+            raise TokenError(f"Not logged in to '{self.name}'; run 'kstlib auth login {self.name}'")
         return token
 
     def get_userinfo(self, token: Token | None = None) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def unusable_file_error(path: Path, provider_name: str, problem: str) -> TokenSt
     """The error for a token file that exists but cannot be used (never deleted for the user)."""
     return TokenStorageError(
         f"Token file {path} for provider '{provider_name}' is unusable: {problem}. "
-        f"Delete it, or run `kstlib auth login {shlex.quote(provider_name)}` to replace it.",
+        f"Delete it, or run 'kstlib auth login {shlex.quote(provider_name)}' to replace it.",
         path=str(path),
         provider=provider_name,
     )

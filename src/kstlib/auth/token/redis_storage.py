@@ -460,7 +460,7 @@ class RedisTokenStorage(AbstractTokenStorage):
         if self._sentinels and not service_name:
             raise ConfigurationError(
                 "auth.storage.redis.sentinels needs auth.storage.redis.service_name (the name "
-                "given to `sentinel monitor`).",
+                "given to 'sentinel monitor').",
                 key="auth.storage.redis.service_name",
             )
         if resolved is None and not self._sentinels:
@@ -805,8 +805,8 @@ class RedisTokenStorage(AbstractTokenStorage):
         key = self.key("token", provider_name)
         return TokenStorageError(
             f"The token of provider '{provider_name}' in Redis ({self.describe()}, key {key}) "
-            f"is unusable: {problem}. Delete the key (`redis-cli DEL {key}`) or run "
-            f"`kstlib auth login {provider_name}` to replace it.",
+            f"is unusable: {problem}. Delete the key ('redis-cli DEL {key}') or run "
+            f"'kstlib auth login {provider_name}' to replace it.",
             path=self.safe_url,
             provider=provider_name,
         )
