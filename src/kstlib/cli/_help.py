@@ -32,7 +32,15 @@ EXAMPLES: Final[dict[str, tuple[str, ...]]] = {
     ),
     "logout": ("kstlib auth logout corp",),
     "status": ("kstlib auth status", "kstlib auth status --output tsv | cut -f1,2"),
-    "token": ('curl -H "$(kstlib auth token corp --header)" https://api.example.com/',),
+    "token": (
+        'curl -H "$(kstlib auth token corp --header)" https://api.example.com/',
+        "kstlib auth token corp --format kubectl",
+    ),
+    "git-credential": (
+        "git config --global credential.https://git.example.com.helper "
+        "'!kstlib auth git-credential corp'",
+        "printf 'protocol=https\\nhost=git.example.com\\n' | kstlib auth git-credential corp get",
+    ),
     "whoami": ("kstlib auth whoami corp", "kstlib auth whoami corp --output json"),
     "providers": ("kstlib auth providers", "kstlib auth providers --output json"),
     "preflight": ("kstlib auth preflight corp",),
