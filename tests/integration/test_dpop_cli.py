@@ -70,7 +70,7 @@ def test_dpop_from_the_config_file_through_the_cli(cli: CLI, idp: IdP) -> None:
     assert cli.stored("bank") is None
 
     everything = "\n".join(outputs)
-    assert "TRACE" in everything
+    assert "trace: " in everything
     secrets = {
         private_d,
         third.dpop_key.to_dict()["jwk"]["d"],
