@@ -18,8 +18,8 @@ from typing import Any
 from bench.common import ROOT, Context, CountTable, Goal
 
 WORKERS = 20
-PLAIN = "process-local cache"
-SHARED = "share_metadata (Redis)"
+PLAIN = "kstlib, process-local cache"
+SHARED = "kstlib, share_metadata (Redis)"
 
 
 def _config(idp: Any) -> dict[str, Any]:

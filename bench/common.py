@@ -111,6 +111,15 @@ GOAL_PURPOSES: dict[str, str] = {
     "issue 7": "printing a cached token is fast enough to run at every shell prompt",
     "issue 8": "measured and reported, no target",
     "seams issue": "a reused TokenChecker costs little more than the signature check itself",
+    "issue 13": (
+        "a service's token comes from one request per expiry, however many tasks, threads "
+        "or processes ask at once"
+    ),
+    "issue 14": "a sender-constrained (DPoP) request costs little more than a Bearer one",
+    "issue 15": (
+        "a fleet of workers shares one token and one copy of the IdP's metadata, and Redis "
+        "storage adds nothing measurable to a request"
+    ),
     "issue 16": (
         "credential helpers (kubectl, git) answer with a cached token about as fast as a "
         "Python start-up allows, and a realistic import stays close to httpx's"
