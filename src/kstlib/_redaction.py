@@ -7,7 +7,7 @@ replaced by the constant :data:`REDACTED`, whatever its length, so not even
 the size of a secret leaks.
 
 The module is imported by nearly everything, so it imports only the standard
-library and compiles its patterns once.
+library and compiles its patterns once, at their first use.
 """
 
 from __future__ import annotations
@@ -82,10 +82,13 @@ SENSITIVE_HEADERS: frozenset[str] = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "dpop", "x-api-key"}
 )
 
+# The patterns are compiled at their first use (:func:`_pattern`), not at import: nearly
+# everything imports this module, including the command line's fast path, which redacts
+# nothing when all goes well.
 # A compact JWS/JWE (three or five base64url segments starting with a JSON header).
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}")
+_JWT_SOURCE = r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}"
 # "Bearer xxx", "Basic xxx", "DPoP xxx" in free text or header dumps.
-_SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
+_SCHEME_SOURCE = r"\b(Bearer|Basic|DPoP|MAC)\s+([A-Za-z0-9._~+/=-]+)"
 # key=value or "key": "value" pairs for sensitive keys, in free text.
 _KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
 # Keys secret by name, or by suffix (*_secret, *_token, *password), as in is_sensitive_key.
@@ -93,10 +96,9 @@ _SUFFIX_KEYS = r"[\w-]*(?:[_-]secret|[_-]token|password)"
 # A key inside a dotted path or a URL ("auth.providers.x.client_secret: cannot resolve ...",
 # "'env://CORP_SECRET': environment variable ...") names a field: what follows is prose, not
 # its value, so only a key standing on its own starts a pair.
-_KV_RE = re.compile(
+_KV_SOURCE = (
     r"(?P<key>(?<![\w./-])(?:" + _KEY_ALTERNATION + "|" + _SUFFIX_KEYS + r"))"
-    r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
-    re.IGNORECASE,
+    r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)"
 )
 
 
@@ -119,11 +121,32 @@ _PROSE = """
 """
 _PROSE_WORDS: frozenset[str] = frozenset(_PROSE.split())
 #: A value that reads as a prose word: letters only, in lower case, then punctuation.
-_WORD_RE = re.compile(r"([a-z]+)[.,;:)]*")
+_WORD_SOURCE = r"([a-z]+)[.,;:)]*"
+# An absolute URL inside free text (up to the first space, quote or bracket).
+_URL_IN_TEXT_SOURCE = r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+"
+
+#: name -> (source, flags) of every pattern of this module.
+_PATTERN_SOURCES: dict[str, tuple[str, int]] = {
+    "jwt": (_JWT_SOURCE, 0),
+    "scheme": (_SCHEME_SOURCE, re.IGNORECASE),
+    "kv": (_KV_SOURCE, re.IGNORECASE),
+    "word": (_WORD_SOURCE, 0),
+    "url": (_URL_IN_TEXT_SOURCE, 0),
+}
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    """The compiled pattern ``name`` of :data:`_PATTERN_SOURCES`, compiled once, when first used."""
+    pattern = _compiled.get(name)
+    if pattern is None:
+        source, flags = _PATTERN_SOURCES[name]
+        pattern = _compiled[name] = re.compile(source, flags)
+    return pattern
 
 
 def _is_prose(value: str) -> bool:
-    match = _WORD_RE.fullmatch(value)
+    match = _pattern("word").fullmatch(value)
     return match is not None and match.group(1) in _PROSE_WORDS
 
 
@@ -225,10 +248,6 @@ def redact_url(url: str, extra_keys: Iterable[str] = ()) -> str:
     )
 
 
-# An absolute URL inside free text (up to the first space, quote or bracket).
-_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
-
-
 def redact_urls(text: str, extra_keys: Iterable[str] = ()) -> str:
     """``text`` with every URL in it passed through :func:`redact_url` (the prose untouched).
 
@@ -238,7 +257,7 @@ def redact_urls(text: str, extra_keys: Iterable[str] = ()) -> str:
     if not text or "://" not in text:
         return text
     extra = tuple(extra_keys)
-    return _URL_IN_TEXT_RE.sub(lambda m: redact_url(m.group(0), extra), text)
+    return _pattern("url").sub(lambda m: redact_url(m.group(0), extra), text)
 
 
 def redact_body(body: str | bytes, content_type: str = "", extra_keys: Iterable[str] = ()) -> str:
@@ -261,9 +280,9 @@ def redact_text(text: str, extra_keys: Iterable[str] = ()) -> str:
     """Best-effort redaction of free text: JWTs, auth schemes and ``key=value`` secrets."""
     if not text:
         return text
-    out = _JWT_RE.sub(REDACTED, text)
-    out = _SCHEME_RE.sub(_redact_scheme, out)
-    out = _KV_RE.sub(_redact_pair, out)
+    out = _pattern("jwt").sub(REDACTED, text)
+    out = _pattern("scheme").sub(_redact_scheme, out)
+    out = _pattern("kv").sub(_redact_pair, out)
     for key in extra_keys:
         out = re.sub(
             r"(\b" + re.escape(key) + r")(=|[\"']?\s*:\s*[\"']?)([^&\s\"',;}]+)",
