@@ -12,13 +12,11 @@ library and compiles its patterns once, at their first use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "REDACTED",
@@ -180,6 +178,8 @@ def fingerprint(secret: str | bytes | None) -> str:
     """
     if not secret:
         return "none"
+    import hashlib  # imported when used: the token fast path redacts nothing
+
     data = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
     return "sha256:" + hashlib.sha256(data).hexdigest()[:8]
 
@@ -218,6 +218,8 @@ def redact_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> di
 def _redact_query(query: str, extra: tuple[str, ...]) -> str:
     if not query:
         return query
+    from urllib.parse import parse_qsl, urlencode
+
     pairs = parse_qsl(query, keep_blank_values=True)
     if not pairs:
         return redact_text(query, extra)
@@ -229,6 +231,8 @@ def _redact_query(query: str, extra: tuple[str, ...]) -> str:
 
 def redact_url(url: str, extra_keys: Iterable[str] = ()) -> str:
     """Redact secret query/fragment parameters (and userinfo) of a URL."""
+    from urllib.parse import urlsplit, urlunsplit  # imported when used, as hashlib
+
     extra = tuple(extra_keys)
     try:
         parts = urlsplit(url)

@@ -33,7 +33,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 
@@ -334,6 +333,8 @@ def _refuse_non_regular_target(path: Path, provider: str | None) -> None:
 
 def _create_locked_temp(path: Path) -> tuple[Path, int]:
     """Create and ``flock`` a fresh temp file next to ``path``; return its path and fd."""
+    import secrets  # imported when writing: reading a token (the fast path) needs none
+
     while True:
         temp_path = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(temp_path, _CREATE_FLAGS, FILE_MODE)
