@@ -13,10 +13,12 @@ library and compiles its patterns once, at their first use.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kstlib._redaction_logging import RedactingFilter, get_logger
 
 __all__ = [
     "REDACTED",
@@ -37,9 +39,8 @@ __all__ = [
 
 REDACTED = "[REDACTED]"
 
-#: Custom log level below DEBUG used for HTTP traces.
+#: Custom log level below DEBUG used for HTTP traces (named "TRACE" once logging is set up).
 TRACE = 5
-logging.addLevelName(TRACE, "TRACE")
 
 #: Keys whose values are secrets wherever they appear (query, form, JSON, config).
 SENSITIVE_KEYS: frozenset[str] = frozenset(
@@ -297,36 +298,12 @@ def redact_text(text: str, extra_keys: Iterable[str] = ()) -> str:
     return out
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the final message of every record it sees."""
+def __getattr__(name: str) -> Any:
+    """``RedactingFilter`` and ``get_logger`` live in :mod:`kstlib._redaction_logging`,
+    imported at first use: loading :mod:`logging` costs more than the rest of this module,
+    and the command line's fast path logs nothing."""
+    if name in ("RedactingFilter", "get_logger"):
+        from kstlib import _redaction_logging
 
-    def __init__(self, extra_keys: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.extra_keys = tuple(extra_keys)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_mapping(a, self.extra_keys) for a in record.args)
-        elif isinstance(record.args, Mapping):
-            record.args = redact_mapping(record.args, self.extra_keys)
-        message = record.getMessage()
-        record.msg = redact_text(message, self.extra_keys)
-        record.args = None
-        return True
-
-
-_ROOT = logging.getLogger("kstlib")
-if not any(isinstance(f, RedactingFilter) for f in _ROOT.filters):
-    _ROOT.addFilter(RedactingFilter())
-
-
-def get_logger(name: str) -> logging.Logger:
-    """A ``kstlib.*`` logger whose records are redacted.
-
-    Filters on a parent logger do not run for child records, so the filter is
-    attached to every logger handed out here.
-    """
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())
-    return logger
+        return getattr(_redaction_logging, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
