@@ -239,3 +239,17 @@ def test_not_written_when_the_working_directory_has_a_config(
     (work / "kstlib.conf.yml").unlink()
     assert _run("auth", "token")[0].stdout == FIRST + "\n"
     assert _snapshot_file().exists()  # the same search without a file in the cwd: recorded
+
+
+def test_a_decision_is_not_recorded_when_its_inputs_changed_during_the_load(
+    setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = [str(setup)]
+    entry = _snapshot.SnapshotEntry("corp", str(tmp_path / "tokens" / "corp.json"), 60.0)
+    before = _snapshot.current_key(sources)
+    monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path / "changed-meanwhile"))
+    assert not _snapshot.record(None, entry, sources, cwd_file=None, expected_key=before)
+    assert not _snapshot_file().exists()
+    unchanged = _snapshot.current_key(sources)
+    assert _snapshot.record(None, entry, sources, cwd_file=None, expected_key=unchanged)
+    assert _snapshot.lookup(None) == entry

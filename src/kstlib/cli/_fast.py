@@ -412,13 +412,31 @@ def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
     entry = _snapshot.lookup(provider)
     if entry is not None:
         return _fresh_from_snapshot(entry)
+    sources, cwd_file = _config_sources()
+    before = _snapshot.current_key(sources)  # a file changed during the load is never recorded
     resolved = _resolve(provider)
     if resolved is None:
         return None
     token, skew, name, token_path = resolved
     if token_path is not None:
-        _record(provider, _snapshot.SnapshotEntry(name, token_path, skew))
+        entry = _snapshot.SnapshotEntry(name, token_path, skew)
+        _pending_record.append((provider, entry, sources, cwd_file, before))
     return None if token.is_stale(skew) else (token, skew)
+
+
+def _config_sources() -> tuple[list[str], str | None]:
+    """Every file the configuration search considers (missing ones included), and the
+    working directory's file when the search includes it (see :func:`kstlib.config.load_config`)."""
+    from kstlib.config import CONFIG_ENV_VAR, config_search_path, packaged_defaults_path
+
+    explicit = os.environ.get(CONFIG_ENV_VAR, "")
+    if explicit:
+        from pathlib import Path
+
+        files = [packaged_defaults_path(), Path(explicit).expanduser().absolute()]
+        return [str(path) for path in files], None
+    files = config_search_path()
+    return [str(path) for path in files], str(files[-1])
 
 
 def _fresh_from_snapshot(entry: Any) -> tuple[Token, float] | None:
@@ -469,12 +487,9 @@ def _resolve(provider: str | None) -> tuple[Token, float, str, str | None] | Non
     return token, skew, name, token_path
 
 
-#: Set by :func:`_record`; written by :func:`_quietly_fresh` once the load raised no warning.
-_pending_record: list[tuple[str | None, Any]] = []
-
-
-def _record(provider: str | None, entry: Any) -> None:
-    _pending_record.append((provider, entry))
+#: The decision of a full load, recorded by :func:`_quietly_fresh` once it raised no warning:
+#: (provider argument, entry, sources, working directory's file, key taken before the load).
+_pending_record: list[tuple[str | None, Any, list[str], str | None, dict[str, Any]]] = []
 
 
 def _write_snapshot() -> None:
@@ -482,20 +497,10 @@ def _write_snapshot() -> None:
     if not _pending_record:
         return
     from kstlib.cli import _snapshot
-    from kstlib.config import CONFIG_ENV_VAR, config_search_path, packaged_defaults_path
 
     while _pending_record:
-        provider, entry = _pending_record.pop()
-        explicit = os.environ.get(CONFIG_ENV_VAR, "")
-        if explicit:
-            from pathlib import Path
-
-            sources = [packaged_defaults_path(), Path(explicit).expanduser().absolute()]
-            cwd_file = None
-        else:
-            sources = config_search_path()
-            cwd_file = str(sources[-1])
-        _snapshot.record(provider, entry, [str(path) for path in sources], cwd_file=cwd_file)
+        provider, entry, sources, cwd_file, before = _pending_record.pop()
+        _snapshot.record(provider, entry, sources, cwd_file=cwd_file, expected_key=before)
 
 
 def _quietly_fresh(provider: str | None) -> tuple[Token, float] | None:

@@ -115,6 +115,11 @@ def _code_paths() -> list[str]:
     return [os.path.join(package, *name.split("/")) for name in _CODE_FILES]
 
 
+def current_key(sources: Iterable[str]) -> dict[str, Any]:
+    """The key of the current process for these source files (see the module doc)."""
+    return _key(sources)
+
+
 def _key(sources: Iterable[str]) -> dict[str, Any]:
     """The key of the current process for these source files."""
     return {
@@ -219,12 +224,19 @@ def _racy(stamps: Iterable[list[int] | None]) -> bool:
 
 
 def record(
-    provider: str | None, entry: SnapshotEntry, sources: Iterable[str], *, cwd_file: str | None
+    provider: str | None,
+    entry: SnapshotEntry,
+    sources: Iterable[str],
+    *,
+    cwd_file: str | None,
+    expected_key: Mapping[str, Any] | None = None,
 ) -> bool:
     """Add ``entry`` for ``provider`` to the snapshot (written atomically, mode 0600).
 
     ``sources`` are every file the configuration search considered (missing ones
-    included), ``cwd_file`` the working directory's file when the search includes it.
+    included), ``cwd_file`` the working directory's file when the search includes it,
+    ``expected_key`` the :func:`current_key` taken before the load that decided ``entry``
+    (nothing is written when it differs now: a file changed while it was read).
     Returns False, writing nothing, when the rules of the module doc forbid it or any
     file operation fails (the snapshot is only an accelerator).
     """
@@ -234,6 +246,8 @@ def record(
     if any(path.endswith(_SOPS_SUFFIXES) for path in sources):
         return False  # decrypted by sops with keys the key does not cover
     key = _key(sources)
+    if expected_key is not None and key != expected_key:
+        return False
     if _racy(stamp for _, stamp in key["sources"]) or _racy(s for _, s in key["code"]):
         return False
     path = snapshot_path()
@@ -251,8 +265,11 @@ def record(
     entries[_entry_key(provider)] = entry._asdict()
     document = {"version": SNAPSHOT_VERSION, "key": key, "entries": entries}
     data = json.dumps(document, separators=(",", ":")).encode("utf-8")
-    if len(data) > MAX_SNAPSHOT_SIZE:
-        return False
+    if len(data) > MAX_SNAPSHOT_SIZE:  # too many entries: start again with this one
+        document["entries"] = {_entry_key(provider): entry._asdict()}
+        data = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        if len(data) > MAX_SNAPSHOT_SIZE:
+            return False
     temporary = os.path.join(directory, f".{SNAPSHOT_NAME}.{os.getpid()}.{time.time_ns()}.tmp")
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
