@@ -45,6 +45,12 @@ def _wait_past_racy_window() -> None:
     time.sleep(_snapshot.RACY_WINDOW_NS / 1e9 + 0.2)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's snapshot in its own cache directory, whatever the environment says."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A config (named by KSTLIB_CONFIG) with a fresh token, older than the racy window."""
