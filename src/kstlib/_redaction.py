@@ -7,18 +7,18 @@ replaced by the constant :data:`REDACTED`, whatever its length, so not even
 the size of a secret leaks.
 
 The module is imported by nearly everything, so it imports only the standard
-library and compiles its patterns once.
+library and compiles its patterns once, at their first use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kstlib._redaction_logging import RedactingFilter, get_logger
 
 __all__ = [
     "REDACTED",
@@ -39,9 +39,8 @@ __all__ = [
 
 REDACTED = "[REDACTED]"
 
-#: Custom log level below DEBUG used for HTTP traces.
+#: Custom log level below DEBUG used for HTTP traces (named "TRACE" once logging is set up).
 TRACE = 5
-logging.addLevelName(TRACE, "TRACE")
 
 #: Keys whose values are secrets wherever they appear (query, form, JSON, config).
 SENSITIVE_KEYS: frozenset[str] = frozenset(
@@ -82,10 +81,13 @@ SENSITIVE_HEADERS: frozenset[str] = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "dpop", "x-api-key"}
 )
 
+# The patterns are compiled at their first use (:func:`_pattern`), not at import: nearly
+# everything imports this module, including the command line's fast path, which redacts
+# nothing when all goes well.
 # A compact JWS/JWE (three or five base64url segments starting with a JSON header).
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}")
+_JWT_SOURCE = r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}"
 # "Bearer xxx", "Basic xxx", "DPoP xxx" in free text or header dumps.
-_SCHEME_RE = re.compile(r"\b(Bearer|Basic|DPoP|MAC)\s+([A-Za-z0-9._~+/=-]+)", re.IGNORECASE)
+_SCHEME_SOURCE = r"\b(Bearer|Basic|DPoP|MAC)\s+([A-Za-z0-9._~+/=-]+)"
 # key=value or "key": "value" pairs for sensitive keys, in free text.
 _KEY_ALTERNATION = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
 # Keys secret by name, or by suffix (*_secret, *_token, *password), as in is_sensitive_key.
@@ -93,10 +95,9 @@ _SUFFIX_KEYS = r"[\w-]*(?:[_-]secret|[_-]token|password)"
 # A key inside a dotted path or a URL ("auth.providers.x.client_secret: cannot resolve ...",
 # "'env://CORP_SECRET': environment variable ...") names a field: what follows is prose, not
 # its value, so only a key standing on its own starts a pair.
-_KV_RE = re.compile(
+_KV_SOURCE = (
     r"(?P<key>(?<![\w./-])(?:" + _KEY_ALTERNATION + "|" + _SUFFIX_KEYS + r"))"
-    r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)",
-    re.IGNORECASE,
+    r"(?P<sep>=|[\"']?\s*:\s*[\"']?)(?P<val>[^&\s\"',;}]+)"
 )
 
 
@@ -119,11 +120,32 @@ _PROSE = """
 """
 _PROSE_WORDS: frozenset[str] = frozenset(_PROSE.split())
 #: A value that reads as a prose word: letters only, in lower case, then punctuation.
-_WORD_RE = re.compile(r"([a-z]+)[.,;:)]*")
+_WORD_SOURCE = r"([a-z]+)[.,;:)]*"
+# An absolute URL inside free text (up to the first space, quote or bracket).
+_URL_IN_TEXT_SOURCE = r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+"
+
+#: name -> (source, flags) of every pattern of this module.
+_PATTERN_SOURCES: dict[str, tuple[str, int]] = {
+    "jwt": (_JWT_SOURCE, 0),
+    "scheme": (_SCHEME_SOURCE, re.IGNORECASE),
+    "kv": (_KV_SOURCE, re.IGNORECASE),
+    "word": (_WORD_SOURCE, 0),
+    "url": (_URL_IN_TEXT_SOURCE, 0),
+}
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    """The compiled pattern ``name`` of :data:`_PATTERN_SOURCES`, compiled once, when first used."""
+    pattern = _compiled.get(name)
+    if pattern is None:
+        source, flags = _PATTERN_SOURCES[name]
+        pattern = _compiled[name] = re.compile(source, flags)
+    return pattern
 
 
 def _is_prose(value: str) -> bool:
-    match = _WORD_RE.fullmatch(value)
+    match = _pattern("word").fullmatch(value)
     return match is not None and match.group(1) in _PROSE_WORDS
 
 
@@ -157,6 +179,8 @@ def fingerprint(secret: str | bytes | None) -> str:
     """
     if not secret:
         return "none"
+    import hashlib  # imported when used: the token fast path redacts nothing
+
     data = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret
     return "sha256:" + hashlib.sha256(data).hexdigest()[:8]
 
@@ -195,6 +219,8 @@ def redact_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> di
 def _redact_query(query: str, extra: tuple[str, ...]) -> str:
     if not query:
         return query
+    from urllib.parse import parse_qsl, urlencode
+
     pairs = parse_qsl(query, keep_blank_values=True)
     if not pairs:
         return redact_text(query, extra)
@@ -206,6 +232,8 @@ def _redact_query(query: str, extra: tuple[str, ...]) -> str:
 
 def redact_url(url: str, extra_keys: Iterable[str] = ()) -> str:
     """Redact secret query/fragment parameters (and userinfo) of a URL."""
+    from urllib.parse import urlsplit, urlunsplit  # imported when used, as hashlib
+
     extra = tuple(extra_keys)
     try:
         parts = urlsplit(url)
@@ -225,10 +253,6 @@ def redact_url(url: str, extra_keys: Iterable[str] = ()) -> str:
     )
 
 
-# An absolute URL inside free text (up to the first space, quote or bracket).
-_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
-
-
 def redact_urls(text: str, extra_keys: Iterable[str] = ()) -> str:
     """``text`` with every URL in it passed through :func:`redact_url` (the prose untouched).
 
@@ -238,7 +262,7 @@ def redact_urls(text: str, extra_keys: Iterable[str] = ()) -> str:
     if not text or "://" not in text:
         return text
     extra = tuple(extra_keys)
-    return _URL_IN_TEXT_RE.sub(lambda m: redact_url(m.group(0), extra), text)
+    return _pattern("url").sub(lambda m: redact_url(m.group(0), extra), text)
 
 
 def redact_body(body: str | bytes, content_type: str = "", extra_keys: Iterable[str] = ()) -> str:
@@ -261,9 +285,9 @@ def redact_text(text: str, extra_keys: Iterable[str] = ()) -> str:
     """Best-effort redaction of free text: JWTs, auth schemes and ``key=value`` secrets."""
     if not text:
         return text
-    out = _JWT_RE.sub(REDACTED, text)
-    out = _SCHEME_RE.sub(_redact_scheme, out)
-    out = _KV_RE.sub(_redact_pair, out)
+    out = _pattern("jwt").sub(REDACTED, text)
+    out = _pattern("scheme").sub(_redact_scheme, out)
+    out = _pattern("kv").sub(_redact_pair, out)
     for key in extra_keys:
         out = re.sub(
             r"(\b" + re.escape(key) + r")(=|[\"']?\s*:\s*[\"']?)([^&\s\"',;}]+)",
@@ -274,36 +298,12 @@ def redact_text(text: str, extra_keys: Iterable[str] = ()) -> str:
     return out
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the final message of every record it sees."""
+def __getattr__(name: str) -> Any:
+    """``RedactingFilter`` and ``get_logger`` live in :mod:`kstlib._redaction_logging`,
+    imported at first use: loading :mod:`logging` costs more than the rest of this module,
+    and the command line's fast path logs nothing."""
+    if name in ("RedactingFilter", "get_logger"):
+        from kstlib import _redaction_logging
 
-    def __init__(self, extra_keys: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.extra_keys = tuple(extra_keys)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_mapping(a, self.extra_keys) for a in record.args)
-        elif isinstance(record.args, Mapping):
-            record.args = redact_mapping(record.args, self.extra_keys)
-        message = record.getMessage()
-        record.msg = redact_text(message, self.extra_keys)
-        record.args = None
-        return True
-
-
-_ROOT = logging.getLogger("kstlib")
-if not any(isinstance(f, RedactingFilter) for f in _ROOT.filters):
-    _ROOT.addFilter(RedactingFilter())
-
-
-def get_logger(name: str) -> logging.Logger:
-    """A ``kstlib.*`` logger whose records are redacted.
-
-    Filters on a parent logger do not run for child records, so the filter is
-    attached to every logger handed out here.
-    """
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())
-    return logger
+        return getattr(_redaction_logging, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

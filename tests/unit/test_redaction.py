@@ -190,3 +190,22 @@ def test_a_value_that_is_not_a_prose_word_is_still_hidden(text: str, secret: str
     out = redact_text(text)
     assert secret not in out.replace("[REDACTED]", "")
     assert REDACTED in out
+
+
+def test_patterns_are_compiled_at_first_use_not_at_import() -> None:
+    """Importing the redaction module compiles no pattern (the token fast path imports it
+    and redacts nothing); the first redaction compiles them and still redacts."""
+    import subprocess
+    import sys
+
+    script = (
+        "import kstlib._redaction as r\n"
+        "assert not r._compiled, sorted(r._compiled)\n"
+        "out = r.redact_text('Authorization: Bearer abcdefghijklmnop client_secret=s3cr3t')\n"
+        "assert 'abcdefghijklmnop' not in out and 's3cr3t' not in out, out\n"
+        "assert {'scheme', 'kv'} <= set(r._compiled), sorted(r._compiled)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr

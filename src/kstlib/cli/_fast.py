@@ -403,7 +403,61 @@ def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
     Staleness is the providers' own decision (:meth:`Token.is_stale`, the skew clamped
     to half the token's lifetime) with the provider's ``refresh_skew`` checked by the
     configuration's own validator; an invalid value leaves the work to the full CLI.
+    The decision of the full loader (provider, token file, skew) is recorded in the
+    configuration snapshot (:mod:`kstlib.cli._snapshot`) when it may be, so that the next
+    call with the same configuration reads the token file without parsing the YAML again.
     """
+    from kstlib.cli import _snapshot
+
+    entry = _snapshot.lookup(provider)
+    if entry is not None:
+        return _fresh_from_snapshot(entry)
+    sources, cwd_file = _config_sources()
+    before = _snapshot.current_key(sources)  # a file changed during the load is never recorded
+    resolved = _resolve(provider)
+    if resolved is None:
+        return None
+    token, skew, name, token_path = resolved
+    if token_path is not None:
+        entry = _snapshot.SnapshotEntry(name, token_path, skew)
+        _pending_record.append((provider, entry, sources, cwd_file, before))
+    return None if token.is_stale(skew) else (token, skew)
+
+
+def _config_sources() -> tuple[list[str], str | None]:
+    """Every file the configuration search considers (missing ones included), and the
+    working directory's file when the search includes it (see :func:`kstlib.config.load_config`)."""
+    from kstlib.config import CONFIG_ENV_VAR, config_search_path, packaged_defaults_path
+
+    explicit = os.environ.get(CONFIG_ENV_VAR, "")
+    if explicit:
+        from pathlib import Path
+
+        files = [packaged_defaults_path(), Path(explicit).expanduser().absolute()]
+        return [str(path) for path in files], None
+    files = config_search_path()
+    return [str(path) for path in files], str(files[-1])
+
+
+def _fresh_from_snapshot(entry: Any) -> tuple[Token, float] | None:
+    """The token file named by a snapshot entry, read and validated exactly as
+    :meth:`FileTokenStorage.load <kstlib.auth.token.FileTokenStorage.load>` does."""
+    from pathlib import Path
+
+    from kstlib.auth.token._atomic import read_private_file
+    from kstlib.auth.token._document import parse_document
+
+    path = Path(entry.token_path)
+    data = read_private_file(path, provider=entry.name)
+    if data is None:
+        return None
+    token = parse_document(entry.name, data, path)
+    return None if token.is_stale(entry.skew) else (token, entry.skew)
+
+
+def _resolve(provider: str | None) -> tuple[Token, float, str, str | None] | None:
+    """The full loader: ``(token, skew, provider name, token file)``, the token file None
+    unless the storage is plain file storage; None when no token is stored."""
     from kstlib.auth._config.values import _number
     from kstlib.auth.config import (
         get_provider_config,
@@ -411,11 +465,13 @@ def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
         resolve_provider_name,
     )
     from kstlib.auth.models import DEFAULT_REFRESH_SKEW
+    from kstlib.auth.token.file import FileTokenStorage
     from kstlib.config import load_config
 
     loaded = load_config()
     name = resolve_provider_name(provider, config=loaded)
-    token = get_token_storage_for_provider(name, config=loaded).load(name)
+    storage = get_token_storage_for_provider(name, config=loaded)
+    token = storage.load(name)
     if token is None:
         return None
     configured = (get_provider_config(name, config=loaded) or {}).get("refresh_skew")
@@ -424,23 +480,52 @@ def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
         if configured is None
         else _number("refresh_skew", configured, 0, 86400)
     )
-    return None if token.is_stale(skew) else (token, skew)
+    token_path = None
+    if type(storage) is FileTokenStorage:
+        path = storage.token_path(name)
+        token_path = str(path) if path.is_absolute() else None
+    return token, skew, name, token_path
+
+
+#: The decision of a full load, recorded by :func:`_quietly_fresh` once it raised no warning:
+#: (provider argument, entry, sources, working directory's file, key taken before the load).
+_pending_record: list[tuple[str | None, Any, list[str], str | None, dict[str, Any]]] = []
+
+
+def _write_snapshot() -> None:
+    """Record the pending decision (the full loader ran without error or warning)."""
+    if not _pending_record:
+        return
+    from kstlib.cli import _snapshot
+
+    while _pending_record:
+        provider, entry, sources, cwd_file, before = _pending_record.pop()
+        _snapshot.record(provider, entry, sources, cwd_file=cwd_file, expected_key=before)
 
 
 def _quietly_fresh(provider: str | None) -> tuple[Token, float] | None:
     """:func:`_fresh_token`, None on any failure or warning (the full CLI reports those)."""
     import warnings
 
+    _pending_record.clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fresh = _fresh_token(provider)
     except Exception:  # every failure is reported by the full command line
+        _pending_record.clear()
         return None
     # a ResourceWarning is the garbage collector's news about some other object of the
     # process (an unclosed socket), not a message about this command or its configuration
     caught = [w for w in caught if not issubclass(w.category, ResourceWarning)]
-    return None if caught else fresh  # a warning (an ignored config file...) is the full CLI's
+    if caught:
+        _pending_record.clear()
+        return None  # a warning (an ignored config file...) is the full CLI's
+    import contextlib
+
+    with contextlib.suppress(Exception):  # the snapshot is only an accelerator
+        _write_snapshot()
+    return fresh
 
 
 def _fast_git_credential(args: GitCredentialArgs, write: Callable[[str], object]) -> int | None:

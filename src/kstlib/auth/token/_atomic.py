@@ -33,12 +33,11 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 from kstlib.auth.errors import TokenStorageError
-from kstlib.auth.redaction import get_logger
 
 __all__ = [
     "DIRECTORY_MODE",
@@ -58,7 +57,18 @@ FILE_MODE = 0o600
 #: A token file larger than this is treated as corrupt rather than read into memory.
 MAX_FILE_SIZE = 1024 * 1024
 
-_logger = get_logger("kstlib.auth.token")
+
+class _Logger:
+    """``get_logger("kstlib.auth.token")``, fetched at the first message: reading a token
+    (the command line's fast path) logs nothing and does not load :mod:`logging`."""
+
+    def __getattr__(self, name: str) -> Any:
+        from kstlib._redaction import get_logger
+
+        return getattr(get_logger("kstlib.auth.token"), name)
+
+
+_logger = _Logger()
 
 _TEMP_SUFFIX_RE = r"\.[0-9a-f]{16}\.tmp"
 _ANY_TEMP_RE = re.compile(r"\..+" + _TEMP_SUFFIX_RE)
@@ -334,6 +344,8 @@ def _refuse_non_regular_target(path: Path, provider: str | None) -> None:
 
 def _create_locked_temp(path: Path) -> tuple[Path, int]:
     """Create and ``flock`` a fresh temp file next to ``path``; return its path and fd."""
+    import secrets  # imported when writing: reading a token (the fast path) needs none
+
     while True:
         temp_path = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(temp_path, _CREATE_FLAGS, FILE_MODE)
