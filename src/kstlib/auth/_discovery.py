@@ -380,6 +380,11 @@ class MetadataCache:
         mutate it.
         """
         _check_issuer(issuer)
+        if not force:  # warm path first: no closures to build
+            with self._lock:
+                hit = self._discovery.fresh("d:" + issuer, self._clock())
+            if hit is not None:
+                return hit
 
         def fetch() -> tuple[Discovered, float]:
             return self._fetch_discovery(client, issuer, ttl, retry or self.retry, tracer)
@@ -456,6 +461,11 @@ class MetadataCache:
             DiscoveryError: fetch failed, or the JWKS holds no usable signature key.
         """
         _split_url(jwks_uri, "jwks_uri")
+        if not force:  # warm path first: no closures to build
+            with self._lock:
+                hit = self._jwks.fresh("j:" + jwks_uri, self._clock())
+            if hit is not None:
+                return hit
 
         def fetch() -> tuple[KeySet, float]:
             return self._fetch_jwks(client, jwks_uri, retry or self.retry, tracer)

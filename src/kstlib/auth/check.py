@@ -685,29 +685,32 @@ def _keyset_details(keys: KeySet) -> dict[str, Any]:
     return details
 
 
-#: ``YYYY-MM-DD`` by day number since the epoch (bounded: a few days are live at a time).
+#: ``YYYY-MM-DDT`` by day number since the epoch (bounded: a few days are live at a time).
 _DAYS: dict[int, str] = {}
 _DAYS_MAX: Final = 1024
 _TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(60))
+#: ``HH:MM:`` by minute of the day.
+_MINUTES: Final = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
 #: Integer timestamps from 1970 to 9999 take the fast path of :func:`_iso`.
 _FAST_ISO_END: Final = 253402300800
 _TIME_CLAIMS: Final = ("exp", "iat", "nbf", "auth_time")
+
+
+def _day_prefix(day: int) -> str:
+    if len(_DAYS) >= _DAYS_MAX:
+        _DAYS.clear()
+    prefix = _DAYS[day] = datetime.fromtimestamp(day * 86400, UTC).date().isoformat() + "T"
+    return prefix
 
 
 def _iso(timestamp: Any) -> str | None:
     """``timestamp`` as ``datetime.isoformat(timespec="seconds")`` in UTC, or None."""
     if type(timestamp) is int and 0 <= timestamp < _FAST_ISO_END:
         # Same text as the datetime path below (exact for integers), without a datetime.
-        day, seconds = divmod(timestamp, 86400)
-        date = _DAYS.get(day)
-        if date is None:
-            if len(_DAYS) >= _DAYS_MAX:
-                _DAYS.clear()
-            date = _DAYS[day] = datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
-        hours, seconds = divmod(seconds, 3600)
-        minutes, seconds = divmod(seconds, 60)
-        two = _TWO_DIGITS
-        return f"{date}T{two[hours]}:{two[minutes]}:{two[seconds]}+00:00"
+        day = timestamp // 86400
+        seconds = timestamp - day * 86400
+        prefix = _DAYS.get(day) or _day_prefix(day)
+        return f"{prefix}{_MINUTES[seconds // 60]}{_TWO_DIGITS[seconds % 60]}+00:00"
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
         return None
     try:
@@ -718,11 +721,13 @@ def _iso(timestamp: Any) -> str | None:
 
 def _time_details(payload: dict[str, Any], now: float) -> dict[str, Any]:
     details: dict[str, Any] = {}
-    for name in _TIME_CLAIMS:
+    exp = payload.get("exp", _NO_CLAIM)
+    if exp is not _NO_CLAIM:
+        details["exp"] = _iso(exp)
+    for name in _TIME_CLAIMS[1:]:
         if name in payload:
             details[name] = _iso(payload[name])
-    exp = payload.get("exp")
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+    if type(exp) in _NUMBER_TYPES or (isinstance(exp, int | float) and not isinstance(exp, bool)):
         remaining = exp - now
         details["expires_in_seconds"] = round(remaining)
         details["expires"] = (
@@ -733,6 +738,10 @@ def _time_details(payload: dict[str, Any], now: float) -> dict[str, Any]:
     else:
         details["expires"] = "no expiry"
     return details
+
+
+_NO_CLAIM: Final = object()
+_NUMBER_TYPES: Final = frozenset({int, float})
 
 
 def format_duration(seconds: float) -> str:
