@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kstlib._durations import span as format_duration
 from kstlib.auth.redaction import REDACTED
 
 __all__ = [
@@ -94,20 +95,6 @@ def warning_line(message: str) -> None:
 def echo_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout."""
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def format_duration(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``2 h 5 min``, ``3 days`` (absolute value, rounded down)."""
-    total = int(abs(seconds))
-    if total < 60:
-        return f"{total} s"
-    minutes = total // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} days"
 
 
 def format_when(when: datetime, *, now: datetime | None = None) -> str:

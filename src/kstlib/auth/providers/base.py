@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
+from kstlib._durations import span as _span
 from kstlib.auth.errors import (
     TokenError,
     TokenExpiredError,
@@ -136,20 +137,6 @@ def marked_refused(token: Token) -> bool:
     """Whether the stored ``token`` carries the mark of a refused refresh token."""
     label = token.metadata.get(REFRESH_REJECTED_KEY)
     return bool(token.refresh_token) and label == fingerprint(token.refresh_token)
-
-
-def _span(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``1 h 40 min``, ``3 days`` (absolute, rounded down): for the log."""
-    total = int(abs(seconds))
-    if total < 60:
-        return f"{total} s"
-    minutes = total // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{hours // 24} days"
 
 
 def _lifetime(token: Token) -> str:
