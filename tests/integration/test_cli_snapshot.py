@@ -2,7 +2,8 @@
 
 Each test runs the real entry point in a fresh interpreter and tells a snapshot hit from a
 full load by whether ``yaml`` was imported. The snapshot is written only when every source
-file is older than the racy window, so the fixture waits that long once per test.
+file is older than the racy window: the configs are written ahead and aged together, so the
+module waits that long once (per worker), not once per test.
 """
 
 from __future__ import annotations
@@ -51,17 +52,43 @@ def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+class _AgedConfigs:
+    """Configs (each with its token directory) written ahead and aged past the racy window
+    together: the module waits for the window once instead of once per test."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._ready: list[Path] = []
+        self._made = 0
+
+    def _make(self, count: int) -> None:
+        for _ in range(count):
+            self._made += 1
+            base = self._root / f"aged-{self._made}"
+            config = base / "conf" / "kstlib.conf.yml"
+            config.parent.mkdir(parents=True)
+            _write_config(config, base / "tokens")
+            FileTokenStorage(base / "tokens").save("corp", _token(FIRST))
+            self._ready.append(config)
+        _wait_past_racy_window()
+
+    def take(self) -> Path:
+        if not self._ready:
+            self._make(16)  # more than the tests of this module: one wait per worker
+        return self._ready.pop()
+
+
+@pytest.fixture(scope="module")
+def _aged_configs(tmp_path_factory: pytest.TempPathFactory) -> _AgedConfigs:
+    return _AgedConfigs(tmp_path_factory.mktemp("snapshot-configs"))
+
+
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _aged_configs: _AgedConfigs) -> Path:
     """A config (named by KSTLIB_CONFIG) with a fresh token, older than the racy window."""
-    tokens = tmp_path / "tokens"
-    config = tmp_path / "conf" / "kstlib.conf.yml"
-    config.parent.mkdir()
-    _write_config(config, tokens)
-    FileTokenStorage(tokens).save("corp", _token(FIRST))
+    config = _aged_configs.take()
     monkeypatch.setenv("KSTLIB_CONFIG", str(config))
     monkeypatch.chdir(tmp_path)
-    _wait_past_racy_window()
     return config
 
 
@@ -147,10 +174,10 @@ def test_a_changed_environment_invalidates_it(
         assert parsed
 
 
-def test_a_token_file_change_is_seen_on_a_hit(setup: Path, tmp_path: Path) -> None:
+def test_a_token_file_change_is_seen_on_a_hit(setup: Path) -> None:
     """The snapshot names the token file; the token itself is read and checked every time."""
     assert _run("auth", "token")[0].returncode == 0
-    FileTokenStorage(tmp_path / "tokens").save("corp", _token(SECOND))
+    FileTokenStorage(setup.parent.parent / "tokens").save("corp", _token(SECOND))
     proc, parsed = _run("auth", "token")
     assert proc.stdout == SECOND + "\n"
     assert not parsed
