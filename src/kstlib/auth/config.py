@@ -20,7 +20,6 @@ never breaks the others.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
         StorageSettings,
         TraceSettings,
     )
+    from kstlib.auth._config.setup import ProviderSetup
     from kstlib.auth._config.values import (
         DEFAULT_CONFIG_SCOPES,
         DEFAULT_REDIRECT_URI,
@@ -98,6 +98,7 @@ _LOCATIONS: dict[str, str] = {
     "TOKEN_ENDPOINT_AUTH_METHODS": "kstlib.auth._config.values",
     "ProviderType": "kstlib.auth._config.values",
     "ConfigWarning": "kstlib.config",
+    "ProviderSetup": "kstlib.auth._config.setup",
 }
 
 
@@ -117,32 +118,6 @@ def __dir__() -> list[str]:
 
 
 # --------------------------------------------------------------------------- public helpers
-
-
-@dataclass(frozen=True)
-class ProviderSetup:
-    """Everything a provider class needs to build itself from the configuration.
-
-    ``OAuth2Provider.from_config`` is ``setup = load_provider_setup(name, config=config,
-    **overrides)`` then ``cls(setup.name, setup.config, setup.token_storage, ...)``.
-    """
-
-    name: str
-    provider_type: ProviderType
-    config: AuthProviderConfig
-    token_storage: AbstractTokenStorage
-    token_storage_type: str
-    trace: TraceSettings
-    callback_server: CallbackServerSettings
-    status: StatusSettings
-    source: str | None = None
-
-    @property
-    def ssl(self) -> SSLSettings:
-        """The provider's effective TLS settings (its own, else the global ``ssl:`` section)."""
-        from kstlib.auth._config.settings import SSLSettings
-
-        return SSLSettings(verify=self.config.ssl_verify, ca_bundle=self.config.ssl_ca_bundle)
 
 
 def get_auth_settings(*, config: Mapping[str, Any] | None = None) -> AuthSettings:
@@ -297,6 +272,7 @@ def load_provider_setup(
     those of :func:`build_provider_config`, plus ``type`` and ``token_storage``.
     """
     from kstlib.auth._config.loading import _file_of, _load, _parse_auth
+    from kstlib.auth._config.setup import ProviderSetup
 
     loaded = _load(config)
     settings = _parse_auth(loaded)
