@@ -71,6 +71,7 @@ _CODE_FILES = (
     "auth/_config/provider.py",
     "auth/_config/settings.py",
     "auth/_config/values.py",
+    "auth/_tokendata.py",  # DEFAULT_REFRESH_SKEW, the skew recorded when none is configured
     "auth/token/factory.py",
     "auth/token/file.py",
     "auth/token/_settings.py",
