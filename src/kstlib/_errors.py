@@ -2,15 +2,16 @@
 
 :class:`AuthError` and :class:`ConfigurationError` live here so that the configuration loader
 and the secret references can raise them without importing :mod:`kstlib.auth`; their public
-home is :mod:`kstlib.auth.errors`, which re-exports these very classes.
+home is :mod:`kstlib.auth.errors`, which re-exports these very classes. Importing it loads
+nothing (the redaction functions are imported when an error is made).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from kstlib._redaction import redact_mapping, redact_urls
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = ["AuthError", "ConfigurationError"]
 
@@ -24,6 +25,9 @@ class AuthError(Exception):
     """
 
     def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        # imported here: this module is on the command line's fast path, which raises nothing
+        from kstlib._redaction import redact_mapping, redact_urls
+
         message = redact_urls(message)  # an endpoint quoted in a message keeps no secret
         super().__init__(message)
         self.message = message

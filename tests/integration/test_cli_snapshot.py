@@ -286,3 +286,125 @@ def test_a_decision_is_not_recorded_when_its_inputs_changed_during_the_load(
     unchanged = _snapshot.current_key(sources)
     assert _snapshot.record(None, entry, sources, cwd_file=None, expected_key=unchanged)
     assert _snapshot.lookup(None) == entry
+
+
+#: What a snapshot hit must not load: each costs a sizeable part of Python's start-up
+#: (typing, re and json each about half of it) or belongs to the full command line.
+NOT_ON_A_HIT = (
+    "typing",
+    "re",
+    "json",
+    "dataclasses",
+    "inspect",
+    "enum",
+    "pathlib",
+    "collections",
+    "base64",
+    "shlex",
+    "warnings",
+    "yaml",
+    "kstlib.auth.models",
+    "kstlib._redaction",
+    "typer",
+    "rich",
+    "click",
+    "httpx",
+    "cryptography",
+)
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    import base64
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def _run_probe(
+    *args: str, stdin: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``kstlib`` (its ``main``); return it and which of :data:`NOT_ON_A_HIT` it loaded."""
+    script = (
+        "import atexit, sys\n"
+        f"names = {NOT_ON_A_HIT!r}\n"
+        "atexit.register(lambda: sys.stderr.write("
+        "'LOADED=' + ','.join(n for n in names if n in sys.modules) + '\\n'))\n"
+        "from kstlib.cli import main\n"
+        f"main({list(args)!r})\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("LOADED="))
+    return proc, [n for n in line.removeprefix("LOADED=").split(",") if n]
+
+
+def test_a_hit_loads_none_of_the_costly_modules(setup: Path, tmp_path: Path) -> None:
+    """token, --format kubectl (ID and access token) and git-credential get, from a hit."""
+    now = int(time.time())
+    id_token = _jwt({"sub": "alice", "iat": now, "exp": now + 3600})
+    expires_at = datetime.now(UTC) + timedelta(hours=1)
+    token = Token(
+        access_token=FIRST,
+        expires_at=expires_at,
+        issued_at=expires_at - timedelta(hours=1),
+        id_token=id_token,
+    )
+    FileTokenStorage(tmp_path / "tokens").save("corp", token)
+    first, loaded = _run_probe("auth", "token")
+    assert first.stdout == FIRST + "\n"
+    assert "yaml" in loaded  # the first call loads the configuration and records it
+    for args, stdin in (
+        (("auth", "token"), None),
+        (("auth", "token", "--format", "kubectl"), None),
+        (("auth", "token", "--format", "kubectl", "--access-token"), None),
+        (("auth", "token", "--header"), None),
+        (("auth", "git-credential", "corp", "get"), GIT_REQUEST),
+    ):
+        if args[1] == "git-credential":  # its own entry ("=corp"), recorded on first use
+            assert _run_probe(*args, stdin=stdin)[0].returncode == 0
+        proc, loaded = _run_probe(*args, stdin=stdin)
+        assert proc.returncode == 0, proc.stderr
+        assert loaded == [], args
+        if "kubectl" in args:
+            status = json.loads(proc.stdout)["status"]
+            assert status["token"] == (FIRST if "--access-token" in args else id_token)
+        elif "--header" in args:
+            assert proc.stdout == f"Authorization: Bearer {FIRST}\n"
+        elif "get" in args:
+            assert f"username=oauth2\npassword={FIRST}\n" in proc.stdout
+        else:
+            assert proc.stdout == FIRST + "\n"
+
+
+@pytest.mark.parametrize("bound_by", ["token_type", "dpop_key"])
+def test_a_dpop_bound_token_is_left_to_the_full_command(
+    setup: Path, tmp_path: Path, bound_by: str
+) -> None:
+    """The fast path does not check a DPoP binding: the full command line answers."""
+    assert _run("auth", "token")[0].returncode == 0
+    assert not _run("auth", "token")[1]  # a hit
+    expires_at = datetime.now(UTC) + timedelta(hours=1)
+    token = Token(
+        access_token=SECOND,
+        token_type="DPoP",
+        expires_at=expires_at,
+        issued_at=expires_at - timedelta(hours=1),
+    )
+    if bound_by == "dpop_key":
+        from kstlib.auth._dpop import DPoPKey
+
+        token.token_type = "Bearer"
+        token.dpop_key = DPoPKey.generate()
+    FileTokenStorage(tmp_path / "tokens").save("corp", token)
+    proc, parsed = _run("auth", "token")
+    assert parsed  # the snapshot named the file, the fast path declined, the full CLI ran
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == SECOND + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import subprocess
@@ -150,6 +151,38 @@ def test_import_is_cheap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def _loaded_after(code: str, names: tuple[str, ...]) -> list[str]:
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return list(ast.literal_eval(out.strip()))
+
+
+def test_import_kstlib_auth_loads_nothing_costly() -> None:
+    """import kstlib.auth loads not even typing, re or json (the CLI's fast path is below it)."""
+    names = ("typing", "re", "json", "dataclasses", "enum", "pathlib", "kstlib.auth.errors")
+    assert _loaded_after("import kstlib.auth", names) == []
+
+
+def test_the_realistic_import_leaves_the_configuration_parts_for_the_first_call() -> None:
+    """from kstlib.auth import OIDCProvider, AuthSession, get_provider builds no settings class;
+    the configuration loader and its typed settings load when a call needs them."""
+    parts = (
+        "kstlib.config",
+        "kstlib.auth._config.builder",
+        "kstlib.auth._config.loading",
+        "kstlib.auth._config.provider",
+        "kstlib.auth._config.settings",
+        "kstlib.auth._config.values",
+        "yaml",
+    )
+    line = "from kstlib.auth import OIDCProvider, AuthSession, get_provider"
+    assert _loaded_after(line, parts) == []
+    called = f"{line}\nfrom kstlib.auth.config import get_auth_settings\nget_auth_settings()"
+    assert set(_loaded_after(called, parts)) >= {"kstlib.config", "kstlib.auth._config.settings"}
 
 
 def test_default_algorithms_are_asymmetric_only() -> None:

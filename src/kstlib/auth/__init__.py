@@ -7,8 +7,9 @@ session needs. ``__all__`` lists the public names; nothing else is exported.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported: this package is on the CLI's fast path
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AbstractAuthProvider",
@@ -125,7 +126,9 @@ def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module 'kstlib.auth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 

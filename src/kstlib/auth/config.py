@@ -20,52 +20,34 @@ never breaks the others.
 
 from __future__ import annotations
 
-import copy
-import importlib
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from kstlib.auth._config.builder import (
-    _BuiltProvider,
-    _ProviderBuilder,
-    _unknown_provider,
-    _where_to_configure,
-)
-from kstlib.auth._config.loading import (
-    _file_of,
-    _load,
-    _parse_auth,
-    _parse_ssl,
-    _provider_names,
-    _Section,
-)
-from kstlib.auth._config.provider import (
-    AuthProviderConfig,
-)
-from kstlib.auth._config.settings import (
-    AuthSettings,
-    BackendSettings,
-    CallbackServerSettings,
-    SSLSettings,
-    StatusSettings,
-    StorageSettings,
-    TraceSettings,
-)
-from kstlib.auth._config.values import (
-    DEFAULT_CONFIG_SCOPES,
-    DEFAULT_REDIRECT_URI,
-    JWS_ALGORITHMS,
-    PROVIDER_TYPES,
-    TOKEN_ENDPOINT_AUTH_METHODS,
-    ProviderType,
-)
-from kstlib.auth.errors import ConfigurationError
-from kstlib.config import ConfigWarning, LoadedConfig
-
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from kstlib.auth._config.builder import _BuiltProvider
+    from kstlib.auth._config.provider import AuthProviderConfig
+    from kstlib.auth._config.settings import (
+        AuthSettings,
+        BackendSettings,
+        CallbackServerSettings,
+        SSLSettings,
+        StatusSettings,
+        StorageSettings,
+        TraceSettings,
+    )
+    from kstlib.auth._config.setup import ProviderSetup
+    from kstlib.auth._config.values import (
+        DEFAULT_CONFIG_SCOPES,
+        DEFAULT_REDIRECT_URI,
+        JWS_ALGORITHMS,
+        PROVIDER_TYPES,
+        TOKEN_ENDPOINT_AUTH_METHODS,
+        ProviderType,
+    )
     from kstlib.auth.providers.base import AbstractAuthProvider
     from kstlib.auth.token import AbstractTokenStorage
+    from kstlib.config import ConfigWarning, LoadedConfig
 
 __all__ = [
     "DEFAULT_CONFIG_SCOPES",
@@ -97,45 +79,65 @@ __all__ = [
     "resolve_provider_name",
 ]
 
+#: The names defined in the parts of this module (:mod:`kstlib.auth._config`), imported at
+#: first use (PEP 562): ``from kstlib.auth import get_provider`` does not build the settings
+#: classes, and a call loads the parts it needs.
+_LOCATIONS: dict[str, str] = {
+    "AuthProviderConfig": "kstlib.auth._config.provider",
+    "AuthSettings": "kstlib.auth._config.settings",
+    "BackendSettings": "kstlib.auth._config.settings",
+    "CallbackServerSettings": "kstlib.auth._config.settings",
+    "SSLSettings": "kstlib.auth._config.settings",
+    "StatusSettings": "kstlib.auth._config.settings",
+    "StorageSettings": "kstlib.auth._config.settings",
+    "TraceSettings": "kstlib.auth._config.settings",
+    "DEFAULT_CONFIG_SCOPES": "kstlib.auth._config.values",
+    "DEFAULT_REDIRECT_URI": "kstlib.auth._config.values",
+    "JWS_ALGORITHMS": "kstlib.auth._config.values",
+    "PROVIDER_TYPES": "kstlib.auth._config.values",
+    "TOKEN_ENDPOINT_AUTH_METHODS": "kstlib.auth._config.values",
+    "ProviderType": "kstlib.auth._config.values",
+    "ConfigWarning": "kstlib.config",
+    "ProviderSetup": "kstlib.auth._config.setup",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kstlib.auth.config' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 # --------------------------------------------------------------------------- public helpers
-
-
-@dataclass(frozen=True)
-class ProviderSetup:
-    """Everything a provider class needs to build itself from the configuration.
-
-    ``OAuth2Provider.from_config`` is ``setup = load_provider_setup(name, config=config,
-    **overrides)`` then ``cls(setup.name, setup.config, setup.token_storage, ...)``.
-    """
-
-    name: str
-    provider_type: ProviderType
-    config: AuthProviderConfig
-    token_storage: AbstractTokenStorage
-    token_storage_type: str
-    trace: TraceSettings
-    callback_server: CallbackServerSettings
-    status: StatusSettings
-    source: str | None = None
-
-    @property
-    def ssl(self) -> SSLSettings:
-        """The provider's effective TLS settings (its own, else the global ``ssl:`` section)."""
-        return SSLSettings(verify=self.config.ssl_verify, ca_bundle=self.config.ssl_ca_bundle)
 
 
 def get_auth_settings(*, config: Mapping[str, Any] | None = None) -> AuthSettings:
     """The ``auth:`` section with defaults filled in (providers left as written)."""
+    from kstlib.auth._config.loading import _load, _parse_auth
+
     return _parse_auth(_load(config))
 
 
 def get_ssl_settings(*, config: Mapping[str, Any] | None = None) -> SSLSettings:
     """The global ``ssl:`` section with defaults filled in."""
+    from kstlib.auth._config.loading import _load, _parse_ssl
+
     return _parse_ssl(_load(config))
 
 
 def list_configured_providers(*, config: Mapping[str, Any] | None = None) -> list[str]:
     """Names under ``auth.providers``, in configuration order."""
+    from kstlib.auth._config.loading import _load, _provider_names
+
     return _provider_names(_load(config))
 
 
@@ -143,6 +145,10 @@ def get_provider_config(
     provider_name: str, *, config: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """A copy of the provider's settings as written (secret references unresolved), or None."""
+    import copy
+
+    from kstlib.auth._config.loading import _load, _provider_names, _Section
+
     loaded = _load(config)
     if provider_name not in _provider_names(loaded):
         return None
@@ -152,10 +158,15 @@ def get_provider_config(
 
 def get_provider_type(name: str, *, config: Mapping[str, Any] | None = None) -> ProviderType:
     """``"oidc"`` or ``"oauth2"``, from the provider's ``type`` (default oidc)."""
+    from kstlib.auth._config.builder import _ProviderBuilder
+    from kstlib.auth._config.loading import _load
+
     return _ProviderBuilder(_load(config), name, {}).provider_type()
 
 
 def _default_provider(loaded: LoadedConfig) -> str | None:
+    from kstlib.auth._config.loading import _parse_auth, _provider_names, _Section
+
     default = _parse_auth(loaded).default_provider
     names = _provider_names(loaded)
     if default is not None and default not in names:
@@ -169,10 +180,16 @@ def _default_provider(loaded: LoadedConfig) -> str | None:
 
 def get_default_provider_name(*, config: Mapping[str, Any] | None = None) -> str | None:
     """``auth.default_provider``, checked to name a configured provider; None when unset."""
+    from kstlib.auth._config.loading import _load
+
     return _default_provider(_load(config))
 
 
 def _resolve_name(loaded: LoadedConfig, name: str | None) -> str:
+    from kstlib.auth._config.builder import _unknown_provider, _where_to_configure
+    from kstlib.auth._config.loading import _provider_names
+    from kstlib.auth.errors import ConfigurationError
+
     names = _provider_names(loaded)
     if name is not None:
         if name not in names:
@@ -193,6 +210,8 @@ def _resolve_name(loaded: LoadedConfig, name: str | None) -> str:
 
 def resolve_provider_name(name: str | None, *, config: Mapping[str, Any] | None = None) -> str:
     """The provider to use: ``name``, else ``auth.default_provider``, else the only one."""
+    from kstlib.auth._config.loading import _load
+
     return _resolve_name(_load(config), name)
 
 
@@ -210,6 +229,8 @@ def build_provider_config(
         ConfigurationError: Unknown provider (the message lists the configured ones), a
             wrong value, or an unresolvable secret reference.
     """
+    from kstlib.auth._config.loading import _load, _parse_auth
+
     loaded = _load(config)
     return _build(loaded, _parse_auth(loaded), provider_name, overrides).config
 
@@ -217,6 +238,9 @@ def build_provider_config(
 def _build(
     loaded: LoadedConfig, settings: AuthSettings, name: str, overrides: Mapping[str, Any]
 ) -> _BuiltProvider:
+    from kstlib.auth._config.builder import _ProviderBuilder
+    from kstlib.auth._config.loading import _parse_ssl
+
     return _ProviderBuilder(loaded, name, overrides).build(settings, _parse_ssl(loaded))
 
 
@@ -230,6 +254,9 @@ def get_token_storage_for_provider(
     name: str, *, config: Mapping[str, Any] | None = None
 ) -> AbstractTokenStorage:
     """The token storage of a provider: its ``token_storage``, else ``auth.token_storage``."""
+    from kstlib.auth._config.builder import _ProviderBuilder
+    from kstlib.auth._config.loading import _load, _parse_auth
+
     loaded = _load(config)
     settings = _parse_auth(loaded)
     storage_type = _ProviderBuilder(loaded, name, {}).storage_type() or settings.token_storage
@@ -244,6 +271,9 @@ def load_provider_setup(
     ``name`` None picks the provider as :func:`resolve_provider_name` does. ``overrides`` are
     those of :func:`build_provider_config`, plus ``type`` and ``token_storage``.
     """
+    from kstlib.auth._config.loading import _file_of, _load, _parse_auth
+    from kstlib.auth._config.setup import ProviderSetup
+
     loaded = _load(config)
     settings = _parse_auth(loaded)
     resolved = _resolve_name(loaded, name)
@@ -276,11 +306,16 @@ def get_provider(
     The class follows the provider's ``type``: :class:`OIDCProvider` for oidc,
     :class:`OAuth2Provider` for oauth2; it is built with its ``from_config``.
     """
+    from importlib import import_module
+
+    from kstlib.auth._config.builder import _ProviderBuilder
+    from kstlib.auth._config.loading import _load
+
     loaded = _load(config)
     resolved = _resolve_name(loaded, name)
     provider_type = _ProviderBuilder(loaded, resolved, overrides).provider_type()
     module_name, class_name = _PROVIDER_CLASSES[provider_type]
-    provider_class = getattr(importlib.import_module(module_name), class_name)
+    provider_class = getattr(import_module(module_name), class_name)
     return cast(
         "AbstractAuthProvider", provider_class.from_config(resolved, config=loaded, **overrides)
     )

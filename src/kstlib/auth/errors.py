@@ -9,10 +9,12 @@ before it is kept, so ``str()``/``repr()`` are always safe to print.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from kstlib._errors import AuthError, ConfigurationError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # importing this module loads nothing else (the CLI's fast path uses it)
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = [
     "AuthError",

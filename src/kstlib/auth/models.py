@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from kstlib._redaction import fingerprint, redact_mapping, redact_urls
+from kstlib.auth._tokendata import (
+    DEFAULT_REFRESH_SKEW,
+    MAX_EXPIRES_IN,
+    MAX_SKEW_FRACTION,
+    UNKNOWN_LIFETIME,
+    as_utc,
+    canonical_token_type,
+    effective_skew,
+    expires_in,
+    optional_str,
+    parse_datetime,
+    parse_expires_in,
+    parse_scope,
+    refresh_due_in,
+    required_token_str,
+    stored_fields,
+    token_is_stale,
+    utcnow,
+)
 from kstlib.auth.errors import TokenValidationError
 
 if TYPE_CHECKING:
@@ -26,15 +44,8 @@ __all__ = [
     "TokenType",
 ]
 
-#: Seconds before expiry at which a token is refreshed proactively.
-DEFAULT_REFRESH_SKEW = 60.0
-#: The refresh skew never exceeds this fraction of a token's lifetime, so a short-lived
-#: token (30 s, 60 s) is not refreshed at every use.
-MAX_SKEW_FRACTION = 0.5
 #: A token of unknown lifetime is considered expired after this long.
-_UNKNOWN_LIFETIME = timedelta(hours=1)
-#: Longest ``expires_in`` accepted (ten years); beyond that the server is broken or hostile.
-_MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+_UNKNOWN_LIFETIME = UNKNOWN_LIFETIME
 #: Fields of a token response that the model keeps as attributes, not metadata.
 _RESPONSE_FIELDS = frozenset(
     {"access_token", "token_type", "expires_in", "expires_at", "refresh_token", "scope", "id_token"}
@@ -51,10 +62,10 @@ class TokenType(StrEnum):
     @classmethod
     def parse(cls, value: str) -> TokenType:
         """Case-insensitive lookup (``bearer`` -> ``BEARER``); raises ValueError when unknown."""
-        for member in cls:
-            if member.value.lower() == value.strip().lower():
-                return member
-        raise ValueError(value)
+        known = canonical_token_type(value)
+        if known is None:
+            raise ValueError(value)
+        return cls(known)
 
 
 class AuthFlow(StrEnum):
@@ -68,100 +79,15 @@ class AuthFlow(StrEnum):
     TOKEN_EXCHANGE = "token_exchange"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _parse_datetime(value: Any, name: str) -> datetime | None:
-    """A UTC datetime from a datetime, a POSIX timestamp or an ISO 8601 string."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, datetime):
-            return _as_utc(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, UTC)
-        if isinstance(value, str):
-            return _as_utc(datetime.fromisoformat(value))
-    except (OverflowError, OSError, ValueError):
-        # Out of datetime's range (year 9999 with a negative offset, 1e300...) or not a date.
-        raise TokenValidationError(
-            f"Token field '{name}' is not a usable date-time", claim=name
-        ) from None
-    raise TokenValidationError(f"Token field '{name}' has an invalid type", claim=name)
-
-
-def _parse_expires_in(value: Any) -> float | None:
-    """Accept an int or a numeric string; refuse negatives, NaN, booleans and junk."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise TokenValidationError(
-            "Token response 'expires_in' is not a number", claim="expires_in"
-        )
-    if isinstance(value, int) and abs(value) > _MAX_EXPIRES_IN:
-        number = math.inf  # also keeps huge JSON integers (10**400) away from float()
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError as exc:
-            raise TokenValidationError(
-                "Token response 'expires_in' is not a number", claim="expires_in"
-            ) from exc
-    elif isinstance(value, int | float):
-        number = float(value)
-    else:
-        raise TokenValidationError(
-            "Token response 'expires_in' is not a number", claim="expires_in"
-        )
-    if not math.isfinite(number) or number < 0 or number > _MAX_EXPIRES_IN:
-        raise TokenValidationError(
-            "Token response 'expires_in' is out of range (must be 0..10 years)", claim="expires_in"
-        )
-    return number
-
-
-def _parse_scope(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, list | tuple) and all(isinstance(s, str) for s in value):
-        return [s for item in value for s in item.split()]
-    raise TokenValidationError(
-        "Token field 'scope' must be a string or a list of strings", claim="scope"
-    )
-
-
-def _check_token_chars(value: str, name: str) -> str:
-    """RFC 6749 A.12/A.17: token values are 1*VSCHAR (%x20-7E), so they fit in a header."""
-    if not (value.isascii() and value.isprintable()):
-        raise TokenValidationError(
-            f"Token field '{name}' contains characters outside visible ASCII (RFC 6749 "
-            "VSCHAR); it could not be sent in a header",
-            claim=name,
-        )
-    return value
-
-
-def _required_token_str(data: dict[str, Any], name: str, what: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value:
-        raise TokenValidationError(f"{what} has no '{name}'", claim=name)
-    return _check_token_chars(value, name)
-
-
-def _optional_str(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise TokenValidationError(f"Token field '{name}' must be a non-empty string", claim=name)
-    return _check_token_chars(value, name)
+# The validation of each field lives in kstlib.auth._tokendata (shared with the command
+# line's fast path, which reads a stored token without building a Token).
+_utcnow = utcnow
+_as_utc = as_utc
+_parse_datetime = parse_datetime
+_parse_expires_in = parse_expires_in
+_parse_scope = parse_scope
+_required_token_str = required_token_str
+_optional_str = optional_str
 
 
 def _parse_token_type(value: Any) -> TokenType:
@@ -225,9 +151,7 @@ class Token:
     @property
     def expires_in(self) -> int | None:
         """Whole seconds until expiry (negative once expired), None when unknown."""
-        if self.expires_at is None:
-            return None
-        return math.floor((self.expires_at - _utcnow()).total_seconds())
+        return expires_in(self.expires_at)
 
     @property
     def is_expired(self) -> bool:
@@ -259,26 +183,21 @@ class Token:
         A 30 s token with the default 60 s skew is refreshed 15 s before it expires,
         not at every use. Unknown lifetime: ``skew`` unchanged.
         """
-        if self.expires_at is None:
-            return max(skew, 0.0)
-        lifetime = (self.expires_at - self.issued_at).total_seconds()
-        return max(0.0, min(skew, lifetime * MAX_SKEW_FRACTION))
+        return effective_skew(self.expires_at, self.issued_at, skew)
 
     def refresh_due_in(self, skew: float = DEFAULT_REFRESH_SKEW) -> float:
         """Seconds until this token is stale (0 or less: stale now).
 
         The one staleness decision, shared by providers, sessions and the CLI's fast
-        path: stale :meth:`effective_skew` seconds before expiry; a token of unknown
-        lifetime turns stale when :attr:`is_expired` says so (an hour after issue).
+        path (:func:`kstlib.auth._tokendata.refresh_due_in`): stale :meth:`effective_skew`
+        seconds before expiry; a token of unknown lifetime turns stale when
+        :attr:`is_expired` says so (an hour after issue).
         """
-        now = _utcnow()
-        if self.expires_at is None:
-            return (self.issued_at + _UNKNOWN_LIFETIME - now).total_seconds()
-        return (self.expires_at - now).total_seconds() - self.effective_skew(skew)
+        return refresh_due_in(self.expires_at, self.issued_at, skew)
 
     def is_stale(self, skew: float = DEFAULT_REFRESH_SKEW) -> bool:
         """True when the token should be renewed before use (see :meth:`refresh_due_in`)."""
-        return self.refresh_due_in(skew) <= 0
+        return token_is_stale(self.expires_at, self.issued_at, skew)
 
     @property
     def refresh_expires_at(self) -> datetime | None:
@@ -326,7 +245,7 @@ class Token:
         if (
             isinstance(refresh_expires_in, int | float)
             and not isinstance(refresh_expires_in, bool)
-            and 0 < refresh_expires_in <= _MAX_EXPIRES_IN
+            and 0 < refresh_expires_in <= MAX_EXPIRES_IN
         ):
             metadata["refresh_expires_at"] = (
                 now + timedelta(seconds=refresh_expires_in)
@@ -364,39 +283,18 @@ class Token:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Token:
         """Restore a token saved by :meth:`to_dict` (:class:`TokenValidationError` if malformed)."""
-        if not isinstance(data, dict):
-            raise TokenValidationError("Stored token is not a JSON object")
-        access_token = _required_token_str(data, "access_token", "Stored token")
-        token_type_raw = data.get("token_type") or TokenType.BEARER.value
-        if not isinstance(token_type_raw, str):
-            raise TokenValidationError(
-                "Stored token 'token_type' is not a string", claim="token_type"
-            )
-        metadata = data.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise TokenValidationError("Stored token 'metadata' is not an object", claim="metadata")
-        issued_at = _parse_datetime(data.get("issued_at"), "issued_at") or _utcnow()
-        dpop_key = None
-        if data.get("dpop_key") is not None:
+        fields = stored_fields(data)
+        raw_key = fields.pop("dpop_key")
+        if raw_key is not None:
             from kstlib.auth._dpop import DPoPKey
 
             try:
-                dpop_key = DPoPKey.from_dict(data["dpop_key"])
+                fields["dpop_key"] = DPoPKey.from_dict(raw_key)
             except (TypeError, ValueError):
                 raise TokenValidationError(
                     "Stored token 'dpop_key' is not a usable DPoP key", claim="dpop_key"
                 ) from None
-        return cls(
-            access_token=access_token,
-            token_type=token_type_raw,
-            expires_at=_parse_datetime(data.get("expires_at"), "expires_at"),
-            refresh_token=_optional_str(data, "refresh_token"),
-            scope=_parse_scope(data.get("scope")),
-            id_token=_optional_str(data, "id_token"),
-            issued_at=issued_at,
-            metadata=dict(metadata),
-            dpop_key=dpop_key,
-        )
+        return cls(**fields)
 
     def __repr__(self) -> str:
         token_type = (

@@ -25,7 +25,6 @@ import threading
 import time
 import types
 from collections.abc import AsyncGenerator, Collection, Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
@@ -49,28 +48,38 @@ _log = get_logger("kstlib.auth.session")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@dataclass(frozen=True)
+# The three records below are plain slotted classes, not dataclasses: creating a dataclass
+# costs about as much as importing a small module, and ``from kstlib.auth import
+# AuthSession`` is on every script's start-up. They are never compared or hashed.
+
+
 class _NeedToken:
     """Instruction: give the flow the token to use now."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True)
+
 class _Rejected:
     """Instruction: the server rejected ``seen`` (401); give the flow what to replay with."""
 
-    seen: Token
+    __slots__ = ("seen",)
+
+    def __init__(self, seen: Token) -> None:
+        self.seen = seen
 
 
 _Instruction = httpx.Request | _NeedToken | _Rejected
 
 
-@dataclass(frozen=True)
 class _Cached:
     """A token with its ready-made header and the monotonic time it turns stale."""
 
-    token: Token
-    header: str
-    stale_at: float
+    __slots__ = ("header", "stale_at", "token")
+
+    def __init__(self, token: Token, header: str, stale_at: float) -> None:
+        self.token = token
+        self.header = header
+        self.stale_at = stale_at
 
 
 def _header_for(token: Token) -> str:

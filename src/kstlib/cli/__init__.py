@@ -3,14 +3,17 @@
 ``main()`` first offers the arguments to the fast path of ``kstlib auth
 token`` (:mod:`kstlib.cli._fast`, standard library only); anything it does
 not handle goes to the Typer application (:mod:`kstlib.cli.app`). Importing
-this package imports neither Typer nor Rich.
+this package imports neither Typer nor Rich (nor :mod:`typing`).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time: the fast path loads neither typing nor collections
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 __all__ = ["main"]
 

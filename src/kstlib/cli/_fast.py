@@ -4,12 +4,18 @@
 ``kstlib auth git-credential`` as git's credential helper, on every call. When the
 arguments are plain (``auth token [provider] [--format F | --header | --json]
 [--access-token]``, ``auth git-credential <provider> get|store|erase``) and the
-stored token is fresh (by the
-same staleness decision as the providers: ``Token.is_stale``), it is
+stored token is fresh (by the same staleness decision as the providers:
+:func:`kstlib.auth._tokendata.refresh_due_in`, behind ``Token.is_stale``), it is
 printed from here with the standard library, the configuration loader and
 the token storage only: no Typer, no Rich, no httpx, no cryptography, no
 network. Anything else returns None, and the caller runs the full command
 line, which also reports every error; so this module never prints one.
+
+With a configuration snapshot (:mod:`kstlib.cli._snapshot`) the token file is read
+and checked into a :class:`~kstlib.auth._tokendata.StoredToken` and printed without
+loading :mod:`json`, :mod:`re`, :mod:`typing`, :mod:`enum`, :mod:`dataclasses` or
+:mod:`pathlib` (each costs a sizeable part of Python's own start-up, and this runs on
+every kubectl and git call); :mod:`datetime` is the only module of note it loads.
 
 The format functions are shared with the full ``token`` command, so both
 paths print exactly the same bytes.
@@ -17,17 +23,24 @@ paths print exactly the same bytes.
 
 from __future__ import annotations
 
-import base64
-import json
+import binascii
 import os
-import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from kstlib import _fastjson
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, Final
+
+    from kstlib.auth._tokendata import StoredToken
     from kstlib.auth.models import Token
+    from kstlib.cli._snapshot import SnapshotEntry
+
+    #: What the formats print: a Token, or a stored token read by the fast path.
+    TokenLike = Token | StoredToken
 
 __all__ = [
     "EXEC_CREDENTIAL_API_VERSION",
@@ -52,12 +65,12 @@ __all__ = [
 EXEC_CREDENTIAL_API_VERSION: Final = "client.authentication.k8s.io/v1"
 
 
-def _scheme(token: Token) -> str:
+def _scheme(token: TokenLike) -> str:
     value = token.token_type
     return str(getattr(value, "value", value))
 
 
-def _expires_at(token: Token) -> str | None:
+def _expires_at(token: TokenLike) -> str | None:
     """RFC 3339 UTC time (``2025-01-01T12:00:00Z``) of the access token's expiry."""
     if token.expires_at is None:
         return None
@@ -68,15 +81,15 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _raw(token: Token) -> str:
+def _raw(token: TokenLike) -> str:
     return token.access_token
 
 
-def _header(token: Token) -> str:
+def _header(token: TokenLike) -> str:
     return f"Authorization: {_scheme(token)} {token.access_token}"
 
 
-def _json(token: Token) -> str:
+def _json(token: TokenLike) -> str:
     document = {
         "access_token": token.access_token,
         "token_type": _scheme(token),
@@ -84,11 +97,13 @@ def _json(token: Token) -> str:
         "expires_in": token.expires_in,
         "scope": list(token.scope),
     }
-    return json.dumps(document, indent=2)
+    return _fastjson.dumps(document, indent=2)
 
 
-def _env(token: Token) -> str:
+def _env(token: TokenLike) -> str:
     """``export`` lines for ``eval "$(kstlib auth token --format env)"``."""
+    import shlex
+
     lines = [
         f"export KSTLIB_ACCESS_TOKEN={shlex.quote(token.access_token)}",
         f"export KSTLIB_TOKEN_TYPE={shlex.quote(_scheme(token))}",
@@ -99,7 +114,7 @@ def _env(token: Token) -> str:
     return "\n".join(lines)
 
 
-def _kubectl(token: Token) -> str:
+def _kubectl(token: TokenLike) -> str:
     """The ExecCredential of ``token``'s access token (see :func:`exec_credential`)."""
     return exec_credential(token, access_token=True)
 
@@ -109,13 +124,32 @@ EXEC_CREDENTIAL_API_VERSIONS: Final = frozenset(
     {EXEC_CREDENTIAL_API_VERSION, "client.authentication.k8s.io/v1beta1"}
 )
 
+# The argument records below are tuples with named fields, as named tuples are, written
+# out so that the fast path imports neither typing (NamedTuple) nor collections.
 
-class ExecInfo(NamedTuple):
-    """What kubectl says in ``KUBERNETES_EXEC_INFO``: the ExecCredential version it reads,
-    and whether the session is interactive (None: not said, e.g. run by hand)."""
 
-    api_version: str
-    interactive: bool | None
+class ExecInfo(tuple[str, bool | None]):
+    """What kubectl says in ``KUBERNETES_EXEC_INFO``: ``(api_version, interactive)``, the
+    ExecCredential version it reads and whether the session is interactive (None: not
+    said, e.g. run by hand)."""
+
+    __slots__ = ()
+
+    def __new__(cls, api_version: str, interactive: bool | None) -> ExecInfo:
+        return tuple.__new__(cls, (api_version, interactive))
+
+    @property
+    def api_version(self) -> str:
+        """The ExecCredential ``apiVersion`` to answer with."""
+        return self[0]
+
+    @property
+    def interactive(self) -> bool | None:
+        """kubectl's ``spec.interactive`` (None: not said)."""
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"ExecInfo(api_version={self[0]!r}, interactive={self[1]!r})"
 
 
 def exec_info(environ: Mapping[str, str] | None = None) -> ExecInfo:
@@ -126,7 +160,7 @@ def exec_info(environ: Mapping[str, str] | None = None) -> ExecInfo:
     """
     raw = (os.environ if environ is None else environ).get("KUBERNETES_EXEC_INFO", "")
     try:
-        document = json.loads(raw) if 0 < len(raw) <= 65536 else None
+        document = _fastjson.loads(raw) if 0 < len(raw) <= 65536 else None
     except ValueError:
         document = None
     if not isinstance(document, dict):
@@ -139,7 +173,7 @@ def exec_info(environ: Mapping[str, str] | None = None) -> ExecInfo:
     return ExecInfo(str(version), interactive if isinstance(interactive, bool) else None)
 
 
-def id_token_expiry(token: Token) -> tuple[datetime, datetime | None] | None:
+def id_token_expiry(token: TokenLike) -> tuple[datetime, datetime | None] | None:
     """``(exp, iat)`` of the stored ID token (decoded, not verified: it was verified before
     it was stored); None when there is no ID token or it has no usable ``exp``."""
     decoded = decode_jwt_unverified(token.id_token) if token.id_token else None
@@ -160,7 +194,7 @@ def id_token_expiry(token: Token) -> tuple[datetime, datetime | None] | None:
     return None if exp is None else (exp, iat)
 
 
-def id_token_usable(token: Token, skew: float) -> bool:
+def id_token_usable(token: TokenLike, skew: float) -> bool:
     """True when the ID token is present and not stale: the provider's skew, clamped to half
     the ID token's lifetime as for access tokens (:meth:`Token.effective_skew`)."""
     expiry = id_token_expiry(token)
@@ -173,7 +207,7 @@ def id_token_usable(token: Token, skew: float) -> bool:
 
 
 def exec_credential(
-    token: Token, *, access_token: bool = False, api_version: str = EXEC_CREDENTIAL_API_VERSION
+    token: TokenLike, *, access_token: bool = False, api_version: str = EXEC_CREDENTIAL_API_VERSION
 ) -> str:
     """A kubectl ExecCredential carrying the ID token (default) or the access token.
 
@@ -195,10 +229,10 @@ def exec_credential(
     if expires is not None:
         status["expirationTimestamp"] = expires
     document = {"apiVersion": api_version, "kind": "ExecCredential", "status": status}
-    return json.dumps(document, indent=2)
+    return _fastjson.dumps(document, indent=2)
 
 
-_FORMATTERS: Final[dict[str, Callable[[Token], str]]] = {
+_FORMATTERS: Final[dict[str, Callable[[TokenLike], str]]] = {
     "raw": _raw,
     "header": _header,
     "json": _json,
@@ -210,7 +244,7 @@ TOKEN_FORMATS: Final = tuple(_FORMATTERS)
 
 
 def format_token(
-    token: Token,
+    token: TokenLike,
     output_format: str,
     *,
     access_token: bool = True,
@@ -241,23 +275,55 @@ def decode_jwt_unverified(value: str) -> tuple[dict[str, Any], dict[str, Any]] |
     if len(parts) != 3:
         return None
     try:
-        header, payload = (
-            json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-            for part in parts[:2]
-        )
-    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+        header, payload = (_fastjson.loads(_b64url_decode(part)) for part in parts[:2])
+    except ValueError:  # binascii.Error, Unicode errors and JSONDecodeError are ValueErrors
         return None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         return None
     return header, payload
 
 
-class TokenArgs(NamedTuple):
-    """Plain ``auth token`` arguments."""
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
-    provider: str | None
-    output_format: str
-    access_token: bool = False  # --access-token (kubectl: the access token, not the ID token)
+
+def _b64url_decode(part: str) -> bytes:
+    """``base64.urlsafe_b64decode`` of ``part`` with its padding restored (without loading
+    :mod:`base64`, which loads :mod:`re`): the same bytes, or a ValueError."""
+    data = (part + "=" * (-len(part) % 4)).encode("ascii")
+    return binascii.a2b_base64(data.translate(_URLSAFE_TO_STANDARD))
+
+
+class TokenArgs(tuple[str | None, str, bool]):
+    """Plain ``auth token`` arguments: ``(provider, output_format, access_token)``."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls, provider: str | None, output_format: str, access_token: bool = False
+    ) -> TokenArgs:
+        return tuple.__new__(cls, (provider, output_format, access_token))
+
+    @property
+    def provider(self) -> str | None:
+        """The provider named, None for the default one."""
+        return self[0]
+
+    @property
+    def output_format(self) -> str:
+        """One of :data:`TOKEN_FORMATS`."""
+        return self[1]
+
+    @property
+    def access_token(self) -> bool:
+        """``--access-token`` (kubectl: the access token, not the ID token)."""
+        return self[2]
+
+    def __repr__(self) -> str:
+        provider, output_format, access_token = self
+        return (
+            f"TokenArgs(provider={provider!r}, output_format={output_format!r}, "
+            f"access_token={access_token!r})"
+        )
 
 
 def parse_token_args(argv: Sequence[str]) -> TokenArgs | None:
@@ -308,13 +374,42 @@ GIT_REQUEST_LIMIT: Final = 65536
 GIT_ACTIONS: Final = ("get", "store", "erase")
 
 
-class GitCredentialArgs(NamedTuple):
-    """``auth git-credential <provider> <action> [--username U] [--host H]...``."""
+class GitCredentialArgs(tuple[str, str, str, tuple[str, ...]]):
+    """``auth git-credential <provider> <action> [--username U] [--host H]...``:
+    ``(provider, action, username, hosts)``."""
 
-    provider: str
-    action: str
-    username: str
-    hosts: tuple[str, ...]
+    __slots__ = ()
+
+    def __new__(
+        cls, provider: str, action: str, username: str, hosts: tuple[str, ...]
+    ) -> GitCredentialArgs:
+        return tuple.__new__(cls, (provider, action, username, hosts))
+
+    @property
+    def provider(self) -> str:
+        """The provider whose access token git sends."""
+        return self[0]
+
+    @property
+    def action(self) -> str:
+        """``get``, ``store`` or ``erase``."""
+        return self[1]
+
+    @property
+    def username(self) -> str:
+        """The user name sent with the token."""
+        return self[2]
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts of ``--host`` (lower case; empty: any)."""
+        return self[3]
+
+    def __repr__(self) -> str:
+        return (
+            f"GitCredentialArgs(provider={self[0]!r}, action={self[1]!r}, "
+            f"username={self[2]!r}, hosts={self[3]!r})"
+        )
 
 
 def parse_git_credential_args(argv: Sequence[str]) -> GitCredentialArgs | None:
@@ -386,7 +481,7 @@ def git_refusal(request: Mapping[str, str], hosts: Sequence[str]) -> str | None:
     return None
 
 
-def git_answer(token: Token, username: str) -> str:
+def git_answer(token: TokenLike, username: str) -> str:
     """The helper's answer to ``get``: the user name and the access token as the password."""
     lines = [f"username={username}", f"password={token.access_token}"]
     if token.expires_at is not None:
@@ -397,8 +492,17 @@ def git_answer(token: Token, username: str) -> str:
 # --------------------------------------------------------------------------- the fast path
 
 
-def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
-    """The stored token of the resolved provider and its skew when it is not stale; else None.
+def _usable(token: TokenLike, skew: float) -> tuple[TokenLike, float] | None:
+    """``(token, skew)`` when the fast path may print ``token``: not stale by the providers'
+    own decision (``is_stale``: :func:`kstlib.auth._tokendata.refresh_due_in`) and not
+    bound to a DPoP key (the full command line checks the binding)."""
+    if token.dpop_key is not None or _scheme(token) == "DPoP":
+        return None
+    return None if token.is_stale(skew) else (token, skew)
+
+
+def _fresh_token(provider: str | None) -> tuple[TokenLike, float] | None:
+    """The stored token of the resolved provider and its skew when it is usable; else None.
 
     Staleness is the providers' own decision (:meth:`Token.is_stale`, the skew clamped
     to half the token's lifetime) with the provider's ``refresh_skew`` checked by the
@@ -409,9 +513,6 @@ def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
     """
     from kstlib.cli import _snapshot
 
-    entry = _snapshot.lookup(provider)
-    if entry is not None:
-        return _fresh_from_snapshot(entry)
     sources, cwd_file = _config_sources()
     before = _snapshot.current_key(sources)  # a file changed during the load is never recorded
     resolved = _resolve(provider)
@@ -421,7 +522,7 @@ def _fresh_token(provider: str | None) -> tuple[Token, float] | None:
     if token_path is not None:
         entry = _snapshot.SnapshotEntry(name, token_path, skew)
         _pending_record.append((provider, entry, sources, cwd_file, before))
-    return None if token.is_stale(skew) else (token, skew)
+    return _usable(token, skew)
 
 
 def _config_sources() -> tuple[list[str], str | None]:
@@ -439,32 +540,29 @@ def _config_sources() -> tuple[list[str], str | None]:
     return [str(path) for path in files], str(files[-1])
 
 
-def _fresh_from_snapshot(entry: Any) -> tuple[Token, float] | None:
-    """The token file named by a snapshot entry, read and validated exactly as
-    :meth:`FileTokenStorage.load <kstlib.auth.token.FileTokenStorage.load>` does."""
-    from pathlib import Path
-
+def _fresh_from_snapshot(entry: SnapshotEntry) -> tuple[TokenLike, float] | None:
+    """The token file named by a snapshot entry, read and checked as
+    :meth:`FileTokenStorage.load <kstlib.auth.token.FileTokenStorage.load>` does (the same
+    reader and document checks), into a :class:`~kstlib.auth._tokendata.StoredToken`."""
     from kstlib.auth.token._atomic import read_private_file
-    from kstlib.auth.token._document import parse_document
+    from kstlib.auth.token._document import parse_stored
 
-    path = Path(entry.token_path)
-    data = read_private_file(path, provider=entry.name)
+    data = read_private_file(entry.token_path, provider=entry.name)
     if data is None:
         return None
-    token = parse_document(entry.name, data, path)
-    return None if token.is_stale(entry.skew) else (token, entry.skew)
+    return _usable(parse_stored(entry.name, data, entry.token_path), entry.skew)
 
 
-def _resolve(provider: str | None) -> tuple[Token, float, str, str | None] | None:
+def _resolve(provider: str | None) -> tuple[TokenLike, float, str, str | None] | None:
     """The full loader: ``(token, skew, provider name, token file)``, the token file None
     unless the storage is plain file storage; None when no token is stored."""
     from kstlib.auth._config.values import _number
+    from kstlib.auth._tokendata import DEFAULT_REFRESH_SKEW
     from kstlib.auth.config import (
         get_provider_config,
         get_token_storage_for_provider,
         resolve_provider_name,
     )
-    from kstlib.auth.models import DEFAULT_REFRESH_SKEW
     from kstlib.auth.token.file import FileTokenStorage
     from kstlib.config import load_config
 
@@ -503,7 +601,23 @@ def _write_snapshot() -> None:
         _snapshot.record(provider, entry, sources, cwd_file=cwd_file, expected_key=before)
 
 
-def _quietly_fresh(provider: str | None) -> tuple[Token, float] | None:
+def _quietly_fresh(provider: str | None) -> tuple[TokenLike, float] | None:
+    """The usable stored token and its skew, from the snapshot's decision when it holds,
+    else from :func:`_fresh_token`; None on any failure or warning (the full CLI reports
+    those). Reading through the snapshot calls no code that warns, so only the full
+    loader runs under :func:`warnings.catch_warnings`."""
+    from kstlib.cli import _snapshot
+
+    try:
+        entry = _snapshot.lookup(provider)
+        if entry is not None:
+            return _fresh_from_snapshot(entry)
+    except Exception:  # every failure is reported by the full command line
+        return None
+    return _quietly_loaded(provider)
+
+
+def _quietly_loaded(provider: str | None) -> tuple[TokenLike, float] | None:
     """:func:`_fresh_token`, None on any failure or warning (the full CLI reports those)."""
     import warnings
 

@@ -25,18 +25,23 @@ working directory's file depends on more than its own metadata), when a source f
 changed less than :data:`RACY_WINDOW_NS` ago (a change within the file system's
 timestamp granularity could otherwise go unseen), when a source is a SOPS file, or for any
 storage but ``file``. It
-holds no secret: names, a path and a number. Standard library only.
+holds no secret: names, a path and a number. Standard library only, and reading it loads
+neither :mod:`json` (see :mod:`kstlib._fastjson`) nor :mod:`typing`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+
+from kstlib import _fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 __all__ = [
     "KEY_ENVIRONMENT",
@@ -66,6 +71,7 @@ _CODE_FILES = (
     "auth/_config/provider.py",
     "auth/_config/settings.py",
     "auth/_config/values.py",
+    "auth/_tokendata.py",  # DEFAULT_REFRESH_SKEW, the skew recorded when none is configured
     "auth/token/factory.py",
     "auth/token/file.py",
     "auth/token/_settings.py",
@@ -77,12 +83,37 @@ _SOPS_SUFFIXES = (".sops.yml", ".sops.yaml")
 _DEFAULT = "default"  # the entry of ``kstlib auth token`` without a provider
 
 
-class SnapshotEntry(NamedTuple):
-    """What the full loader decided for one provider argument."""
+class SnapshotEntry(tuple[str, str, float]):
+    """What the full loader decided for one provider argument: ``(name, token_path, skew)``
+    (a tuple, like a named tuple, without :mod:`typing`'s or :mod:`collections`' import)."""
 
-    name: str
-    token_path: str
-    skew: float
+    __slots__ = ()
+
+    def __new__(cls, name: str, token_path: str, skew: float) -> SnapshotEntry:
+        return tuple.__new__(cls, (name, token_path, skew))
+
+    @property
+    def name(self) -> str:
+        """The provider's name."""
+        return self[0]
+
+    @property
+    def token_path(self) -> str:
+        """The absolute path of its token file."""
+        return self[1]
+
+    @property
+    def skew(self) -> float:
+        """Its refresh skew (seconds)."""
+        return self[2]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as the snapshot file holds it."""
+        return {"name": self.name, "token_path": self.token_path, "skew": self.skew}
+
+    def __repr__(self) -> str:
+        name, token_path, skew = self
+        return f"SnapshotEntry(name={name!r}, token_path={token_path!r}, skew={skew!r})"
 
 
 def snapshot_path(environ: Mapping[str, str] | None = None) -> str:
@@ -173,7 +204,7 @@ def _read_snapshot(path: str) -> dict[str, Any] | None:
     if len(data) > MAX_SNAPSHOT_SIZE:
         return None
     try:
-        document = json.loads(data)
+        document = _fastjson.loads(data)
     except ValueError:
         return None
     if (
@@ -262,11 +293,13 @@ def record(
     entries: dict[str, Any] = {}
     if existing is not None and existing["key"] == key:
         entries = dict(existing["entries"])
-    entries[_entry_key(provider)] = entry._asdict()
+    entries[_entry_key(provider)] = entry.as_dict()
+    import json
+
     document = {"version": SNAPSHOT_VERSION, "key": key, "entries": entries}
     data = json.dumps(document, separators=(",", ":")).encode("utf-8")
     if len(data) > MAX_SNAPSHOT_SIZE:  # too many entries: start again with this one
-        document["entries"] = {_entry_key(provider): entry._asdict()}
+        document["entries"] = {_entry_key(provider): entry.as_dict()}
         data = json.dumps(document, separators=(",", ":")).encode("utf-8")
         if len(data) > MAX_SNAPSHOT_SIZE:
             return False

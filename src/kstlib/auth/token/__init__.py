@@ -19,8 +19,9 @@ reads one token file through :mod:`kstlib.auth.token._atomic` and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported: this package is on the CLI's fast path
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from kstlib.auth.token._settings import (
@@ -104,7 +105,9 @@ def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module 'kstlib.auth.token' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 

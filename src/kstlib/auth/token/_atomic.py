@@ -32,12 +32,14 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import stat
-from pathlib import Path
-from typing import Any
 
 from kstlib.auth.errors import TokenStorageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pathlib, re and typing are not loaded to read a token (the CLI's fast path)
+    from pathlib import Path
+    from typing import Any
 
 __all__ = [
     "DIRECTORY_MODE",
@@ -71,7 +73,6 @@ class _Logger:
 _logger = _Logger()
 
 _TEMP_SUFFIX_RE = r"\.[0-9a-f]{16}\.tmp"
-_ANY_TEMP_RE = re.compile(r"\..+" + _TEMP_SUFFIX_RE)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -123,6 +124,8 @@ def check_ancestors(directory: Path, *, purpose: str = "token directory") -> Non
     Raises:
         TokenStorageError: naming the ancestor and what is wrong with it.
     """
+    from pathlib import Path
+
     me = os.geteuid()
     for ancestor in Path(os.path.realpath(directory)).parents:
         try:
@@ -196,7 +199,7 @@ def fsync_directory(directory: Path) -> None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def read_private_file(path: Path, *, provider: str | None = None) -> bytes | None:
+def read_private_file(path: Path | str, *, provider: str | None = None) -> bytes | None:
     """Return the content of the regular file ``path``, or None if it does not exist.
 
     The parent directory is opened first and checked (owned by the current user, mode
@@ -207,16 +210,18 @@ def read_private_file(path: Path, *, provider: str | None = None) -> bytes | Non
         TokenStorageError: If the directory or the file is not ours, the file is a symlink
             or not a regular file, cannot be read, or is larger than :data:`MAX_FILE_SIZE`.
     """
+    directory, name = os.path.split(os.fspath(path))
+    directory = directory or "."
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise _read_error(path, exc, provider) from exc
     try:
-        _check_open_directory(dir_fd, path.parent, provider)
+        _check_open_directory(dir_fd, directory, provider)
         try:
-            fd = os.open(path.name, _READ_FLAGS, dir_fd=dir_fd)
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -231,7 +236,7 @@ def read_private_file(path: Path, *, provider: str | None = None) -> bytes | Non
         os.close(fd)
 
 
-def _check_open_directory(dir_fd: int, directory: Path, provider: str | None) -> None:
+def _check_open_directory(dir_fd: int, directory: str, provider: str | None) -> None:
     """The checks of :func:`ensure_private_directory`, on an open directory."""
     info = os.fstat(dir_fd)
     if info.st_uid != os.geteuid():
@@ -261,7 +266,7 @@ def _check_open_directory(dir_fd: int, directory: Path, provider: str | None) ->
             )
 
 
-def _read_error(path: Path, exc: OSError, provider: str | None) -> TokenStorageError:
+def _read_error(path: Path | str, exc: OSError, provider: str | None) -> TokenStorageError:
     return TokenStorageError(
         f"Cannot read token file {path}: {_describe(exc)}. "
         "Check its permissions, or delete it and log in again.",
@@ -270,7 +275,7 @@ def _read_error(path: Path, exc: OSError, provider: str | None) -> TokenStorageE
     )
 
 
-def _read_regular(fd: int, path: Path, provider: str | None) -> bytes:
+def _read_regular(fd: int, path: Path | str, provider: str | None) -> bytes:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise _not_regular_error(path, _file_kind(info.st_mode), provider, "read")
@@ -407,10 +412,10 @@ def remove_abandoned_temp_files(directory: Path, *, target_name: str | None = No
     Only temp files of ``target_name`` are considered when it is given, all of
     the directory's otherwise. A temp file whose writer still runs is kept.
     """
-    if target_name is None:
-        pattern = _ANY_TEMP_RE
-    else:
-        pattern = re.compile(r"\." + re.escape(target_name) + _TEMP_SUFFIX_RE)
+    import re
+
+    name_pattern = ".+" if target_name is None else re.escape(target_name)
+    pattern = re.compile(r"\." + name_pattern + _TEMP_SUFFIX_RE)
     try:
         names = [entry.name for entry in os.scandir(directory)]
     except OSError:
@@ -467,7 +472,7 @@ def _file_kind(mode: int) -> str:
 
 
 def _not_regular_error(
-    path: Path, kind: str, provider: str | None, action: str
+    path: Path | str, kind: str, provider: str | None, action: str
 ) -> TokenStorageError:
     return TokenStorageError(
         f"Refusing to {action} token file {path}: it is {kind}, not a regular file. "
