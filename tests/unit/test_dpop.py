@@ -7,6 +7,7 @@ import base64
 import copy
 import hashlib
 import json
+import os
 import pickle
 import time
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from kstlib.auth._dpop import (
     check_binding,
     htu_of,
     is_nonce_challenge,
+    new_jti,
     origin_of,
     valid_nonce,
 )
@@ -88,8 +90,31 @@ def test_proof_ath_and_nonce(es256: DPoPKey) -> None:
 
 
 def test_every_proof_has_its_own_jti(es256: DPoPKey) -> None:
-    jtis = {_parts(es256.proof("GET", "https://rs/x"))[1]["jti"] for _ in range(200)}
-    assert len(jtis) == 200
+    # more proofs than one batch of pre-drawn jti values, so a refill happens in between
+    jtis = {_parts(es256.proof("GET", "https://rs/x"))[1]["jti"] for _ in range(300)}
+    assert len(jtis) == 300
+    for jti in jtis:  # 144 random bits each (RFC 9449 4.2 asks for 96 at least)
+        assert len(_unb64(jti)) == 18 and _b64(_unb64(jti)) == jti
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_process_never_reuses_its_parents_jti() -> None:
+    new_jti()  # the parent now holds a batch of drawn values
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first jti, then exit without running pytest's teardown
+        try:
+            os.write(write_end, new_jti().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        child = os.read(read_end, 64).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert len(child) == 24
+    assert child != new_jti()  # without the at-fork reset both would pop the same value
 
 
 def test_es256_signature_verifies_with_cryptography_directly(es256: DPoPKey) -> None:

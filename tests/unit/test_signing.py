@@ -239,3 +239,39 @@ def test_public_jwk_of_a_loaded_key_verifies_its_signatures() -> None:
 
 def test_the_signing_list_covers_the_verification_list() -> None:
     assert SUPPORTED_ALGORITHMS <= SIGNING_ALGORITHMS
+
+
+# ------------------------------------------------------------------ DER -> JWS r || s
+
+
+@pytest.mark.parametrize(
+    ("curve", "size"),
+    [("SECP256R1", 32), ("SECP384R1", 48), ("SECP521R1", 66)],
+)
+def test_ecdsa_raw_matches_cryptography_der_parser(curve: str, size: int) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from kstlib.auth._signing import ecdsa_raw
+
+    key = ec.generate_private_key(getattr(ec, curve)())
+    for i in range(40):  # leading-zero r or s (shorter INTEGERs) turn up in some of these
+        der = key.sign(b"message %d" % i, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        assert ecdsa_raw(der, size) == r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def test_ecdsa_raw_pads_short_integers_and_rejects_garbage() -> None:
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from kstlib.auth._signing import ecdsa_raw
+
+    assert ecdsa_raw(encode_dss_signature(1, 2**255), 32) == (
+        (1).to_bytes(32, "big") + (2**255).to_bytes(32, "big")  # 2**255: a 0x00 sign byte
+    )
+    assert ecdsa_raw(encode_dss_signature(5, 7), 4) == b"\0\0\0\x05\0\0\0\x07"
+    with pytest.raises(ValueError):  # not DER: cryptography's parser says so
+        ecdsa_raw(b"\x30\x06\x02\x01\x01\x02\x02\x01", 32)
+    with pytest.raises(OverflowError):  # r does not fit the curve's size
+        ecdsa_raw(encode_dss_signature(2**40, 1), 4)

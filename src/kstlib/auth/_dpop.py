@@ -18,10 +18,11 @@ nonce is never kept.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import os
 import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -59,9 +60,17 @@ _MAX_CHALLENGE_LENGTH: Final = 8192
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url(data: bytes) -> bytes:
+    """Unpadded base64url as bytes, in one C call (a proof encodes two segments)."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+
+
 def b64url_encode(data: bytes) -> str:
     """Unpadded base64url (this module stays free of ``cryptography`` until it signs)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return _b64url(data).decode("ascii")
 
 
 def _json_str(value: str) -> str:
@@ -69,6 +78,35 @@ def _json_str(value: str) -> str:
     if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
         return f'"{value}"'
     return json.dumps(value)
+
+
+#: ``htm`` of the usual methods, as JSON.
+_HTM_JSON: Final = {m: f'"{m}"' for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")}
+
+#: A ``jti`` is 18 random bytes (144 bits; RFC 9449 4.2 asks for at least 96): 24
+#: base64url characters, no padding. They are drawn from ``os.urandom`` by the batch (one
+#: system call per :data:`_JTI_BATCH` proofs instead of one per proof); each is handed out
+#: once (``list.pop`` is atomic), and a forked child drops its parent's batch so two
+#: processes never share one. A jti is public (it travels in the proof), so holding the next
+#: few in memory discloses nothing; the proof's security rests on its signature.
+_JTI_BYTES: Final = 18
+_JTI_CHARS: Final = 24
+_JTI_BATCH: Final = 128
+_jtis: list[str] = []
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_jtis.clear)
+
+
+def new_jti() -> str:
+    """A fresh, unique ``jti`` (base64url of 144 random bits)."""
+    try:
+        return _jtis.pop()
+    except IndexError:
+        text = _b64url(os.urandom(_JTI_BYTES * _JTI_BATCH)).decode("ascii")
+        batch = [text[i : i + _JTI_CHARS] for i in range(0, len(text), _JTI_CHARS)]
+        mine = batch.pop()
+        _jtis.extend(batch)
+        return mine
 
 
 def valid_nonce(value: str | None) -> bool:
@@ -185,7 +223,16 @@ class DPoPKey:
     parsed on first use and the proof header encoded once.
     """
 
-    __slots__ = ("_ath", "_header", "_jwk", "_lock", "_sign_fast", "_thumbprint", "alg")
+    __slots__ = (
+        "_ath",
+        "_header",
+        "_htu",
+        "_jwk",
+        "_lock",
+        "_sign_fast",
+        "_thumbprint",
+        "alg",
+    )
 
     def __init__(self, alg: str, jwk: Mapping[str, Any]) -> None:
         if alg not in DPOP_ALGORITHMS:
@@ -201,10 +248,13 @@ class DPoPKey:
         self._lock = threading.Lock()
         #: The last access token and its ``ath`` (a session sends one token many times).
         self._ath: tuple[str, str] = ("", "")
+        #: The last request URL and its ``htu`` as JSON (a session calls one URL many times).
+        self._htu: tuple[str, str] = ("", "")
         public = {name: self._jwk[name] for name in members}
         canonical = json.dumps(public, separators=(",", ":"), sort_keys=True).encode("ascii")
         self._thumbprint = b64url_encode(hashlib.sha256(canonical).digest())
-        self._header = _segment({"typ": "dpop+jwt", "alg": alg, "jwk": public})
+        #: The header segment and its dot, as bytes: the start of every signing input.
+        self._header = _segment({"typ": "dpop+jwt", "alg": alg, "jwk": public}).encode() + b"."
 
     @classmethod
     def generate(cls, alg: str = DEFAULT_DPOP_ALG) -> DPoPKey:
@@ -280,6 +330,14 @@ class DPoPKey:
                 self._sign_fast = lambda data: signer.sign(alg, data)
             return self._sign_fast
 
+    def _htu_json(self, url: str) -> str:
+        last_url, last_json = self._htu
+        if last_url == url:
+            return last_json
+        value = _json_str(htu_of(url))
+        self._htu = (url, value)
+        return value
+
     def _ath_of(self, access_token: str) -> str:
         last_token, last_ath = self._ath
         if last_token == access_token:
@@ -306,8 +364,8 @@ class DPoPKey:
         # (no quote, no backslash), checked before it is used.
         iat = int(time.time() if now is None else now)
         text = (
-            f'{{"jti":"{secrets.token_urlsafe(16)}","htm":{_json_str(htm)},'
-            f'"htu":{_json_str(htu_of(url))},"iat":{iat}'
+            f'{{"jti":"{new_jti()}","htm":{_HTM_JSON.get(htm) or _json_str(htm)},'
+            f'"htu":{self._htu_json(url)},"iat":{iat}'
         )
         if access_token is not None:
             text += f',"ath":"{self._ath_of(access_token)}"'
@@ -315,9 +373,9 @@ class DPoPKey:
             if not valid_nonce(nonce):
                 raise ValueError("the DPoP nonce is not 1*NQCHAR")
             text += f',"nonce":"{nonce}"'
-        signing_input = f"{self._header}.{b64url_encode((text + '}').encode('ascii'))}"
+        signing_input = self._header + _b64url((text + "}").encode("ascii"))
         sign = self._sign_fast or self._signer()
-        return f"{signing_input}.{b64url_encode(sign(signing_input.encode('ascii')))}"
+        return (signing_input + b"." + _b64url(sign(signing_input))).decode("ascii")
 
 
 def ath_of(access_token: str) -> str:
@@ -380,7 +438,8 @@ def _ecdsa_signer(jwk: Mapping[str, Any], alg: str) -> Callable[[bytes], bytes]:
     """``data -> r || s`` for an EC key (JWS ES256/ES384), with no per-call set-up."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from kstlib.auth._signing import ecdsa_raw
 
     size = _EC_SIZES[alg]
     d = int.from_bytes(base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4)), "big")
@@ -389,8 +448,7 @@ def _ecdsa_signer(jwk: Mapping[str, Any], alg: str) -> Callable[[bytes], bytes]:
     ecdsa = ec.ECDSA(hashes.SHA256() if alg == "ES256" else hashes.SHA384())
 
     def sign(data: bytes) -> bytes:
-        r, s = decode_dss_signature(key.sign(data, ecdsa))
-        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+        return ecdsa_raw(key.sign(data, ecdsa), size)
 
     return sign
 

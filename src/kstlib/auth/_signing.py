@@ -40,6 +40,7 @@ __all__ = [
     "PrivateKey",
     "SigningError",
     "SigningKey",
+    "ecdsa_raw",
     "hmac_key",
     "load_signing_key",
     "sign_jws",
@@ -192,9 +193,7 @@ class SigningKey:
                 crv, size = _EC_ALGS[alg]
                 if not isinstance(key, ec.EllipticCurvePrivateKey) or self.curve != crv:
                     raise SigningError(f"a {self._kind()} key cannot sign {alg} (EC {crv} needed)")
-                der = key.sign(data, ec.ECDSA(_HASHES[alg[2:]]()))
-                r, s = decode_dss_signature(der)
-                return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+                return ecdsa_raw(key.sign(data, ec.ECDSA(_HASHES[alg[2:]]())), size)
             return self._sign_eddsa(alg, key, data)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise SigningError(f"cannot sign {alg} with this key ({type(exc).__name__})") from None
@@ -225,6 +224,26 @@ class SigningKey:
         return {"RSA": "RSA", "EC": f"EC {self.curve}", "OKP": str(self.curve)}.get(
             self.kty, "shared-secret"
         )
+
+
+def ecdsa_raw(der: bytes, size: int) -> bytes:
+    """JWS ``r || s`` (``size`` bytes each) of an ECDSA signature in DER (RFC 7518 3.4).
+
+    A DER ``SEQUENCE`` of two ``INTEGER``s, read with slices (P-256, P-384 and P-521
+    signatures are parsed without building integers); anything unexpected goes through
+    ``cryptography``'s DER parser, which says what is wrong.
+    """
+    # short form (P-256, P-384): 30 L 02 Lr r 02 Ls s; long form (P-521): 30 81 L ...
+    at = 3 if der[1:2] == b"\x81" else 2
+    if len(der) > at + 4 and der[0] == 0x30 and der[at - 1] == len(der) - at and der[at] == 2:
+        end_r = at + 2 + der[at + 1]
+        if end_r + 2 < len(der) and der[end_r] == 2 and end_r + 2 + der[end_r + 1] == len(der):
+            r = der[at + 2 : end_r].lstrip(b"\0")
+            s = der[end_r + 2 :].lstrip(b"\0")
+            if len(r) <= size and len(s) <= size:
+                return r.rjust(size, b"\0") + s.rjust(size, b"\0")
+    r_int, s_int = decode_dss_signature(der)
+    return r_int.to_bytes(size, "big") + s_int.to_bytes(size, "big")
 
 
 def _b64_int(value: int, size: int | None = None) -> str:
