@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -44,10 +44,11 @@ from kstlib.auth._jose import (
     JOSEError,
     KeySet,
     PublicJWK,
+    SignatureCheck,
     decode_jws,
     json_copy,
+    signature_verifier,
     validate_claims,
-    verify_signature,
 )
 from kstlib.auth._net import is_loopback_host
 from kstlib.auth.errors import DiscoveryError
@@ -66,6 +67,7 @@ __all__ = [
     "require_same_origin",
     "require_unpinned_issuer",
     "select_key",
+    "select_verified",
     "shared_cache",
     "verify_jwt",
 ]
@@ -849,15 +851,30 @@ def select_key(jws: JWS, candidates: list[PublicJWK], allowed_algs: frozenset[st
     Raises:
         JOSEError: no candidate, or none verifies.
     """
+    alg = jws.alg
+    return select_verified(
+        jws, [(key, signature_verifier(key, alg, allowed=allowed_algs)) for key in candidates]
+    )
+
+
+def select_verified(jws: JWS, candidates: Sequence[tuple[PublicJWK, SignatureCheck]]) -> PublicJWK:
+    """Like :func:`select_key`, with each candidate's :func:`signature_verifier` for the
+    token's algorithm already made (e.g. kept by a caller that sees the key again).
+
+    Raises:
+        JOSEError: no candidate, or none verifies.
+    """
     if not candidates:
         kid = f"kid {jws.kid!r}" if jws.kid is not None else "no kid"
         raise JOSEError(f"no key in the JWKS can verify this {jws.alg} token ({kid})")
+    signature, signing_input = jws.signature, jws.signing_input
     if len(candidates) == 1:
-        verify_signature(jws, candidates[0], allowed=allowed_algs)
-        return candidates[0]
-    for key in candidates:
+        key, verify = candidates[0]
+        verify(signature, signing_input)
+        return key
+    for key, verify in candidates:
         try:
-            verify_signature(jws, key, allowed=allowed_algs)
+            verify(signature, signing_input)
         except JOSEError:
             continue
         return key

@@ -57,6 +57,7 @@ __all__ = [
     "KeySet",
     "PublicJWK",
     "PublicKey",
+    "SignatureCheck",
     "SkippedKey",
     "at_hash",
     "b64url_decode",
@@ -65,6 +66,7 @@ __all__ = [
     "json_copy",
     "number_claim",
     "parse_jwk",
+    "signature_verifier",
     "validate_claims",
     "verify_signature",
 ]
@@ -382,41 +384,56 @@ def _check_header(header: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- algorithms
 
 
-_Verifier = Callable[[Any, bytes, bytes], None]
+_Check = Callable[[bytes, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
 class _AlgSpec:
     families: frozenset[str]
-    verify: _Verifier  # (public key of one of ``families``, signature, signing input)
+    #: A public key of one of ``families`` -> its check of (signature, signing input),
+    #: raising ``InvalidSignature`` (or ``ValueError``...) when the signature is wrong.
+    bind: Callable[[Any], _Check]
 
 
-def _rsa_verifier(pad: padding.AsymmetricPadding, hash_alg: hashes.HashAlgorithm) -> _Verifier:
-    def verify(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> None:
-        if len(signature) != (key.key_size + 7) // 8:
-            raise InvalidSignature
-        key.verify(signature, data, pad, hash_alg)
+def _rsa_verifier(
+    pad: padding.AsymmetricPadding, hash_alg: hashes.HashAlgorithm
+) -> Callable[[rsa.RSAPublicKey], _Check]:
+    def bind(key: rsa.RSAPublicKey) -> _Check:
+        size = (key.key_size + 7) // 8
+        key_verify = key.verify
 
-    return verify
+        def verify(signature: bytes, data: bytes) -> None:
+            if len(signature) != size:
+                raise InvalidSignature
+            key_verify(signature, data, pad, hash_alg)
+
+        return verify
+
+    return bind
 
 
-def _ecdsa_verifier(hash_alg: hashes.HashAlgorithm, coordinate_size: int) -> _Verifier:
+def _ecdsa_verifier(
+    hash_alg: hashes.HashAlgorithm, coordinate_size: int
+) -> Callable[[ec.EllipticCurvePublicKey], _Check]:
     scheme = ec.ECDSA(hash_alg)
 
-    def verify(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> None:
-        if len(signature) != 2 * coordinate_size:
-            raise InvalidSignature
-        r = int.from_bytes(signature[:coordinate_size], "big")
-        s = int.from_bytes(signature[coordinate_size:], "big")
-        key.verify(encode_dss_signature(r, s), data, scheme)
+    def bind(key: ec.EllipticCurvePublicKey) -> _Check:
+        key_verify = key.verify
 
-    return verify
+        def verify(signature: bytes, data: bytes) -> None:
+            if len(signature) != 2 * coordinate_size:
+                raise InvalidSignature
+            r = int.from_bytes(signature[:coordinate_size], "big")
+            s = int.from_bytes(signature[coordinate_size:], "big")
+            key_verify(encode_dss_signature(r, s), data, scheme)
+
+        return verify
+
+    return bind
 
 
-def _eddsa_verify(
-    key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey, signature: bytes, data: bytes
-) -> None:
-    key.verify(signature, data)
+def _eddsa_verifier(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> _Check:
+    return key.verify
 
 
 def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
@@ -441,10 +458,10 @@ def _build_alg_specs() -> dict[str, _AlgSpec]:
     ):
         size = _EC_CURVES[crv][1]
         specs[alg] = _AlgSpec(frozenset({"EC:" + crv}), _ecdsa_verifier(hash_alg, size))
-    specs["EdDSA"] = _AlgSpec(frozenset({"OKP:Ed25519", "OKP:Ed448"}), _eddsa_verify)
+    specs["EdDSA"] = _AlgSpec(frozenset({"OKP:Ed25519", "OKP:Ed448"}), _eddsa_verifier)
     # Fully-specified names (RFC 9864): supported, but not in the default allow-list.
-    specs["Ed25519"] = _AlgSpec(frozenset({"OKP:Ed25519"}), _eddsa_verify)
-    specs["Ed448"] = _AlgSpec(frozenset({"OKP:Ed448"}), _eddsa_verify)
+    specs["Ed25519"] = _AlgSpec(frozenset({"OKP:Ed25519"}), _eddsa_verifier)
+    specs["Ed448"] = _AlgSpec(frozenset({"OKP:Ed448"}), _eddsa_verifier)
     return specs
 
 
@@ -808,6 +825,52 @@ def _skipped(index: int, entry: Any, reason: str) -> SkippedKey:
 # --------------------------------------------------------------------------- verify
 
 
+#: Verifies one signature (``signature``, ``signing_input``); raises :class:`JOSEError`.
+SignatureCheck = Callable[[bytes, bytes], None]
+
+
+def signature_verifier(
+    key: PublicJWK, alg: str, *, allowed: frozenset[str] = ALLOWED_ALGORITHMS
+) -> SignatureCheck:
+    """What :func:`verify_signature` decides about ``key`` and ``alg``, decided once.
+
+    The returned function verifies the signature of one token signed with ``alg``; a
+    pair that may not be used (algorithm not allowed or not supported, key of another
+    type, key restricted to another use or algorithm) gives a function that refuses
+    every signature with the reason. Nothing in it depends on a token, so callers that
+    see the same key and algorithm again may keep it.
+    """
+    if alg not in allowed:
+        return _refusal(f"algorithm {alg!r} is not allowed")
+    spec = _ALG_SPECS.get(alg)
+    if spec is None:
+        return _refusal(f"algorithm {alg!r} is not supported")
+    if key.family not in spec.families:
+        return _refusal(f"a {key.key_type} key cannot verify {alg} signatures")
+    if not key.usable_for(alg):
+        return _refusal(
+            f"key {key.kid or key.fingerprint[:16]!r} is restricted to another use or algorithm"
+        )
+    check = spec.bind(key.key)
+
+    def verify(signature: bytes, signing_input: bytes) -> None:
+        try:
+            check(signature, signing_input)
+        except InvalidSignature:
+            _fail("signature is invalid")
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            _fail("signature is malformed")
+
+    return verify
+
+
+def _refusal(reason: str) -> SignatureCheck:
+    def refuse(signature: bytes, signing_input: bytes) -> None:
+        _fail(reason)
+
+    return refuse
+
+
 def verify_signature(
     jws: JWS, key: PublicJWK, *, allowed: frozenset[str] = ALLOWED_ALGORITHMS
 ) -> None:
@@ -816,25 +879,15 @@ def verify_signature(
     The algorithm must be in ``allowed`` and supported, and ``key`` must be of the
     type the algorithm requires (and not restricted to another ``alg``/``use``).
     """
-    alg = jws.header["alg"]
-    if alg not in allowed:
-        _fail(f"algorithm {alg!r} is not allowed")
-    spec = _ALG_SPECS.get(alg)
-    if spec is None:
-        _fail(f"algorithm {alg!r} is not supported")
-    if key.family not in spec.families:
-        _fail(f"a {key.key_type} key cannot verify {alg} signatures")
-    if not key.usable_for(alg):
-        _fail(f"key {key.kid or key.fingerprint[:16]!r} is restricted to another use or algorithm")
-    try:
-        spec.verify(key.key, jws.signature, jws.signing_input)
-    except InvalidSignature:
-        _fail("signature is invalid")
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        _fail("signature is malformed")
+    signature_verifier(key, jws.header["alg"], allowed=allowed)(jws.signature, jws.signing_input)
 
 
 # --------------------------------------------------------------------------- claims
+
+
+_NUMBERS: Final = (int, float)
+#: Integers below this size convert to finite floats (no overflow, no infinity).
+_EXACT_INT: Final = 2**53
 
 
 def number_claim(payload: Mapping[str, Any], name: str) -> float | None:
@@ -846,7 +899,9 @@ def number_claim(payload: Mapping[str, Any], name: str) -> float | None:
     value = payload.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is int and -_EXACT_INT < value < _EXACT_INT:  # the common case, exact
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
         _fail(f"claim {name!r} is not a number", claim=name)
     try:
         number = float(value)

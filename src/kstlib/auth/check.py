@@ -36,7 +36,7 @@ from kstlib.auth._discovery import (
     check_jwks_uri,
     require_same_origin,
     require_unpinned_issuer,
-    select_key,
+    select_verified,
 )
 from kstlib.auth._http import HTTPTraceLogger, RetryPolicy
 from kstlib.auth._idtoken import (
@@ -52,8 +52,10 @@ from kstlib.auth._jose import (
     JOSEError,
     KeySet,
     PublicJWK,
+    SignatureCheck,
     decode_jws,
     json_copy,
+    signature_verifier,
     validate_claims,
 )
 from kstlib.auth.errors import DiscoveryError
@@ -449,13 +451,18 @@ class TokenChecker:
     def _verify_signature(self, run: _Run) -> _Outcome:
         jws = run.jws
         allowed = self._algorithms_for(run)
-        key = select_key(jws, run.candidates, allowed)
+        alg: str = jws.header["alg"]
+        variant = (_VERIFIER, alg, allowed)  # kept on the key, like its report facts
+
+        def make(candidate: PublicJWK) -> SignatureCheck:
+            return signature_verifier(candidate, alg, allowed=allowed)
+
+        key = select_verified(jws, [(k, k.derived(variant, make)) for k in run.candidates])
         run.key = key
         facts: _KeyFacts = key.derived(_KEY_FACTS, _make_key_facts)
         if key is not run.described:  # the one candidate was described by the previous step
             _describe_key(run.report, facts)
             run.described = key
-        alg = jws.header["alg"]
         details = {
             "alg": alg,
             "kid": key.kid,
@@ -599,6 +606,7 @@ class TokenChecker:
 _ISSUER_FACTS: Final = "check:issuer"
 _KEYSET_FACTS: Final = "check:keyset"
 _KEY_FACTS: Final = "check:key"
+_VERIFIER: Final = "check:verifier"
 
 
 def _make_keyset_facts(keys: KeySet) -> _KeySetFacts:
