@@ -357,7 +357,7 @@ def test_a_hit_loads_none_of_the_costly_modules(setup: Path, tmp_path: Path) -> 
         issued_at=expires_at - timedelta(hours=1),
         id_token=id_token,
     )
-    FileTokenStorage(tmp_path / "tokens").save("corp", token)
+    FileTokenStorage(setup.parent.parent / "tokens").save("corp", token)
     first, loaded = _run_probe("auth", "token")
     assert first.stdout == FIRST + "\n"
     assert "yaml" in loaded  # the first call loads the configuration and records it
@@ -403,7 +403,7 @@ def test_a_dpop_bound_token_is_left_to_the_full_command(
 
         token.token_type = "Bearer"
         token.dpop_key = DPoPKey.generate()
-    FileTokenStorage(tmp_path / "tokens").save("corp", token)
+    FileTokenStorage(setup.parent.parent / "tokens").save("corp", token)
     proc, parsed = _run("auth", "token")
     assert parsed  # the snapshot named the file, the fast path declined, the full CLI ran
     assert proc.returncode == 0, proc.stderr
