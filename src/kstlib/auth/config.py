@@ -103,14 +103,9 @@ _LOCATIONS: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kstlib.auth.config' has no attribute {name!r}")
-    from importlib import import_module
+    from kstlib._lazy import load
 
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+    return load(__name__, _LOCATIONS, globals(), name)
 
 
 def __dir__() -> list[str]:
