@@ -117,8 +117,9 @@ _OKP_CURVES: Final[dict[str, int]] = {"Ed25519": 32, "Ed448": 57}
 
 T = TypeVar("T")
 _MISSING: Final = object()
-#: Most variants of derived data kept per cached object (one per reader configuration).
-_DERIVED_MAX: Final = 16
+#: Most variants of derived data kept per cached object (reader configurations, and per
+#: key set the (alg, kid) pairs of the tokens seen).
+_DERIVED_MAX: Final = 32
 
 
 class Derivable:
@@ -133,19 +134,22 @@ class Derivable:
     __slots__ = ()
     _derived: dict[Hashable, Any]
 
-    def derived(self, variant: Hashable, make: Callable[[Any], T]) -> T:
-        """``make(self)``, computed once per ``variant`` (a hashable of the reader's settings).
+    def derived(self, variant: Hashable, make: Callable[[Any, Any], T]) -> T:
+        """``make(self, variant)``, computed once per ``variant`` (a hashable of the reader's
+        settings and of what it asks).
 
-        Bounded; plain dict operations, so safe between threads (two threads may both make
-        a value: the same one).
+        Bounded; a ``None`` made is not kept (hostile input cannot fill the store); plain
+        dict operations, so safe between threads (two threads may both make a value: the
+        same one).
         """
         store = self._derived
         value = store.get(variant, _MISSING)
         if value is _MISSING:
-            value = make(self)
-            if len(store) >= _DERIVED_MAX:
-                store.clear()
-            store[variant] = value
+            value = make(self, variant)
+            if value is not None:
+                if len(store) >= _DERIVED_MAX:
+                    store.clear()
+                store[variant] = value
         return value  # type: ignore[no-any-return]  # ``make`` made it (no typing.cast call)
 
 
@@ -306,6 +310,32 @@ def decode_jws(token: str) -> JWS:
         _fail("token has an empty payload (detached content is not supported)")
     if not signature_seg:
         _fail("token is unsigned (empty signature)")
+    header = _HEADER_CACHE.get(header_seg)
+    if header is not None:
+        # Fastest path, a header seen before (validated, cached): the strict decoder checks the
+        # alphabet while decoding and the JSON is one value; any doubt takes the checked path
+        # below, which says precisely what is wrong.
+        p_rem = len(payload_seg) % 4
+        s_rem = len(signature_seg) % 4
+        if (
+            p_rem != 1
+            and s_rem != 1
+            and (not p_rem or payload_seg[-1] in _CANONICAL_LAST[p_rem])
+            and (not s_rem or signature_seg[-1] in _CANONICAL_LAST[s_rem])
+        ):
+            try:
+                text = _A2B(
+                    payload_seg.translate(_TO_STRICT_B64) + _PADDING[p_rem], strict_mode=True
+                ).decode("utf-8")
+                sig = _A2B(
+                    signature_seg.translate(_TO_STRICT_B64) + _PADDING[s_rem], strict_mode=True
+                )
+                payload, end = _SCAN_ONCE(text, 0)
+            except _NOT_FAST:
+                end = -1
+            if end >= 0 and end == len(text) and type(payload) is dict:
+                signing_input = data[: len(header_seg) + 1 + len(payload_seg)]
+                return _NEW_TUPLE(JWS, (header.copy(), payload, signing_input, sig))
     # Fast path: the strict decoder checks the alphabet while decoding (no separate pass over
     # the token); anything it refuses takes the checked path below, which says what is wrong.
     payload_raw = _strict_b64url(payload_seg)
@@ -325,6 +355,21 @@ def decode_jws(token: str) -> JWS:
         header = _header_object(header_seg)
         payload = _json_object(payload_raw, "payload")
     return JWS(header, payload, data[: len(header_seg) + 1 + len(payload_seg)], signature)
+
+
+_A2B: Final = binascii.a2b_base64
+#: Anything the fastest path of :func:`decode_jws` refuses (JOSEError: a duplicate member
+#: or a refused constant); the checked path then says what is wrong.
+_NOT_FAST: Final = (
+    binascii.Error,
+    UnicodeDecodeError,
+    ValueError,
+    StopIteration,
+    RecursionError,
+    JOSEError,
+)
+#: Builds a :class:`JWS` from a tuple in C (its generated ``__new__`` is a Python frame).
+_NEW_TUPLE: Final = tuple.__new__
 
 
 def _strict_b64url(data: bytes) -> bytes | None:
@@ -385,13 +430,15 @@ def _check_header(header: dict[str, Any]) -> None:
 
 
 _Check = Callable[[bytes, bytes], None]
+#: What ``cryptography`` raises for a signature it cannot even parse.
+_MALFORMED: Final = (ValueError, TypeError, UnsupportedAlgorithm)
 
 
 @dataclass(frozen=True, slots=True)
 class _AlgSpec:
     families: frozenset[str]
     #: A public key of one of ``families`` -> its check of (signature, signing input),
-    #: raising ``InvalidSignature`` (or ``ValueError``...) when the signature is wrong.
+    #: raising :class:`JOSEError` ("signature is invalid" / "signature is malformed").
     bind: Callable[[Any], _Check]
 
 
@@ -404,8 +451,13 @@ def _rsa_verifier(
 
         def verify(signature: bytes, data: bytes) -> None:
             if len(signature) != size:
-                raise InvalidSignature
-            key_verify(signature, data, pad, hash_alg)
+                _fail("signature is invalid")
+            try:
+                key_verify(signature, data, pad, hash_alg)
+            except InvalidSignature:
+                _fail("signature is invalid")
+            except _MALFORMED:
+                _fail("signature is malformed")
 
         return verify
 
@@ -422,10 +474,15 @@ def _ecdsa_verifier(
 
         def verify(signature: bytes, data: bytes) -> None:
             if len(signature) != 2 * coordinate_size:
-                raise InvalidSignature
+                _fail("signature is invalid")
             r = int.from_bytes(signature[:coordinate_size], "big")
             s = int.from_bytes(signature[coordinate_size:], "big")
-            key_verify(encode_dss_signature(r, s), data, scheme)
+            try:
+                key_verify(encode_dss_signature(r, s), data, scheme)
+            except InvalidSignature:
+                _fail("signature is invalid")
+            except _MALFORMED:
+                _fail("signature is malformed")
 
         return verify
 
@@ -433,7 +490,17 @@ def _ecdsa_verifier(
 
 
 def _eddsa_verifier(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> _Check:
-    return key.verify
+    key_verify = key.verify
+
+    def verify(signature: bytes, data: bytes) -> None:
+        try:
+            key_verify(signature, data)
+        except InvalidSignature:
+            _fail("signature is invalid")
+        except _MALFORMED:
+            _fail("signature is malformed")
+
+    return verify
 
 
 def _pss(hash_alg: hashes.HashAlgorithm) -> padding.PSS:
@@ -474,7 +541,7 @@ SUPPORTED_ALGORITHMS: Final[frozenset[str]] = frozenset(_ALG_SPECS)
 
 
 @dataclass(frozen=True)
-class PublicJWK(Derivable):
+class PublicJWK:
     """A parsed public JWK: the ``cryptography`` key plus the JWK metadata.
 
     Instances are immutable and shared between caches; ``jwk`` is a read-only
@@ -495,9 +562,6 @@ class PublicJWK(Derivable):
     private_members_present: bool = False
     #: Key family matched against algorithms: ``RSA``, ``EC:P-256``, ``OKP:Ed25519``...
     family: str = field(init=False, repr=False, compare=False)
-    _derived: dict[Hashable, Any] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
         family = self.kty if self.curve is None else f"{self.kty}:{self.curve}"
@@ -851,17 +915,7 @@ def signature_verifier(
         return _refusal(
             f"key {key.kid or key.fingerprint[:16]!r} is restricted to another use or algorithm"
         )
-    check = spec.bind(key.key)
-
-    def verify(signature: bytes, signing_input: bytes) -> None:
-        try:
-            check(signature, signing_input)
-        except InvalidSignature:
-            _fail("signature is invalid")
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            _fail("signature is malformed")
-
-    return verify
+    return spec.bind(key.key)
 
 
 def _refusal(reason: str) -> SignatureCheck:
@@ -927,15 +981,22 @@ def _check_audience(payload: Mapping[str, Any], audience: str) -> None:
 
 
 def _check_times(payload: Mapping[str, Any], leeway: float, now: float) -> None:
-    exp = number_claim(payload, "exp")
+    # An exact small int is a valid NumericDate as it is (the common case, no call);
+    # anything else goes through number_claim, which refuses non-numbers.
+    exp = payload.get("exp")
+    if exp is not None and (type(exp) is not int or not -_EXACT_INT < exp < _EXACT_INT):
+        exp = number_claim(payload, "exp")
     if exp is not None and now >= exp + leeway:
         _fail(f"token expired at {_utc(exp)}", claim="exp")
-    iat = number_claim(payload, "iat")
+    iat = payload.get("iat")
+    if iat is not None and (type(iat) is not int or not -_EXACT_INT < iat < _EXACT_INT):
+        iat = number_claim(payload, "iat")
     if iat is not None and iat > now + leeway:
         _fail(f"token is issued in the future ({_utc(iat)})", claim="iat")
-    nbf = number_claim(payload, "nbf")
-    if nbf is not None and nbf > now + leeway:
-        _fail(f"token is not valid before {_utc(nbf)}", claim="nbf")
+    if "nbf" in payload:
+        nbf = number_claim(payload, "nbf")
+        if nbf is not None and nbf > now + leeway:
+            _fail(f"token is not valid before {_utc(nbf)}", claim="nbf")
 
 
 def _utc(timestamp: float) -> str:

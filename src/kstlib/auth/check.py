@@ -211,12 +211,76 @@ class _KeyFacts:
     key_type: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """What a check derives from one key set for the tokens of one (alg, kid): the candidate
+    keys, what the report shows of them, and their signature checks per allow-list.
+
+    Kept on the key set (``derived``, key ``(_SELECTION, alg, kid)``), so it lives and dies
+    with the cached JWKS; made only for pairs with candidates (hostile kids keep nothing).
+    """
+
+    alg: str
+    candidates: tuple[PublicJWK, ...]
+    facts: tuple[_KeyFacts, ...]
+    message: str  # of the extract_public_key step
+    details: Callable[[], dict[str, Any]]  # fresh copies of that step's details
+    verified: tuple[tuple[str, dict[str, Any]], ...]  # per candidate: verify step outcome
+    verifiers: dict[frozenset[str], tuple[tuple[PublicJWK, SignatureCheck], ...]]
+
+    @classmethod
+    def of(
+        cls, alg: str, kid: str | None, candidates: list[PublicJWK], *, refetched: bool = False
+    ) -> _Selection:
+        facts = tuple(_make_key_facts(key) for key in candidates)
+        details: dict[str, Any] = {"candidates": [fact.summary.copy() for fact in facts]}
+        if refetched:
+            details["jwks_refetched"] = True
+        if len(candidates) == 1:
+            message = f"using {facts[0].label}"
+        else:
+            why = "the token has no kid" if kid is None else f"kid {kid!r} is repeated"
+            message = f"{len(candidates)} candidate keys ({why}); the signature decides"
+        verified = tuple(
+            (
+                f"{alg} signature verified with {fact.label}",
+                {
+                    "alg": alg,
+                    "kid": fact.key.kid,
+                    "fingerprint": fact.key.fingerprint,
+                    "candidates_tried": len(candidates),
+                },
+            )
+            for fact in facts
+        )
+        return cls(alg, tuple(candidates), facts, message, _copier(details), verified, {})
+
+    def checks(self, allowed: frozenset[str]) -> tuple[tuple[PublicJWK, SignatureCheck], ...]:
+        """Each candidate with its signature check under ``allowed`` (decided once)."""
+        found = tuple(
+            (key, signature_verifier(key, self.alg, allowed=allowed)) for key in self.candidates
+        )
+        if len(self.verifiers) >= _VERIFIERS_MAX:
+            self.verifiers.clear()
+        self.verifiers[allowed] = found
+        return found
+
+    def index_of(self, key: PublicJWK) -> int:
+        """Position of ``key`` (by identity) among the candidates."""
+        return next(i for i, candidate in enumerate(self.candidates) if candidate is key)
+
+
+def _make_selection(keys: KeySet, variant: tuple[str, str, str | None]) -> _Selection | None:
+    _, alg, kid = variant
+    candidates = keys.candidates(alg, kid)
+    return _Selection.of(alg, kid, candidates) if candidates else None
+
+
 class _Run:
     """Mutable state of one check (attributes appear as the steps, run in order, set them)."""
 
     __slots__ = (
         "access_token",
-        "candidates",
         "described",
         "issuer",
         "issuer_facts",
@@ -227,6 +291,7 @@ class _Run:
         "nonce",
         "pinned",
         "report",
+        "selection",
         "token",
         "token_type",
     )
@@ -235,7 +300,7 @@ class _Run:
     issuer_facts: _IssuerFacts
     jwks_uri: str
     keys: KeySet
-    candidates: list[PublicJWK]
+    selection: _Selection
     key: PublicJWK
 
     def __init__(
@@ -396,10 +461,7 @@ class TokenChecker:
         allowed, audience, leeway = self.allowed_algorithms, self.expected_audience, self.leeway
         try:
             facts: _IssuerFacts = found.derived(
-                (_ISSUER_FACTS, pinned, allowed, audience, leeway),
-                lambda entry: self._issuer_facts(
-                    entry, issuer, pinned=pinned, allowed=allowed, audience=audience, leeway=leeway
-                ),
+                (_ISSUER_FACTS, issuer, pinned, allowed, audience, leeway), self._issuer_facts
             )
         except Exception:  # the refused document is still shown (and nothing is kept)
             report.discovery_data = found.document_copy()
@@ -420,56 +482,46 @@ class TokenChecker:
         jws, keys = run.jws, run.keys
         alg: str = jws.header["alg"]
         kid: str | None = jws.header.get("kid")
-        candidates = keys.candidates(alg, kid)
-        refetched = False
-        if not candidates and (kid is None or not keys.has_kid(kid)):
-            # Unknown kid (or no kid and no key of the right type): the cache decides whether
-            # the JWKS may be fetched again (once per cooldown), then the latest keys are used.
-            candidates = self.cache.key_candidates(
-                self.http_client, run.jwks_uri, jws, retry=self.retry, tracer=self.tracer
-            )
-            latest = self.cache.jwks(self.http_client, run.jwks_uri, retry=self.retry)
-            if latest is not keys:
-                refetched = True
-                run.keys = latest
-                run.report.jwks_data = self._keyset_facts(latest).document()
-        described = [key.derived(_KEY_FACTS, _make_key_facts) for key in candidates]
-        details: dict[str, Any] = {"candidates": [facts.summary.copy() for facts in described]}
-        if refetched:
-            details["jwks_refetched"] = True
-        if not candidates:
-            wanted = f"kid {kid!r}" if kid is not None else "no kid in the token"
-            raise _StepFailed(f"no key in the JWKS can verify {alg} ({wanted})", details)
-        run.candidates = candidates
-        if len(candidates) == 1:
-            _describe_key(run.report, described[0])
-            run.described = candidates[0]
-            return f"using {described[0].label}", details
-        why = "the token has no kid" if kid is None else f"kid {kid!r} is repeated"
-        return f"{len(candidates)} candidate keys ({why}); the signature decides", details
+        selection: _Selection | None = keys.derived((_SELECTION, alg, kid), _make_selection)
+        if selection is None:
+            candidates: list[PublicJWK] = []
+            refetched = False
+            if kid is None or not keys.has_kid(kid):
+                # Unknown kid (or no kid and no key of the right type): the cache decides
+                # whether the JWKS may be fetched again (once per cooldown), then the latest
+                # keys are used.
+                candidates = self.cache.key_candidates(
+                    self.http_client, run.jwks_uri, jws, retry=self.retry, tracer=self.tracer
+                )
+                latest = self.cache.jwks(self.http_client, run.jwks_uri, retry=self.retry)
+                if latest is not keys:
+                    refetched = True
+                    run.keys = latest
+                    run.report.jwks_data = self._keyset_facts(latest).document()
+            selection = _Selection.of(alg, kid, candidates, refetched=refetched)
+            if not candidates:
+                wanted = f"kid {kid!r}" if kid is not None else "no kid in the token"
+                raise _StepFailed(
+                    f"no key in the JWKS can verify {alg} ({wanted})", selection.details()
+                )
+        run.selection = selection
+        if len(selection.candidates) == 1:
+            _describe_key(run.report, selection.facts[0])
+            run.described = selection.candidates[0]
+        return selection.message, selection.details()
 
     def _verify_signature(self, run: _Run) -> _Outcome:
-        jws = run.jws
         allowed = self._algorithms_for(run)
-        alg: str = jws.header["alg"]
-        variant = (_VERIFIER, alg, allowed)  # kept on the key, like its report facts
-
-        def make(candidate: PublicJWK) -> SignatureCheck:
-            return signature_verifier(candidate, alg, allowed=allowed)
-
-        key = select_verified(jws, [(k, k.derived(variant, make)) for k in run.candidates])
+        selection = run.selection
+        checks = selection.verifiers.get(allowed) or selection.checks(allowed)
+        key = select_verified(run.jws, checks)
         run.key = key
-        facts: _KeyFacts = key.derived(_KEY_FACTS, _make_key_facts)
+        index = 0 if len(checks) == 1 else selection.index_of(key)
         if key is not run.described:  # the one candidate was described by the previous step
-            _describe_key(run.report, facts)
+            _describe_key(run.report, selection.facts[index])
             run.described = key
-        details = {
-            "alg": alg,
-            "kid": key.kid,
-            "fingerprint": key.fingerprint,
-            "candidates_tried": len(run.candidates),
-        }
-        return f"{alg} signature verified with {facts.label}", details
+        message, details = selection.verified[index]
+        return message, details.copy()
 
     def _validate_claims(self, run: _Run) -> _Outcome:
         payload = run.jws.payload
@@ -508,14 +560,12 @@ class TokenChecker:
     def _issuer_facts(
         self,
         found: Discovered,
-        issuer: str,
-        *,
-        pinned: bool,
-        allowed: frozenset[str],
-        audience: str | None,
-        leeway: float,
+        variant: tuple[str, str, bool, frozenset[str], str | None, float],
     ) -> _IssuerFacts:
-        """Everything a check derives from ``found``; raises if its ``jwks_uri`` is refused."""
+        """Everything a check derives from ``found`` with the settings in ``variant``;
+        raises if its ``jwks_uri`` is refused.
+        """
+        _, issuer, pinned, allowed, audience, leeway = variant
         jwks_uri = self._jwks_uri_of(found, pinned)
         details = {
             "issuer": issuer,
@@ -550,10 +600,6 @@ class TokenChecker:
     @staticmethod
     def _keyset_facts(keys: KeySet) -> _KeySetFacts:
         return keys.derived(_KEYSET_FACTS, _make_keyset_facts)
-
-    @staticmethod
-    def _key_facts(key: PublicJWK) -> _KeyFacts:
-        return key.derived(_KEY_FACTS, _make_key_facts)
 
     # ---------------------------------------------------------------- helpers
 
@@ -605,11 +651,12 @@ class TokenChecker:
 #: Variants of what a check derives from cached objects (``derived``'s first key part).
 _ISSUER_FACTS: Final = "check:issuer"
 _KEYSET_FACTS: Final = "check:keyset"
-_KEY_FACTS: Final = "check:key"
-_VERIFIER: Final = "check:verifier"
+_SELECTION: Final = "check:selection"
+#: Most allow-lists a selection keeps signature checks for (checker settings seen).
+_VERIFIERS_MAX: Final = 8
 
 
-def _make_keyset_facts(keys: KeySet) -> _KeySetFacts:
+def _make_keyset_facts(keys: KeySet, variant: object) -> _KeySetFacts:
     message = f"JWKS holds {len(keys)} usable key(s)"
     if keys.skipped:
         message += f"; {len(keys.skipped)} skipped"
@@ -701,7 +748,6 @@ _TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(60))
 _MINUTES: Final = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
 #: Integer timestamps from 1970 to 9999 take the fast path of :func:`_iso`.
 _FAST_ISO_END: Final = 253402300800
-_TIME_CLAIMS: Final = ("exp", "iat", "nbf", "auth_time")
 
 
 def _day_prefix(day: int) -> str:
@@ -732,29 +778,33 @@ def _time_details(payload: dict[str, Any], now: float) -> dict[str, Any]:
     exp = payload.get("exp", _NO_CLAIM)
     if exp is not _NO_CLAIM:
         details["exp"] = _iso(exp)
-    for name in _TIME_CLAIMS[1:]:
-        if name in payload:
-            details[name] = _iso(payload[name])
-    if type(exp) in _NUMBER_TYPES or (isinstance(exp, int | float) and not isinstance(exp, bool)):
+    if "iat" in payload:
+        details["iat"] = _iso(payload["iat"])
+    if "nbf" in payload:
+        details["nbf"] = _iso(payload["nbf"])
+    if "auth_time" in payload:
+        details["auth_time"] = _iso(payload["auth_time"])
+    # JSON gives exact ints and floats; ``bool`` (an int subclass) is not a time.
+    kind = type(exp)
+    if kind is int or kind is float or (isinstance(exp, _NUMBERS) and kind is not bool):
         remaining = exp - now
         details["expires_in_seconds"] = round(remaining)
-        details["expires"] = (
-            f"expires in {format_duration(remaining)}"
-            if remaining >= 0
-            else f"expired {format_duration(-remaining)} ago (within leeway)"
-        )
+        if remaining >= 0:
+            details["expires"] = f"expires in {format_duration(remaining)}"
+        else:
+            details["expires"] = f"expired {format_duration(-remaining)} ago (within leeway)"
     else:
         details["expires"] = "no expiry"
     return details
 
 
 _NO_CLAIM: Final = object()
-_NUMBER_TYPES: Final = frozenset({int, float})
+_NUMBERS: Final = (int, float)
 
 
 def format_duration(seconds: float) -> str:
     """A short duration in its two largest units: ``2d 3h``, ``1h 2m``, ``4m 5s``, ``7s``."""
-    total = max(0, int(seconds))
+    total = int(seconds) if seconds > 0 else 0
     if total >= 86400:
         return f"{total // 86400}d {total % 86400 // 3600}h"
     if total >= 3600:
