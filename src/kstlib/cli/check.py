@@ -18,16 +18,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.syntax import Syntax
-from rich.table import Table
-from rich.text import Text
 
 from kstlib.auth.redaction import REDACTED, is_sensitive_key
 from kstlib.cli.output import error_line
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Rich is imported when a report is rendered, not when the command is defined
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
     from kstlib.auth.check import TokenCheckReport
 
 __all__ = ["check_command", "register", "render_report", "report_as_json"]
@@ -70,6 +70,8 @@ def _safe_text(value: object, *, newlines: bool = False) -> str:
 
 
 def _text(value: object, style: str = "") -> Text:
+    from rich.text import Text
+
     return Text(_safe_text(value), style=style)
 
 
@@ -137,7 +139,6 @@ def check_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify a JWT cryptographically: issuer, keys, signature and claims."""
-    console = Console(highlight=False)
     try:
         target = _resolve_target(provider, token, access_token, expected_issuer, expected_audience)
     except _UsageError as exc:
@@ -163,7 +164,9 @@ def check_command(
     if as_json:
         typer.echo(json.dumps(report_as_json(report), indent=2, sort_keys=True))
     else:
-        console.print(
+        from rich.console import Console
+
+        Console(highlight=False).print(
             render_report(report, verbose=verbose, note=target.audience_note, unpinned=unpinned)
         )
     raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
@@ -197,6 +200,8 @@ def _report_opaque(provider: str | None, as_json: bool) -> None:
         }
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
+        from rich.console import Console
+
         Console(highlight=False).print(_text(message, style="yellow"))
 
 
@@ -314,6 +319,8 @@ def render_report(
     ``unpinned``: whether the check ran without an expected issuer (``None``: as far as
     the report shows it).
     """
+    from rich.console import Group
+
     if unpinned is None:
         unpinned = _issuer_unpinned(report)
     parts: list[Any] = [_verdict_panel(report, note, unpinned), _steps_table(report)]
@@ -329,6 +336,9 @@ def render_report(
 
 
 def _verdict_panel(report: TokenCheckReport, note: str | None, unpinned: bool) -> Panel:
+    from rich.panel import Panel
+    from rich.text import Text
+
     kind = "ID token" if report.token_type == "id_token" else "access token"
     if report.valid:
         text = Text(f"VALID {kind}", style="bold green")
@@ -358,6 +368,9 @@ def _issuer_unpinned(report: TokenCheckReport) -> bool:
 
 
 def _steps_table(report: TokenCheckReport) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(width=2)
     table.add_column(style="bold", no_wrap=True)
@@ -375,6 +388,8 @@ def _steps_table(report: TokenCheckReport) -> Table:
 
 
 def _key_panel(report: TokenCheckReport) -> Panel:
+    from rich.panel import Panel
+
     table = _facts_table(
         [
             ("type", f"{report.key_type} ({report.key_size_bits} bits)"),
@@ -388,6 +403,8 @@ def _key_panel(report: TokenCheckReport) -> Panel:
 
 
 def _x509_panel(info: dict[str, Any]) -> Panel:
+    from rich.panel import Panel
+
     if "error" in info:
         return Panel(_text(info["error"], style="yellow"), title="X.509 (x5c)")
     rows = [
@@ -403,6 +420,8 @@ def _x509_panel(info: dict[str, Any]) -> Panel:
 
 
 def _facts_table(rows: list[tuple[str, str]]) -> Table:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -412,6 +431,8 @@ def _facts_table(rows: list[tuple[str, str]]) -> Table:
 
 
 def _claims_table(payload: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Claims", title_justify="left", show_lines=False)
     table.add_column("claim", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -452,6 +473,10 @@ def describe_time(timestamp: float, now: float, *, expiry: bool = False) -> str:
 
 
 def _verbose_parts(report: TokenCheckReport) -> list[Any]:
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.text import Text
+
     parts: list[Any] = []
     sections = (
         ("Header", report.header),

@@ -14,17 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import typer
-from rich import box as rich_box
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from kstlib._durations import span as format_duration
 from kstlib.auth.redaction import REDACTED
+
+if TYPE_CHECKING:  # Rich is imported by the functions that render (not by --json, --version...)
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = [
     "MASK",
@@ -61,6 +61,8 @@ _STATUS_STYLES: Final = {
 
 
 def _console(file: Any) -> Console:
+    from rich.console import Console
+
     console = Console(file=file, highlight=False)
     if not console.is_terminal:  # a pipe or a file: lines are not wrapped at 80 columns
         console.soft_wrap = True
@@ -129,6 +131,9 @@ def _cell(value: Any) -> str:
 
 def facts_table(rows: Iterable[tuple[str, Any]], *, title: str | None = None) -> Table:
     """A two-column key/value table; values rendered as plain text."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, title_justify="left", show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -139,6 +144,8 @@ def facts_table(rows: Iterable[tuple[str, Any]], *, title: str | None = None) ->
 
 def status_text(status: str) -> Text:
     """A coloured mark and word for a preflight status (``✓ success``)."""
+    from rich.text import Text
+
     mark, style = _STATUS_STYLES.get(status, ("?", ""))
     return Text(f"{mark} {status}", style=style)
 
@@ -213,6 +220,9 @@ _TRAILING_SPACE_RE: Final = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.MULTI
 
 def _cell_range(column: Column, cells: Sequence[Text | str]) -> tuple[int, int]:
     """The narrowest a column can be without cutting a word (or its header), its natural width."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
     texts = [column.header, *(cell.plain if isinstance(cell, Text) else cell for cell in cells)]
     lines = [line for text in texts for line in text.splitlines() or [""]]
     natural = max(cell_len(line) for line in lines)
@@ -261,6 +271,9 @@ def _build_table(
     show_header: bool,
     boxed: bool,
 ) -> Table:
+    from rich import box as rich_box
+    from rich.table import Table
+
     table = Table(
         title=title,
         title_justify="left",
@@ -322,6 +335,8 @@ def print_table(
 
 def print_facts(rows: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
     """Print a key/value listing (values as plain text) through :func:`print_table`."""
+    from rich.text import Text
+
     columns = (Column("Key", no_wrap=True), Column("Value"))
     cells = [[Text(key, style="bold"), Text(_cell(value))] for key, value in rows]
     print_table(columns, cells, title=title, show_header=False, boxed=False)
