@@ -18,7 +18,6 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, TextIO
 
@@ -88,11 +87,16 @@ VerboseOption = Annotated[
 ]
 
 
-@dataclass
-class CLIState:
+class CLIState:  # (a plain class: creating a dataclass costs every command's start-up)
     """Options shared by every command of one invocation."""
 
-    verbosity: int = 0
+    __slots__ = ("verbosity",)
+
+    def __init__(self, verbosity: int = 0) -> None:
+        self.verbosity = verbosity
+
+    def __repr__(self) -> str:
+        return f"CLIState(verbosity={self.verbosity})"
 
 
 class _CLILogHandler(logging.StreamHandler[TextIO]):

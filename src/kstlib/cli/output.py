@@ -11,10 +11,9 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NamedTuple
 
 import typer
 
@@ -202,8 +201,7 @@ def echo_tsv(records: Iterable[Sequence[Any]]) -> None:
         typer.echo("\t".join(tsv_field(field) for field in record))
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):  # (not a frozen dataclass: that costs every command's start-up)
     """A table column; ``drop`` > 0: hidden on a narrow terminal (the highest rank first)."""
 
     header: str
@@ -214,8 +212,9 @@ class Column:
 
 #: The width a table is rendered at in a pipe: its natural width, whatever it is.
 _UNBOUNDED: Final = 100_000
-#: Spaces (and tabs) at the end of a line, before any closing colour codes.
-_TRAILING_SPACE_RE: Final = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
+#: Spaces (and tabs) at the end of a line, before any closing colour codes (compiled at its
+#: first use by ``re``'s cache, not at start-up).
+_TRAILING_SPACE: Final = r"[ \t]+((?:\x1b\[[0-9;]*m)*)$"
 
 
 def _cell_range(column: Column, cells: Sequence[Text | str]) -> tuple[int, int]:
@@ -329,7 +328,7 @@ def print_table(
     )
     with console.capture() as capture:
         console.print(table, soft_wrap=False)
-    console.file.write(_TRAILING_SPACE_RE.sub(r"\1", capture.get()))
+    console.file.write(re.sub(_TRAILING_SPACE, r"\1", capture.get(), flags=re.MULTILINE))
     console.file.flush()
 
 
