@@ -2,6 +2,9 @@
 beside it the two credential helpers a user runs hundreds of times a day: ``--format
 kubectl`` (kubectl's exec plugin) and ``git-credential get`` (git's helper), both answered
 from the cached token. Baselines: ``python -c pass`` (goal 3x, #16) and ``import httpx``.
+Beside them, without a goal, ``kstlib auth providers``: a general command (the whole Typer
+application, the configuration, a provider built; no network), what every other command
+pays to start.
 
 This project: a throw-away ``kstlib.conf.yml`` named by ``KSTLIB_CONFIG``,
 the token saved by ``FileTokenStorage``. kstlib 3.8.2: its configuration is
@@ -31,6 +34,9 @@ KUBE = "kstlib auth token --format kubectl"
 GIT = "kstlib auth git-credential corp get"
 GIT_REQUEST = b"protocol=https\nhost=git.example.test\npath=group/repo.git\n\n"
 OLD = f"{OLD_NAME}: kstlib auth token"
+#: A general command (the full Typer application, no network): what every other command pays
+#: to start, measured beside the token fast path.
+PROVIDERS = "kstlib auth providers"
 PROVIDER = "corp"
 ISSUER = "http://127.0.0.1:9/realms/bench"  # port 9 (discard): nothing answers there
 RAW = {
@@ -118,6 +124,8 @@ def run(ctx: Context) -> list[Comparison]:
     git_argv = [*kstlib, "auth", "git-credential", PROVIDER, "get"]
     _check_output(mine_argv, mine_env, mine_dir, "kstlib auth token")
     _check_helpers(kube_argv, git_argv, mine_env, mine_dir)
+    providers_argv = [*kstlib, "auth", "providers"]
+    _check_providers(providers_argv, mine_env, mine_dir)
 
     def timed(
         argv: Sequence[str], env: dict[str, str], cwd: Path, stdin: bytes | None = None
@@ -131,6 +139,7 @@ def run(ctx: Context) -> list[Comparison]:
         MINE: timed(mine_argv, mine_env, mine_dir),
         KUBE: timed(kube_argv, mine_env, mine_dir),
         GIT: timed(git_argv, mine_env, mine_dir, GIT_REQUEST),
+        PROVIDERS: timed(providers_argv, mine_env, mine_dir),
     }
     skipped: dict[str, str] = {}
     notes: list[str] = []
@@ -208,4 +217,14 @@ def _check_helpers(
         raise RuntimeError(
             f"the helpers did not answer from the cached token: {kube.stderr[-300:]!r} "
             f"{git.stderr[-300:]!r}"
+        )
+
+
+def _check_providers(argv: Sequence[str], env: dict[str, str], cwd: Path) -> None:
+    """``kstlib auth providers`` lists the provider (else its timing would be of an error)."""
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or PROVIDER not in proc.stdout:
+        raise RuntimeError(
+            f"{PROVIDERS} did not list {PROVIDER!r} (exit {proc.returncode}): "
+            f"{proc.stdout[-300:]!r} {proc.stderr[-300:]!r}"
         )

@@ -12,12 +12,12 @@ or configuration error.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, TextIO
 
@@ -87,11 +87,16 @@ VerboseOption = Annotated[
 ]
 
 
-@dataclass
-class CLIState:
+class CLIState:  # (a plain class: creating a dataclass costs every command's start-up)
     """Options shared by every command of one invocation."""
 
-    verbosity: int = 0
+    __slots__ = ("verbosity",)
+
+    def __init__(self, verbosity: int = 0) -> None:
+        self.verbosity = verbosity
+
+    def __repr__(self) -> str:
+        return f"CLIState(verbosity={self.verbosity})"
 
 
 class _CLILogHandler(logging.StreamHandler[TextIO]):
@@ -199,6 +204,57 @@ hide_flag_types()
 app.add_typer(auth_app, name="auth")
 
 
+# --------------------------------------------------------------------------- one command
+# Typer builds the Click command of every registered command (signature, type hints,
+# parameters) each time the application runs; a run that names its ``auth`` command
+# builds that one only: the others would never be used.
+
+
+def _is_verbose_flag(arg: str) -> bool:
+    """``-v``, ``-vv``... or ``--verbose``: the counted option of ``kstlib`` and ``kstlib auth``."""
+    return arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
+def _named_command(args: Sequence[str]) -> str | None:
+    """The ``auth`` command that ``args`` run, when they read ``[kstlib options] auth [-v]
+    NAME ...`` with nothing but ``-v``/``--verbose`` and ``--config FILE`` before ``NAME``;
+    else None (help of a group, ``--version``, completion, a misspelled name...)."""
+    index = 0
+    while index < len(args) and args[index] != "auth":
+        arg = args[index]
+        if arg == "--config":
+            index += 2
+        elif arg.startswith("--config=") or _is_verbose_flag(arg):
+            index += 1
+        else:
+            return None
+    index += 1
+    while index < len(args) and _is_verbose_flag(args[index]):
+        index += 1
+    if index >= len(args):
+        return None
+    name = args[index]
+    return name if any(info.name == name for info in auth_app.registered_commands) else None
+
+
+def _application(args: Sequence[str]) -> typer.Typer:
+    """``app``, or when ``args`` name an ``auth`` command, a copy of it whose ``auth`` group
+    holds that command only (the same options, help and behaviour; ``app`` is not changed)."""
+    name = _named_command(args)
+    if name is None:
+        return app
+    group = copy.copy(auth_app)
+    group.registered_commands = [i for i in auth_app.registered_commands if i.name == name]
+    root = copy.copy(app)
+    root.registered_groups = []
+    for registered in app.registered_groups:
+        info = copy.copy(registered)
+        if info.typer_instance is auth_app:
+            info.typer_instance = group
+        root.registered_groups.append(info)
+    return root
+
+
 def _show_warning(  # noqa: PLR0917 - the signature of warnings.showwarning
     message: Warning | str,
     category: type[Warning],
@@ -217,15 +273,18 @@ def run(args: Sequence[str]) -> int:
     ``kstlib`` alone prints the help and exits 0 (unless the shell is asking for
     completions: they come in the environment, with no arguments).
     """
+    application = app
     if _COMPLETE_VAR in os.environ:
         answer_completion()
     elif not args:
         args = ["--help"]
+    else:
+        application = _application(args)
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     config_before = os.environ.get(CONFIG_ENV_VAR)
     try:
         argv = with_completion_shell(list(args))
-        result = app(args=argv, prog_name="kstlib", standalone_mode=False)
+        result = application(args=argv, prog_name="kstlib", standalone_mode=False)
     except typer.Abort:
         error_line("aborted")
         return EXIT_AUTH

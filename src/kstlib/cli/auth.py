@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, ParamSpec
 from urllib.parse import urlencode
 
 import typer
-from rich.text import Text
 
 from kstlib.auth.errors import (
     AuthError,
@@ -66,8 +65,9 @@ from kstlib.cli.output import (
     warning_line,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Rich is imported by the functions that render, not by --json or --version
     from rich.status import Status
+    from rich.text import Text
 
     from kstlib.auth.callback import CallbackResult
     from kstlib.auth.models import PreflightReport, Token
@@ -217,6 +217,8 @@ class _Notice:
         self.quiet = quiet
 
     def __call__(self, message: str, *, style: str | None = None) -> None:
+        from rich.text import Text
+
         if not self.quiet:
             err_console().print(Text(message, style=style or ""))
 
@@ -332,6 +334,8 @@ def _exchange(
 
 
 def _read_pasted(redirect_uri: str) -> str:
+    from rich.text import Text
+
     err_console().print(
         Text(
             f"After the login, your browser goes to {redirect_uri}?code=…: paste that whole "
@@ -490,6 +494,8 @@ def logout(
     ] = False,
 ) -> None:
     """Revoke the tokens, remove them from storage, and show the provider's logout URL."""
+    from rich.text import Text
+
     loaded = _load()
     name = _resolve(provider, loaded)
     console = err_console()
@@ -613,6 +619,8 @@ def _session_state(token: Token) -> dict[str, Any]:
 
 
 def _access_cell(entry: dict[str, Any]) -> Text:
+    from rich.text import Text
+
     if entry["error"]:  # the error itself is a warning line under the table
         return Text("unreadable (see below)", style="red")
     if entry["token_type"] is None:
@@ -629,6 +637,8 @@ def _access_cell(entry: dict[str, Any]) -> Text:
 
 
 def _refresh_cell(entry: dict[str, Any]) -> Text:
+    from rich.text import Text
+
     if not entry["refreshable"]:
         return Text("none" if entry["token_type"] else "-", style="dim")
     if entry["refresh_expires_at"]:
@@ -650,6 +660,8 @@ _STATUS_COLUMNS: Final = (
 
 
 def _status_rows(entries: list[dict[str, Any]]) -> list[list[Text]]:
+    from rich.text import Text
+
     return [
         [
             Text(entry["provider"], style="bold"),
@@ -944,6 +956,8 @@ _PROVIDER_FIELDS: Final = ("name", "default", "type", "issuer", "discovery", "st
 
 
 def _providers_rows(rows: list[dict[str, Any]]) -> list[list[Text]]:
+    from rich.text import Text
+
     table: list[list[Text]] = []
     for row in rows:
         label = Text(row["name"] + (" (default)" if row["default"] else ""), style="bold")
@@ -1021,6 +1035,8 @@ _PREFLIGHT_COLUMNS: Final = (
 
 
 def _preflight_rows(report: PreflightReport) -> list[list[Text]]:
+    from rich.text import Text
+
     return [
         [
             Text(result.step),
@@ -1033,6 +1049,8 @@ def _preflight_rows(report: PreflightReport) -> list[list[Text]]:
 
 
 def _verdict(report: PreflightReport) -> Text:
+    from rich.text import Text
+
     failed = [r.step for r in report.results if r.status.value == "failure"]
     total = f"{len(report.results)} steps, {report.duration_ms:.0f} ms"
     if failed:
@@ -1099,6 +1117,8 @@ def introspect(
 
     --output tsv prints one field a line: the name, a tab, the value.
     """
+    from rich.text import Text
+
     fmt = chosen_output(output, as_json)
     loaded = _load()
     name = _resolve(provider, loaded)

@@ -13,21 +13,20 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, NamedTuple
 
 import typer
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.syntax import Syntax
-from rich.table import Table
-from rich.text import Text
 
 from kstlib.auth.redaction import REDACTED, is_sensitive_key
 from kstlib.cli.output import error_line
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Rich is imported when a report is rendered, not when the command is defined
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
     from kstlib.auth.check import TokenCheckReport
 
 __all__ = ["check_command", "register", "render_report", "report_as_json"]
@@ -48,9 +47,10 @@ _STEP_TITLES: Final = {
 }
 
 
-#: C0/C1 controls, DEL, and the bidirectional overrides/isolates that reorder a line.
-_UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_BUT_NEWLINE: Final = re.compile(
+#: C0/C1 controls, DEL, and the bidirectional overrides/isolates that reorder a line
+#: (patterns compiled at their first use, by ``re``'s cache: not by every command's start-up).
+_UNSAFE: Final = "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+_UNSAFE_BUT_NEWLINE: Final = (
     "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 
@@ -66,10 +66,12 @@ def _safe_text(value: object, *, newlines: bool = False) -> str:
     Every string that comes from a token, a JWKS, a certificate or a server goes through
     here and then into a Rich ``Text`` (never parsed as markup).
     """
-    return (_UNSAFE_BUT_NEWLINE if newlines else _UNSAFE).sub(_escape, str(value))
+    return re.sub(_UNSAFE_BUT_NEWLINE if newlines else _UNSAFE, _escape, str(value))
 
 
 def _text(value: object, style: str = "") -> Text:
+    from rich.text import Text
+
     return Text(_safe_text(value), style=style)
 
 
@@ -84,8 +86,7 @@ class _UsageError(Exception):
     """The check cannot run; the message tells the user what to do."""
 
 
-@dataclass(frozen=True)
-class _Target:
+class _Target(NamedTuple):  # (a frozen dataclass costs every command's start-up ~2 ms)
     """What to check and against what."""
 
     token: str
@@ -137,7 +138,6 @@ def check_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify a JWT cryptographically: issuer, keys, signature and claims."""
-    console = Console(highlight=False)
     try:
         target = _resolve_target(provider, token, access_token, expected_issuer, expected_audience)
     except _UsageError as exc:
@@ -163,7 +163,9 @@ def check_command(
     if as_json:
         typer.echo(json.dumps(report_as_json(report), indent=2, sort_keys=True))
     else:
-        console.print(
+        from rich.console import Console
+
+        Console(highlight=False).print(
             render_report(report, verbose=verbose, note=target.audience_note, unpinned=unpinned)
         )
     raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
@@ -197,6 +199,8 @@ def _report_opaque(provider: str | None, as_json: bool) -> None:
         }
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
+        from rich.console import Console
+
         Console(highlight=False).print(_text(message, style="yellow"))
 
 
@@ -314,6 +318,8 @@ def render_report(
     ``unpinned``: whether the check ran without an expected issuer (``None``: as far as
     the report shows it).
     """
+    from rich.console import Group
+
     if unpinned is None:
         unpinned = _issuer_unpinned(report)
     parts: list[Any] = [_verdict_panel(report, note, unpinned), _steps_table(report)]
@@ -329,6 +335,9 @@ def render_report(
 
 
 def _verdict_panel(report: TokenCheckReport, note: str | None, unpinned: bool) -> Panel:
+    from rich.panel import Panel
+    from rich.text import Text
+
     kind = "ID token" if report.token_type == "id_token" else "access token"
     if report.valid:
         text = Text(f"VALID {kind}", style="bold green")
@@ -358,6 +367,9 @@ def _issuer_unpinned(report: TokenCheckReport) -> bool:
 
 
 def _steps_table(report: TokenCheckReport) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(width=2)
     table.add_column(style="bold", no_wrap=True)
@@ -375,6 +387,8 @@ def _steps_table(report: TokenCheckReport) -> Table:
 
 
 def _key_panel(report: TokenCheckReport) -> Panel:
+    from rich.panel import Panel
+
     table = _facts_table(
         [
             ("type", f"{report.key_type} ({report.key_size_bits} bits)"),
@@ -388,6 +402,8 @@ def _key_panel(report: TokenCheckReport) -> Panel:
 
 
 def _x509_panel(info: dict[str, Any]) -> Panel:
+    from rich.panel import Panel
+
     if "error" in info:
         return Panel(_text(info["error"], style="yellow"), title="X.509 (x5c)")
     rows = [
@@ -403,6 +419,8 @@ def _x509_panel(info: dict[str, Any]) -> Panel:
 
 
 def _facts_table(rows: list[tuple[str, str]]) -> Table:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -412,6 +430,8 @@ def _facts_table(rows: list[tuple[str, str]]) -> Table:
 
 
 def _claims_table(payload: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Claims", title_justify="left", show_lines=False)
     table.add_column("claim", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -452,6 +472,10 @@ def describe_time(timestamp: float, now: float, *, expiry: bool = False) -> str:
 
 
 def _verbose_parts(report: TokenCheckReport) -> list[Any]:
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.text import Text
+
     parts: list[Any] = []
     sections = (
         ("Header", report.header),

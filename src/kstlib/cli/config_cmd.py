@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.text import Text
 
 from kstlib.auth.redaction import is_sensitive_key, redact_mapping, redact_urls
 from kstlib.cli._help import complete_provider
@@ -97,6 +96,8 @@ def config_report(loaded: LoadedConfig, provider: str | None = None) -> dict[str
 
 
 def _print_files(rows: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
     styles = {True: "green", False: "yellow", None: "dim"}
     cells = [[Text(row["path"]), Text(row["status"], style=styles[row["trusted"]])] for row in rows]
     title = "Configuration files (lowest priority first)"
@@ -104,6 +105,8 @@ def _print_files(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_provider(name: str, keys: dict[str, dict[str, Any]]) -> None:
+    from rich.text import Text
+
     cells = []
     for key, entry in keys.items():
         value = entry["value"]

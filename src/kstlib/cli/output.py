@@ -11,20 +11,19 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NamedTuple
 
 import typer
-from rich import box as rich_box
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from kstlib._durations import span as format_duration
 from kstlib.auth.redaction import REDACTED
+
+if TYPE_CHECKING:  # Rich is imported by the functions that render (not by --json, --version...)
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = [
     "MASK",
@@ -61,6 +60,8 @@ _STATUS_STYLES: Final = {
 
 
 def _console(file: Any) -> Console:
+    from rich.console import Console
+
     console = Console(file=file, highlight=False)
     if not console.is_terminal:  # a pipe or a file: lines are not wrapped at 80 columns
         console.soft_wrap = True
@@ -129,6 +130,9 @@ def _cell(value: Any) -> str:
 
 def facts_table(rows: Iterable[tuple[str, Any]], *, title: str | None = None) -> Table:
     """A two-column key/value table; values rendered as plain text."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, title_justify="left", show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -139,6 +143,8 @@ def facts_table(rows: Iterable[tuple[str, Any]], *, title: str | None = None) ->
 
 def status_text(status: str) -> Text:
     """A coloured mark and word for a preflight status (``✓ success``)."""
+    from rich.text import Text
+
     mark, style = _STATUS_STYLES.get(status, ("?", ""))
     return Text(f"{mark} {status}", style=style)
 
@@ -195,8 +201,7 @@ def echo_tsv(records: Iterable[Sequence[Any]]) -> None:
         typer.echo("\t".join(tsv_field(field) for field in record))
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):  # (not a frozen dataclass: that costs every command's start-up)
     """A table column; ``drop`` > 0: hidden on a narrow terminal (the highest rank first)."""
 
     header: str
@@ -207,12 +212,16 @@ class Column:
 
 #: The width a table is rendered at in a pipe: its natural width, whatever it is.
 _UNBOUNDED: Final = 100_000
-#: Spaces (and tabs) at the end of a line, before any closing colour codes.
-_TRAILING_SPACE_RE: Final = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
+#: Spaces (and tabs) at the end of a line, before any closing colour codes (compiled at its
+#: first use by ``re``'s cache, not at start-up).
+_TRAILING_SPACE: Final = r"[ \t]+((?:\x1b\[[0-9;]*m)*)$"
 
 
 def _cell_range(column: Column, cells: Sequence[Text | str]) -> tuple[int, int]:
     """The narrowest a column can be without cutting a word (or its header), its natural width."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
     texts = [column.header, *(cell.plain if isinstance(cell, Text) else cell for cell in cells)]
     lines = [line for text in texts for line in text.splitlines() or [""]]
     natural = max(cell_len(line) for line in lines)
@@ -261,6 +270,9 @@ def _build_table(
     show_header: bool,
     boxed: bool,
 ) -> Table:
+    from rich import box as rich_box
+    from rich.table import Table
+
     table = Table(
         title=title,
         title_justify="left",
@@ -316,12 +328,14 @@ def print_table(
     )
     with console.capture() as capture:
         console.print(table, soft_wrap=False)
-    console.file.write(_TRAILING_SPACE_RE.sub(r"\1", capture.get()))
+    console.file.write(re.sub(_TRAILING_SPACE, r"\1", capture.get(), flags=re.MULTILINE))
     console.file.flush()
 
 
 def print_facts(rows: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
     """Print a key/value listing (values as plain text) through :func:`print_table`."""
+    from rich.text import Text
+
     columns = (Column("Key", no_wrap=True), Column("Value"))
     cells = [[Text(key, style="bold"), Text(_cell(value))] for key, value in rows]
     print_table(columns, cells, title=title, show_header=False, boxed=False)
