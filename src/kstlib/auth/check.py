@@ -451,7 +451,12 @@ class TokenChecker:
         return message, details
 
     def _discover_issuer(self, run: _Run) -> _Outcome:
-        issuer = self._issuer_to_trust(run.jws.payload.get("iss"), run)
+        token_iss = run.jws.payload.get("iss")
+        if token_iss == self.expected_issuer and type(token_iss) is str:  # pinned, and it matches
+            run.pinned = run.report.issuer_match = True
+            run.issuer = issuer = token_iss
+        else:
+            issuer = self._issuer_to_trust(token_iss, run)
         found = self.cache.discovered(
             self.http_client, issuer, retry=self.retry, tracer=self.tracer
         )
@@ -474,7 +479,7 @@ class TokenChecker:
     def _fetch_jwks(self, run: _Run) -> _Outcome:
         keys = self.cache.jwks(self.http_client, run.jwks_uri, retry=self.retry, tracer=self.tracer)
         run.keys = keys
-        facts = self._keyset_facts(keys)
+        facts: _KeySetFacts = keys.derived(_KEYSET_FACTS, _make_keyset_facts)
         run.report.jwks_data = facts.document()
         return facts.message, facts.details()
 
@@ -511,7 +516,15 @@ class TokenChecker:
         return selection.message, selection.details()
 
     def _verify_signature(self, run: _Run) -> _Outcome:
-        allowed = self._algorithms_for(run)
+        if run.token_type == "id_token":  # the allow-list narrowed to what the issuer signs with
+            allowed = run.issuer_facts.id_token_algs
+            if run.jws.header["alg"] not in allowed:
+                raise _StepFailed(
+                    f"algorithm {run.jws.alg} is not in the issuer's "
+                    f"id_token_signing_alg_values_supported {sorted(allowed)}"
+                )
+        else:
+            allowed = self.allowed_algorithms
         selection = run.selection
         checks = selection.verifiers.get(allowed) or selection.checks(allowed)
         key = select_verified(run.jws, checks)
@@ -528,7 +541,12 @@ class TokenChecker:
         report = run.report
         audience = self.expected_audience
         if audience is not None:
-            report.audience_match = _audience_contains(payload.get("aud"), audience)
+            aud = payload.get("aud")
+            report.audience_match = (
+                aud == audience
+                if isinstance(aud, str)
+                else isinstance(aud, list) and audience in aud
+            )
         now = time.time()
         if run.token_type == "id_token":
             policy = run.issuer_facts.policy  # the issuer's, with this check's nonce
@@ -632,19 +650,6 @@ class TokenChecker:
             require_same_origin(jwks_uri, issuer=found.issuer)
         return jwks_uri
 
-    def _algorithms_for(self, run: _Run) -> frozenset[str]:
-        """The allow-list, narrowed for ID tokens to what the issuer says it signs with."""
-        jws = run.jws
-        narrowed = run.issuer_facts.id_token_algs
-        if run.token_type != "id_token":
-            return self.allowed_algorithms
-        if jws.header["alg"] not in narrowed:
-            raise _StepFailed(
-                f"algorithm {jws.alg} is not in the issuer's "
-                f"id_token_signing_alg_values_supported {sorted(narrowed)}"
-            )
-        return narrowed
-
 
 # --------------------------------------------------------------------------- module helpers
 
@@ -700,12 +705,6 @@ def _refuse_algorithm(alg: str, allowed: frozenset[str], details: dict[str, Any]
         )
     allowed_list = ", ".join(sorted(allowed))
     raise _StepFailed(f"algorithm {alg!r} is not allowed (allowed: {allowed_list})", details)
-
-
-def _audience_contains(aud: Any, expected: str) -> bool:
-    if isinstance(aud, str):
-        return aud == expected
-    return isinstance(aud, list) and expected in aud
 
 
 def _key_label(key: PublicJWK) -> str:
