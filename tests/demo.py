@@ -10,8 +10,9 @@ protected API through ``AuthSession``, a forced refresh, a cryptographic check
 of the ID token, and logout with revocation (confirmed by the IdP's
 introspection). Then it stops the IdP. No token is ever printed.
 
-:func:`run_demo` takes a running IdP, so the test suite runs the same journey
-against its session IdP (``tests/integration/test_demo.py``).
+:func:`run_demo` takes a running IdP (``scripts/check-dist`` runs ``python -m tests.demo`` with
+the installed wheel); ``tests/integration/test_demo.py`` runs ``./scripts/demo`` itself and
+checks the journey's output (see :data:`REPORT_ENV`).
 """
 
 from __future__ import annotations
@@ -324,6 +325,25 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+#: Set by tests/integration/test_demo.py only: where ``main`` writes what the test checks
+#: beyond the output (each step's exit status, and the secrets the demo saw, which the test
+#: then looks for in that output). A 0600 file in the test's own temporary directory.
+REPORT_ENV = "KSTLIB_DEMO_TEST_REPORT"
+
+
+def _write_report_for_tests(report: DemoReport) -> None:
+    target = os.environ.get(REPORT_ENV)
+    if not target:
+        return
+    data = {
+        "steps": [[step.title, step.returncode] for step in report.steps],
+        "observed_secrets": sorted(report.observed_secrets),
+    }
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the IdP, run the demo, stop the IdP (whatever happens)."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -332,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Starting the local OpenID provider (tests/idp, 127.0.0.1)…", flush=True)
         idp = start_idp(workdir / "idp")
         try:
-            run_demo(idp, workdir, echo=lambda text: print(text, flush=True))
+            report = run_demo(idp, workdir, echo=lambda text: print(text, flush=True))
+            _write_report_for_tests(report)
         except (RuntimeError, OSError, httpx.HTTPError) as exc:
             print(f"demo failed: {exc}", file=sys.stderr)
             return 1

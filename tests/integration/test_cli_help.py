@@ -18,6 +18,7 @@ import typer.main
 import yaml
 
 import kstlib
+from kstlib.cli import main
 from kstlib.cli.app import app
 
 KSTLIB = str(Path(sys.executable).with_name("kstlib"))
@@ -53,17 +54,48 @@ def test_the_application_has_commands() -> None:
         assert ("auth", expected) in paths
 
 
-@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "kstlib")
-def test_every_help_has_an_example_and_no_noise(path: tuple[str, ...]) -> None:
-    result = run(*path, "--help")
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
+def run_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[object, str, str]:
+    """``kstlib.cli.main(args)`` in this process: the console script's code, without the
+    process start-up (the output logic is the same; the tests of the real script below
+    compare the two)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def _assert_help_without_noise(text: str) -> None:
     assert "Usage: kstlib" in text
     assert re.search(r"^\s*Example: kstlib |^\s*Example: .*\bkstlib ", text, re.MULTILINE), text
     assert "<bool>" not in text
     assert "``" not in text
     assert ":class:" not in text and ":func:" not in text and ":meth:" not in text
     assert "[default: 0]" not in text  # -v counts; its default says nothing
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "kstlib")
+def test_every_help_has_an_example_and_no_noise(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run_in_process(capsys, monkeypatch, *path, "--help")
+    assert code == 0, err
+    _assert_help_without_noise(out)
+
+
+@pytest.mark.parametrize("path", [("auth",), ("auth", "token")], ids=" ".join)
+def test_the_real_script_prints_the_same_help(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console script in a pipe prints, byte for byte, what the in-process call prints
+    (``auth token`` has the fast path in front of the application)."""
+    result = run(*path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    _assert_help_without_noise(result.stdout)
+    assert (0, result.stdout, "") == run_in_process(capsys, monkeypatch, *path, "--help")
 
 
 def test_kstlib_alone_prints_the_help_and_exits_0() -> None:

@@ -1,10 +1,10 @@
 """The documentation builds with warnings as errors, and it covers the whole public surface.
 
-``./scripts/docs`` (Sphinx + MyST + autodoc) runs once per session into a temporary
-directory (a few seconds). Then: every public name of ``kstlib.auth`` has an entry in the
-generated API reference, every ``kstlib auth`` command and option is described in
-``docs/cli.md``, and every configuration key is in ``docs/configuration.md``. A new
-command, option or key therefore needs its documentation.
+``./scripts/docs`` (Sphinx + MyST + autodoc) runs once per pytest run (shared by the xdist
+workers: tests/once.py) into a temporary directory (a few seconds). Then: every public name
+of ``kstlib.auth`` has an entry in the generated API reference, every ``kstlib auth``
+command and option is described in ``docs/cli.md``, and every configuration key is in
+``docs/configuration.md``. A new command, option or key therefore needs its documentation.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from kstlib.auth._config.values import _SELECTOR_KEYS
 from kstlib.auth._names import ENDPOINT_ALIASES
 from kstlib.auth.token.factory import _BUILT_IN as _BUILT_IN_STORAGES
 from kstlib.cli.app import app
+from tests.once import once_per_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -43,21 +44,30 @@ class Build:
     seconds: float
 
 
-@pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    out = tmp_path_factory.mktemp("docs") / "html"
+def _build_docs(out: Path) -> dict[str, Any]:
     started = time.monotonic()
     proc = subprocess.run(
         [str(ROOT / "scripts" / "docs"), "-E", "-q"],
         cwd=ROOT,
         # the test command ran ./scripts/setup already (KSTLIB_SKIP_SETUP: see scripts/docs)
-        env={**os.environ, "KSTLIB_DOCS_OUT": str(out), "KSTLIB_SKIP_SETUP": "1"},
+        env={**os.environ, "KSTLIB_DOCS_OUT": str(out / "html"), "KSTLIB_SKIP_SETUP": "1"},
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
         check=False,
     )
-    return Build(out, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+    return {
+        "returncode": proc.returncode,
+        "output": proc.stdout + proc.stderr,
+        "seconds": time.monotonic() - started,
+    }
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """One Sphinx build per run, shared by the xdist workers (tests/once.py)."""
+    out, result = once_per_run(tmp_path_factory, "docs-build", _build_docs)
+    return Build(out / "html", result["returncode"], result["output"], result["seconds"])
 
 
 def test_docs_build_without_warnings(build: Build) -> None:

@@ -16,11 +16,14 @@ import json
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench import __main__ as bench_main
 from bench import report
 from bench.common import GOAL_PURPOSES, goal_purpose
+
+from tests.once import once_per_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results.json"
@@ -33,11 +36,8 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-@pytest.fixture(scope="module")
-def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``python -m bench --report-only`` run once on the committed results, into a temporary
-    directory (drawing the charts is most of this file's time: the tests share one run)."""
-    out = tmp_path_factory.mktemp("report")
+def _write_report(out: Path) -> dict[str, Any]:
+    """``python -m bench --report-only`` on the committed results, writing under ``out``."""
     paths = {
         "doc": out / "docs" / "performance.md",
         "charts": out / "docs" / "_static" / "perf",
@@ -53,7 +53,15 @@ def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         assert bench_main.main(["--report-only"]) == 0
     written = {Path(line.removeprefix("wrote ")) for line in printed.getvalue().splitlines()}
     assert written >= {paths["doc"], paths["overview"], *paths["charts"].glob("*.png")}
-    return paths
+    return {name: str(path.relative_to(out)) for name, path in paths.items()}
+
+
+@pytest.fixture(scope="session")
+def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The report written once per run (drawing the charts is most of this file's time: the
+    tests, on whichever xdist workers, share one run: tests/once.py)."""
+    out, paths = once_per_run(tmp_path_factory, "bench-report", _write_report)
+    return {name: out / relative for name, relative in paths.items()}
 
 
 def _sections() -> list[str]:
