@@ -31,9 +31,9 @@ from kstlib.auth._jose import (
     JOSEError,
     PublicJWK,
     at_hash,
+    checked_claims,
     decode_jws,
     number_claim,
-    validate_claims,
 )
 
 if TYPE_CHECKING:
@@ -129,13 +129,13 @@ def validate_id_token(
         JOSEError: a rule failed; ``claim`` names the claim.
     """
     claims = jws.payload
-    validate_claims(
+    checked_claims(  # the policy checked its leeway when it was made
         claims,
-        issuer=policy.issuer,
-        audience=policy.audience,
-        leeway=policy.leeway,
-        now=now,
-        require=policy.required_claims,
+        policy.issuer,
+        policy.audience,
+        policy.leeway,
+        time.time() if now is None else now,
+        policy.required_claims,
     )
     sub = claims.get("sub")
     if sub is not None and (not isinstance(sub, str) or not sub):

@@ -1023,6 +1023,20 @@ def validate_claims(
     """
     if not math.isfinite(leeway) or leeway < 0:
         raise ValueError("leeway must be a finite, non-negative number of seconds")
+    checked_claims(payload, issuer, audience, leeway, time.time() if now is None else now, require)
+
+
+def checked_claims(  # noqa: PLR0917 - positional on purpose: no keyword matching per check
+    payload: Mapping[str, Any],
+    issuer: str | None,
+    audience: str | None,
+    leeway: float,
+    now: float,
+    require: Iterable[str],
+) -> None:
+    """:func:`validate_claims` for callers whose ``leeway`` is already known valid (an
+    :class:`~kstlib.auth._idtoken.IDTokenPolicy`'s), positional: the warm token check's path.
+    """
     for name in require:
         if payload.get(name) is None:
             _fail(f"token has no {name!r} claim", claim=name)
@@ -1030,7 +1044,7 @@ def validate_claims(
         _fail(f"token issuer {payload.get('iss')!r} is not {issuer!r}", claim="iss")
     if audience is not None:
         _check_audience(payload, audience)
-    _check_times(payload, leeway, time.time() if now is None else now)
+    _check_times(payload, leeway, now)
 
 
 # --------------------------------------------------------------------------- OIDC hashes

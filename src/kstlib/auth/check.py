@@ -397,7 +397,7 @@ class TokenChecker:
         ``at_hash``, and ``nonce`` (the one of the login) against its ``nonce``; the claim
         rules are those a provider applies (:func:`kstlib.auth._idtoken.validate_id_token`).
         """
-        report = TokenCheckReport(token_type=token_type)
+        report = TokenCheckReport(token_type)  # positional: no keyword matching
         run = _Run(token_str, token_type, report, access_token, nonce)
         for name, step in self._steps:
             try:
