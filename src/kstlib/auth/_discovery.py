@@ -276,24 +276,24 @@ class _LRU(Generic[T]):
     """A bounded map of cache entries; callers hold the owning cache's lock."""
 
     def __init__(self, max_entries: int) -> None:
-        self.items: OrderedDict[str, _Entry[T]] = OrderedDict()
+        self._items: OrderedDict[str, _Entry[T]] = OrderedDict()
         self._max = max_entries
 
     def fresh(self, key: str, now: float) -> T | None:
-        entry = self.items.get(key)
+        entry = self._items.get(key)
         if entry is None or entry.expires_at <= now:
             return None
-        self.items.move_to_end(key)
+        self._items.move_to_end(key)
         return entry.value
 
     def put(self, key: str, value: T, expires_at: float) -> None:
-        self.items[key] = _Entry(value, expires_at)
-        self.items.move_to_end(key)
-        while len(self.items) > self._max:
-            self.items.popitem(last=False)
+        self._items[key] = _Entry(value, expires_at)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
 
     def clear(self) -> None:
-        self.items.clear()
+        self._items.clear()
 
 
 # --------------------------------------------------------------------------- cache
@@ -381,16 +381,12 @@ class MetadataCache:
         """Like :meth:`discovery`, with the URL that answered; the document is shared: do not
         mutate it.
         """
-        if not force and type(issuer) is str:
-            # Warm path first, inline (no closure, no call): an entry exists only for an issuer
-            # that passed _check_issuer when it was stored (every put goes through _cached).
-            key = "d:" + issuer
-            with self._lock:
-                entry = self._discovery.items.get(key)
-                if entry is not None and entry.expires_at > self._clock():
-                    self._discovery.items.move_to_end(key)
-                    return entry.value
         _check_issuer(issuer)
+        if not force:  # warm path first: no closures to build
+            with self._lock:
+                hit = self._discovery.fresh("d:" + issuer, self._clock())
+            if hit is not None:
+                return hit
 
         def fetch() -> tuple[Discovered, float]:
             return self._fetch_discovery(client, issuer, ttl, retry or self.retry, tracer)
@@ -466,15 +462,12 @@ class MetadataCache:
         Raises:
             DiscoveryError: fetch failed, or the JWKS holds no usable signature key.
         """
-        if not force and type(jwks_uri) is str:
-            # Warm path first, inline: an entry exists only for a URI that passed _split_url.
-            key = "j:" + jwks_uri
-            with self._lock:
-                entry = self._jwks.items.get(key)
-                if entry is not None and entry.expires_at > self._clock():
-                    self._jwks.items.move_to_end(key)
-                    return entry.value
         _split_url(jwks_uri, "jwks_uri")
+        if not force:  # warm path first: no closures to build
+            with self._lock:
+                hit = self._jwks.fresh("j:" + jwks_uri, self._clock())
+            if hit is not None:
+                return hit
 
         def fetch() -> tuple[KeySet, float]:
             return self._fetch_jwks(client, jwks_uri, retry or self.retry, tracer)

@@ -310,32 +310,6 @@ def decode_jws(token: str) -> JWS:
         _fail("token has an empty payload (detached content is not supported)")
     if not signature_seg:
         _fail("token is unsigned (empty signature)")
-    header = _HEADER_CACHE.get(header_seg)
-    if header is not None:
-        # Fastest path, a header seen before (validated, cached): the strict decoder checks the
-        # alphabet while decoding and the JSON is one value; any doubt takes the checked path
-        # below, which says precisely what is wrong.
-        p_rem = len(payload_seg) % 4
-        s_rem = len(signature_seg) % 4
-        if (
-            p_rem != 1
-            and s_rem != 1
-            and (not p_rem or payload_seg[-1] in _CANONICAL_LAST[p_rem])
-            and (not s_rem or signature_seg[-1] in _CANONICAL_LAST[s_rem])
-        ):
-            try:
-                text = _A2B(
-                    payload_seg.translate(_TO_STRICT_B64) + _PADDING[p_rem], strict_mode=True
-                ).decode("utf-8")
-                sig = _A2B(
-                    signature_seg.translate(_TO_STRICT_B64) + _PADDING[s_rem], strict_mode=True
-                )
-                payload, end = _SCAN_ONCE(text, 0)
-            except _NOT_FAST:
-                end = -1
-            if end >= 0 and end == len(text) and type(payload) is dict:
-                signing_input = data[: len(header_seg) + 1 + len(payload_seg)]
-                return _NEW_TUPLE(JWS, (header.copy(), payload, signing_input, sig))
     # Fast path: the strict decoder checks the alphabet while decoding (no separate pass over
     # the token); anything it refuses takes the checked path below, which says what is wrong.
     payload_raw = _strict_b64url(payload_seg)
@@ -354,20 +328,11 @@ def decode_jws(token: str) -> JWS:
     else:
         header = _header_object(header_seg)
         payload = _json_object(payload_raw, "payload")
-    return JWS(header, payload, data[: len(header_seg) + 1 + len(payload_seg)], signature)
+    return _NEW_TUPLE(
+        JWS, (header, payload, data[: len(header_seg) + 1 + len(payload_seg)], signature)
+    )
 
 
-_A2B: Final = binascii.a2b_base64
-#: Anything the fastest path of :func:`decode_jws` refuses (JOSEError: a duplicate member
-#: or a refused constant); the checked path then says what is wrong.
-_NOT_FAST: Final = (
-    binascii.Error,
-    UnicodeDecodeError,
-    ValueError,
-    StopIteration,
-    RecursionError,
-    JOSEError,
-)
 #: Builds a :class:`JWS` from a tuple in C (its generated ``__new__`` is a Python frame).
 _NEW_TUPLE: Final = tuple.__new__
 
@@ -983,22 +948,15 @@ def _check_audience(payload: Mapping[str, Any], audience: str) -> None:
 
 
 def _check_times(payload: Mapping[str, Any], leeway: float, now: float) -> None:
-    # An exact small int is a valid NumericDate as it is (the common case, no call);
-    # anything else goes through number_claim, which refuses non-numbers.
-    exp = payload.get("exp")
-    if exp is not None and (type(exp) is not int or not -_EXACT_INT < exp < _EXACT_INT):
-        exp = number_claim(payload, "exp")
+    exp = number_claim(payload, "exp")
     if exp is not None and now >= exp + leeway:
         _fail(f"token expired at {_utc(exp)}", claim="exp")
-    iat = payload.get("iat")
-    if iat is not None and (type(iat) is not int or not -_EXACT_INT < iat < _EXACT_INT):
-        iat = number_claim(payload, "iat")
+    iat = number_claim(payload, "iat")
     if iat is not None and iat > now + leeway:
         _fail(f"token is issued in the future ({_utc(iat)})", claim="iat")
-    if "nbf" in payload:
-        nbf = number_claim(payload, "nbf")
-        if nbf is not None and nbf > now + leeway:
-            _fail(f"token is not valid before {_utc(nbf)}", claim="nbf")
+    nbf = number_claim(payload, "nbf")
+    if nbf is not None and nbf > now + leeway:
+        _fail(f"token is not valid before {_utc(nbf)}", claim="nbf")
 
 
 def _utc(timestamp: float) -> str:

@@ -451,12 +451,7 @@ class TokenChecker:
         return message, details
 
     def _discover_issuer(self, run: _Run) -> _Outcome:
-        token_iss = run.jws.payload.get("iss")
-        if token_iss == self.expected_issuer and type(token_iss) is str:  # pinned, and it matches
-            run.pinned = run.report.issuer_match = True
-            run.issuer = issuer = token_iss
-        else:
-            issuer = self._issuer_to_trust(token_iss, run)
+        issuer = self._issuer_to_trust(run.jws.payload.get("iss"), run)
         found = self.cache.discovered(
             self.http_client, issuer, retry=self.retry, tracer=self.tracer
         )
@@ -479,7 +474,7 @@ class TokenChecker:
     def _fetch_jwks(self, run: _Run) -> _Outcome:
         keys = self.cache.jwks(self.http_client, run.jwks_uri, retry=self.retry, tracer=self.tracer)
         run.keys = keys
-        facts: _KeySetFacts = keys.derived(_KEYSET_FACTS, _make_keyset_facts)
+        facts = self._keyset_facts(keys)
         run.report.jwks_data = facts.document()
         return facts.message, facts.details()
 
