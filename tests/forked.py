@@ -1,12 +1,13 @@
 """Worker processes that start with kstlib already imported: forked from a preloaded server.
 
-The fleet tests (tests/integration/test_redis_*.py) and the crash test
-(tests/integration/test_storage_crash.py) start dozens of short worker processes: the 20 cold
-workers of one test, the kill-and-check rounds of another. A fresh interpreter spent most of
-its CPU importing (0.2 s for the token storages, 0.6 s for a provider, httpx and asyncio),
-not doing the work under test. Here each worker is forked from multiprocessing's
-*forkserver* (one per pytest worker, started on first use), which imported those modules
-once (:data:`PRELOAD`).
+The fleet tests (tests/integration/test_redis_*.py), the crash test
+(tests/integration/test_storage_crash.py) and the shared-storage tests (4 processes, one
+grant: test_client_credentials.py, test_session.py) start dozens of short worker processes:
+the 20 cold workers of one test, the kill-and-check rounds of another. A fresh interpreter
+spent most of its CPU importing (0.2 s for the token storages, 0.6 s for a provider, httpx
+and asyncio), not doing the work under test. Here each worker is forked from
+multiprocessing's *forkserver* (one per pytest worker, started on first use), which imported
+those modules once (:data:`PRELOAD`).
 
 A worker is still a real, separate process with its own pid, memory, sockets and Redis
 connections; it can be paused, SIGKILLed mid-write, made the leader of its own session
@@ -53,6 +54,7 @@ PRELOAD = [
     "redis.asyncio.sentinel",
     "redis.sentinel",
     "tests.redis_worker",
+    "tests.shared_storage_worker",
     "tests.storage_saver",
 ]
 
