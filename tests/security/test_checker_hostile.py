@@ -482,7 +482,9 @@ def _fuzz(count: int) -> Any:
 # @example cases, reach every arc the former counts reached, and five more. The cases that
 # only a high count met, by chance (a five-segment JWE, an expired validly-signed token, a
 # NumericDate that is a float, an iat that is not a number), are pinned with @example so
-# every run meets them.
+# every run meets them. Then the structured fuzzer at 500 with one more @example (a header
+# naming a key by x5c): the 2171 arcs test_fuzz_structured_json reached alone at 1,000, the
+# same set (500 alone lost 10: the ignored-key-header message, an uncached header).
 
 
 @_fuzz(3000)
@@ -510,7 +512,7 @@ _claim_names = st.sampled_from(["iss", "aud", "exp", "iat", "nbf", "sub", "azp",
 _header_names = st.sampled_from(["alg", "kid", "typ", "crit", "jku", "jwk", "x5c", "b64", "enc"])
 
 
-@_fuzz(1000)
+@_fuzz(500)
 @given(
     header=st.dictionaries(
         _header_names,
@@ -520,6 +522,9 @@ _header_names = st.sampled_from(["alg", "kid", "typ", "crit", "jku", "jwk", "x5c
     payload=st.dictionaries(_claim_names, _json_values, max_size=8),
     signature=st.binary(max_size=300),
 )
+# a well-formed header naming a key by x5c (ignored: keys come only from the JWKS; a list
+# value, so the header is not cached)
+@example(header={"alg": "RS256", "kid": "r", "x5c": ["MIIB"]}, payload={"sub": "u"}, signature=b"s")
 def test_fuzz_structured_json(
     fuzz_env: tuple[TokenChecker, str, list[str]],
     header: dict[str, Any],
