@@ -484,7 +484,9 @@ def _fuzz(count: int) -> Any:
 # NumericDate that is a float, an iat that is not a number), are pinned with @example so
 # every run meets them. Then the structured fuzzer at 500 with one more @example (a header
 # naming a key by x5c): the 2171 arcs test_fuzz_structured_json reached alone at 1,000, the
-# same set (500 alone lost 10: the ignored-key-header message, an uncached header).
+# same set (500 alone lost 10: the ignored-key-header message, an uncached header). And the
+# validly-signed fuzzer at 375 with two more @example (an audience without the client, a
+# token expired in 1970): its 2181 arcs at 750, the same set (375 alone lost 3).
 
 
 @_fuzz(3000)
@@ -565,8 +567,11 @@ def test_fuzz_mutated_valid_tokens(
     _assert_reported(fuzz_env[0].check("".join(chars)))
 
 
-@_fuzz(750)
+@_fuzz(375)
 @example(claims={"aud": "my-app", "exp": 1.5}, keep_issuer=True)  # expired, a float exp
+# with every claim an ID token needs: an audience without the client; expired in 1970
+@example(claims={"aud": "other", "sub": "u", "exp": 2**60, "iat": 0}, keep_issuer=True)
+@example(claims={"aud": "my-app", "sub": "u", "exp": 1, "iat": 0}, keep_issuer=True)
 @example(claims={"aud": "my-app", "exp": -1e300}, keep_issuer=True)  # expired before year 1
 # past the sub and exp checks: an iat that is not a number, an iat and an nbf in the future
 @example(claims={"aud": "my-app", "sub": "u", "exp": 2**60, "iat": "x"}, keep_issuer=True)
