@@ -1,4 +1,5 @@
-"""One worker process of the fleet tests: ``python -m tests.redis_worker '<json>'``.
+"""One worker process of the fleet tests: :func:`main` with its arguments as JSON, in a process
+forked with kstlib imported (tests/forked.py), or ``python -m tests.redis_worker '<json>'``.
 
 Modes:
 
@@ -126,8 +127,12 @@ def stale_save(args: dict[str, Any]) -> None:
             print(type(exc).__name__, flush=True)
 
 
-if __name__ == "__main__":
-    arguments = json.loads(sys.argv[1])
+def main(argument: str) -> None:
+    arguments = json.loads(argument)
     {"storm": storm, "hold": hold, "stale-save": stale_save, "metadata": metadata}[
         arguments["mode"]
     ](arguments)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

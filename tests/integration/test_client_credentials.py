@@ -7,9 +7,6 @@ callers (tasks, threads, processes) cause one token request at the IdP per expir
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +22,7 @@ from kstlib.auth.errors import ConfigurationError, TokenExpiredError, TokenRefre
 from kstlib.auth.models import AuthFlow, Token
 from kstlib.auth.providers import OAuth2Provider, OIDCProvider
 from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
+from tests import forked, shared_storage_worker
 from tests.idp_support import SERVICE, SERVICE_SCOPES, IdP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,32 +133,6 @@ def test_16_threads_storm_one_request(idp: IdP) -> None:
     provider.close()
 
 
-_CHILD = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from kstlib.auth import AuthSession
-    from kstlib.auth._discovery import MetadataCache
-    from kstlib.auth.config import AuthProviderConfig
-    from kstlib.auth.providers import OIDCProvider
-    from kstlib.auth.token import FileTokenStorage
-
-    issuer, directory, go, api, secret = sys.argv[1:6]
-    cfg = AuthProviderConfig(client_id="kstlib-service", client_secret=secret, issuer=issuer,
-                             flow="client_credentials", scopes=["api:read"],
-                             token_endpoint_auth_method="client_secret_basic")
-    provider = OIDCProvider("svc", cfg, FileTokenStorage(directory), metadata_cache=MetadataCache())
-    provider.discover()
-    session = AuthSession(provider)
-    print("ready", flush=True)
-    while not Path(go).exists():
-        time.sleep(0.001)
-    print([session.get(api).status_code for _ in range(3)], flush=True)
-    session.close()
-    """
-)
-
-
 @pytest.mark.parametrize("start", ["nothing stored", "expired token stored"])
 def test_4_processes_sharing_a_file_storage_one_request(
     idp: IdP, tmp_path: Path, start: str
@@ -177,17 +149,9 @@ def test_4_processes_sharing_a_file_storage_one_request(
     idp.reset_stats()
     args = [idp.issuer, str(directory), str(go), idp.api_url("p"), SERVICE.client_secret or ""]
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for _ in range(4)
+        forked.start(shared_storage_worker.client_credentials, *args, cwd=ROOT) for _ in range(4)
     ]
-    for p in procs:
-        assert p.stdout is not None
+    for p in procs:  # processes forked with kstlib imported (tests/forked.py)
         assert p.stdout.readline().strip() == "ready"
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]

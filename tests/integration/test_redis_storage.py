@@ -12,8 +12,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -27,6 +25,7 @@ import pytest
 from kstlib.auth import AuthSession, RedisTokenStorage, Token
 from kstlib.auth.errors import ConfigurationError, TokenStorageError
 from kstlib.auth.redaction import fingerprint
+from tests import forked, redis_worker
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, IdP
 from tests.redis_support import PASSWORD, RedisServer, make_tls_files
@@ -74,17 +73,12 @@ def config_dict(idp: IdP) -> dict[str, Any]:
     }
 
 
-def spawn(args: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.redis_worker", json.dumps(args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+def spawn(args: dict[str, Any]) -> forked.Forked:
+    """A worker process (tests/redis_worker.py), forked with kstlib imported (tests/forked.py)."""
+    return forked.start(redis_worker.main, json.dumps(args), cwd=ROOT)
 
 
-def wait_line(proc: subprocess.Popen[str], expected: str) -> None:
+def wait_line(proc: forked.Forked, expected: str) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.strip() == expected:
@@ -93,7 +87,7 @@ def wait_line(proc: subprocess.Popen[str], expected: str) -> None:
     raise AssertionError(f"worker did not print {expected!r}: {err[-1500:]}")
 
 
-def results(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+def results(proc: forked.Forked) -> list[dict[str, Any]]:
     out, err = proc.communicate(timeout=WORKER_TIMEOUT)
     assert proc.returncode == 0, err[-2000:]
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -7,9 +7,6 @@ where it matters: at the identity provider.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from dataclasses import replace
@@ -24,6 +21,7 @@ from kstlib.auth.errors import TokenExpiredError, TokenRefreshError
 from kstlib.auth.models import Token
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
+from tests import forked, shared_storage_worker
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, IdP
 
@@ -135,32 +133,6 @@ def test_16_threads_one_refresh(idp: IdP, provider: OIDCProvider) -> None:
     provider.refresh()  # the stored, rotated refresh token works
 
 
-_CHILD = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from kstlib.auth import AuthSession, OIDCProvider
-    from kstlib.auth._discovery import MetadataCache
-    from kstlib.auth.config import AuthProviderConfig
-    from kstlib.auth.token import FileTokenStorage
-
-    issuer, directory, go, api, secret = sys.argv[1:6]
-    cfg = AuthProviderConfig(client_id="kstlib-confidential", client_secret=secret, issuer=issuer,
-                             scopes=["openid", "profile", "email", "offline_access"],
-                             token_endpoint_auth_method="client_secret_basic")
-    storage = FileTokenStorage(directory)
-    provider = OIDCProvider("shared", cfg, storage, metadata_cache=MetadataCache())
-    provider.discover()  # warm up before the start line
-    session = AuthSession(provider)
-    print("ready", flush=True)
-    while not Path(go).exists():
-        time.sleep(0.001)
-    codes = [session.get(api).status_code for _ in range(3)]
-    print(codes, flush=True)
-    """
-)
-
-
 def test_4_processes_sharing_a_file_storage_one_refresh(idp: IdP, tmp_path: Path) -> None:
     storage = FileTokenStorage(tmp_path / "tokens")
     provider = make_oidc(idp, CONFIDENTIAL, name="shared", storage=storage)
@@ -169,26 +141,18 @@ def test_4_processes_sharing_a_file_storage_one_refresh(idp: IdP, tmp_path: Path
     go = tmp_path / "go"
     idp.reset_stats()
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _CHILD,
-                idp.issuer,
-                str(storage.directory),
-                str(go),
-                idp.api_url("p"),
-                CONFIDENTIAL.client_secret or "",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        forked.start(
+            shared_storage_worker.refresh,
+            idp.issuer,
+            str(storage.directory),
+            str(go),
+            idp.api_url("p"),
+            CONFIDENTIAL.client_secret or "",
             cwd=ROOT,
         )
         for _ in range(4)
     ]
-    for p in procs:
-        assert p.stdout is not None
+    for p in procs:  # processes forked with kstlib imported (tests/forked.py)
         assert p.stdout.readline().strip() == "ready"
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]

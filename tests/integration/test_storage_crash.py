@@ -11,9 +11,6 @@ import os
 import random
 import signal
 import stat
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,29 +19,12 @@ import pytest
 from kstlib.auth.models import Token
 from kstlib.auth.token import FileTokenStorage, SOPSTokenStorage
 from kstlib.auth.token._directory import DirectoryTokenStorage
+from tests import forked
 from tests.sops_support import AgeIdentity
+from tests.storage_saver import save_forever
 
 PROVIDER = "crash.test"
 PAD_UNIT = 20_000
-
-_SAVER_CHILD = textwrap.dedent(
-    """
-    import sys
-    from kstlib.auth.models import Token
-    from kstlib.auth.token import get_token_storage
-
-    kind, directory, start, recipient, provider, pad_unit = sys.argv[1:7]
-    options = {"age_recipients": [recipient]} if kind == "sops" else {}
-    storage = get_token_storage(kind, directory=directory, **options)
-    print("ready", flush=True)
-    seq = int(start)
-    while True:
-        seq += 1
-        pad = "x" * (seq % 5) * int(pad_unit)
-        token = Token(access_token=f"access-{seq}", metadata={"seq": seq, "pad": pad})
-        storage.save(provider, token)
-    """
-)
 
 
 def token_for(seq: int) -> Token:
@@ -67,23 +47,17 @@ def temp_files(directory: Path) -> list[str]:
 
 
 def run_and_kill(kind: str, directory: Path, start: int, recipient: str, delay: float) -> None:
-    child = subprocess.Popen(
-        [
-            *(sys.executable, "-c", _SAVER_CHILD, kind, str(directory), str(start)),
-            *(recipient, PROVIDER, str(PAD_UNIT)),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # so the kill also reaches a running sops
-    )
+    """A writer process (tests/storage_saver.py; forked with kstlib imported: tests/forked.py)
+    saving in a loop, SIGKILLed after ``delay`` seconds, it and the ``sops`` it may be running."""
+    args = (kind, str(directory), start, recipient, PROVIDER, PAD_UNIT)
+    child = forked.start(save_forever, *args, new_session=True)
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        assert child.stdout.readline().strip() == "ready"
         time.sleep(delay)
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-        assert child.stdout is not None
-        child.stdout.close()
+        child.close()
     assert child.returncode == -signal.SIGKILL
 
 

@@ -32,13 +32,13 @@ _DOCUMENTS = st.recursive(
 
 
 @given(_DOCUMENTS, st.sampled_from([None, 0, 2, 4]))
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(100))
 def test_dumps_is_json_dumps(value: object, indent: int | None) -> None:
     assert _fastjson.dumps(value, indent=indent) == json.dumps(value, indent=indent)
 
 
 @given(_DOCUMENTS)
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(100))
 def test_loads_of_valid_json_is_json_loads(value: object) -> None:
     for text in (json.dumps(value), json.dumps(value, indent=2, ensure_ascii=False)):
         for document in (text, f" \n\t{text}\r\n ", text.encode("utf-8", "surrogatepass")):

@@ -196,7 +196,7 @@ token_like = st.dictionaries(
 )
 
 
-@settings(max_examples=examples(400), deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=token_like | json_values)
 def test_from_response_only_typed_errors(data: object) -> None:
     try:
@@ -206,7 +206,7 @@ def test_from_response_only_typed_errors(data: object) -> None:
     assert Token.from_dict(json.loads(json.dumps(token.to_dict()))) == token
 
 
-@settings(max_examples=examples(400), deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=token_like | json_values)
 def test_from_dict_only_typed_errors(data: object) -> None:
     try:
