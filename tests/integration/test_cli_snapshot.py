@@ -23,6 +23,7 @@ import yaml
 from kstlib.auth.models import Token
 from kstlib.auth.token import FileTokenStorage
 from kstlib.cli import _snapshot
+from tests.cli_probe import run_main
 
 FIRST = "snapshot-first-access-token"
 SECOND = "snapshot-second-access-token"
@@ -94,22 +95,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _aged_configs: _AgedC
 
 def _run(*args: str, stdin: str | None = None) -> tuple[subprocess.CompletedProcess[str], bool]:
     """Run ``kstlib`` (its ``main``); return it and whether it parsed YAML (a full load)."""
-    script = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: sys.stderr.write('YAML=%s\\n' % ('yaml' in sys.modules)))\n"
-        "from kstlib.cli import main\n"
-        f"main({list(args)!r})\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        check=False,
-    )
-    line = next(x for x in proc.stderr.splitlines() if x.startswith("YAML="))
-    return proc, line == "YAML=True"
+    proc, loaded = run_main(list(args), ["yaml"], stdin=stdin)
+    return proc, "yaml" in loaded
 
 
 def _snapshot_file() -> Path:

@@ -8,10 +8,7 @@ render, and a run naming its command builds that command only; the output is the
 
 from __future__ import annotations
 
-import ast
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ import yaml
 
 from kstlib.cli import app as cli_app
 from kstlib.cli.app import _application, _named_command, app, auth_app, reset_logging, run
+from tests.cli_probe import run_main
 
 #: Modules no general command needs to start; each entry below allows what it uses.
 HEAVY = (
@@ -69,24 +67,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _loaded_by(args: list[str]) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``kstlib.cli.main(args)`` in a fresh interpreter; the HEAVY modules it loaded."""
-    script = (
-        "import atexit, sys\n"
-        f"heavy = {HEAVY!r}\n"
-        "atexit.register(lambda: sys.stderr.write("
-        "'\\nLOADED=' + repr(sorted(m for m in heavy if m in sys.modules)) + '\\n'))\n"
-        "from kstlib.cli import main\n"
-        f"main({args!r})\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=os.environ.copy(),
-    )
-    line = next(x for x in proc.stderr.splitlines() if x.startswith("LOADED="))
-    return proc, set(ast.literal_eval(line.removeprefix("LOADED=")))
+    return run_main(args, HEAVY)
 
 
 @pytest.mark.parametrize(
