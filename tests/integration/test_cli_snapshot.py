@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,24 +312,8 @@ def _run_probe(
     *args: str, stdin: str | None = None
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run ``kstlib`` (its ``main``); return it and which of :data:`NOT_ON_A_HIT` it loaded."""
-    script = (
-        "import atexit, sys\n"
-        f"names = {NOT_ON_A_HIT!r}\n"
-        "atexit.register(lambda: sys.stderr.write("
-        "'LOADED=' + ','.join(n for n in names if n in sys.modules) + '\\n'))\n"
-        "from kstlib.cli import main\n"
-        f"main({list(args)!r})\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        check=False,
-    )
-    line = next(x for x in proc.stderr.splitlines() if x.startswith("LOADED="))
-    return proc, [n for n in line.removeprefix("LOADED=").split(",") if n]
+    proc, loaded = run_main(list(args), NOT_ON_A_HIT, stdin=stdin)
+    return proc, [name for name in NOT_ON_A_HIT if name in loaded]
 
 
 def test_a_hit_loads_none_of_the_costly_modules(setup: Path, tmp_path: Path) -> None:
