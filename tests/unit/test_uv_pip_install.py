@@ -115,8 +115,12 @@ def test_a_setting_uv_cannot_take_exits_3_before_running_anything(
 def test_the_settings_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
     """uv itself (the one ./scripts/setup installed) is handed the options: a dry run."""
     uv = Path(sys.executable).with_name("uv")
-    if not uv.exists():
-        pytest.fail("no uv next to the test interpreter: ./scripts/setup installs it")
+    if not uv.exists():  # setup could not install it (it then used pip): install it here
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", tmp_path / "uv", "uv"],
+            check=True,
+        )
+        uv = tmp_path / "uv" / "bin" / "uv"
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     pip_config.write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n", encoding="utf-8")
