@@ -38,6 +38,8 @@ HEAVY = (
 )
 #: What Typer's help renderer imports (Rich, and Markdown through it).
 HELP = frozenset({"rich", "pygments", "markdown_it", "typer.rich_utils"})
+#: cryptography's X.509 layer.
+X509 = frozenset({"cryptography.x509", "cryptography.x509.name", "cryptography.x509.base"})
 #: What building a provider imports (its HTTP client and JOSE layer).
 PROVIDER = frozenset(
     {"httpx", "httpcore", "cryptography", "kstlib.auth.providers.oauth2", "kstlib.auth._jose"}
@@ -88,6 +90,14 @@ def test_a_command_loads_only_what_it_uses(
     proc, loaded = _loaded_by(args)
     assert printed in proc.stdout, proc.stderr
     assert loaded <= allowed, f"kstlib {' '.join(args)} loaded {sorted(loaded - allowed)}"
+
+
+def test_building_providers_does_not_load_the_x509_layer(config: Path) -> None:
+    """cryptography's X.509 layer (~40 ms of CPU at import: its OID tables) is loaded only to
+    describe a key's ``x5c`` certificate, not by every process that loads the JOSE layer."""
+    proc, loaded = run_main(["auth", "providers", "-o", "json"], {"kstlib.auth._jose", *X509})
+    assert '"name": "pub"' in proc.stdout, proc.stderr
+    assert loaded == {"kstlib.auth._jose"}, loaded
 
 
 def test_a_named_command_is_found_past_the_global_options() -> None:

@@ -34,7 +34,6 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, NoReturn, TypeVar
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
@@ -581,6 +580,10 @@ class PublicJWK:
 
 
 def _certificate_facts(chain: tuple[str, ...], key: PublicKey) -> dict[str, Any]:
+    # imported here: only a key with an x5c chain needs it, and it is ~30 ms of every
+    # kstlib process's start-up (cryptography's X.509 layer builds its OID tables at import)
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
         cert_spki = cert.public_key().public_bytes(
