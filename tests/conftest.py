@@ -6,6 +6,7 @@ import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import httpx
 import pytest
@@ -27,6 +28,29 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     that time: 2,002 tests took 9 min 33 s with 4 workers where 2 workers took 14 min 30 s
     on the same loaded 2-core machine. PYTEST_XDIST_AUTO_NUM_WORKERS still overrides it."""
     return min(8, 2 * (os.cpu_count() or 1))
+
+
+#: Files holding the longest tests (10-17 s each: a Sphinx build, the docs' examples, real CLI
+#: journeys, the bench smoke and report, the fleet failover, the checker fuzzers). Collected
+#: first, so that every worker starts on them (pytest-xdist's worksteal hands each worker a
+#: contiguous part of the list and moves the ends of long queues): one of them started last
+#: kept one worker busy for 10-15 s at the end of a run while the other workers were idle.
+_LONGEST_FIRST: Final = (
+    "tests/integration/test_docs_build.py",
+    "tests/integration/test_docs_examples.py",
+    "tests/security/test_no_secret_in_output.py",
+    "tests/unit/test_bench_smoke.py",
+    "tests/unit/test_bench_report.py",
+    "tests/integration/test_redis_fleet.py",
+    "tests/security/test_checker_hostile.py",
+    "tests/integration/test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(_LONGEST_FIRST)}
+    last = len(rank)
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], last))  # stable
 
 
 @pytest.fixture(scope="session")
