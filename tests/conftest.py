@@ -32,9 +32,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 #: Files holding the longest tests (10-17 s each: a Sphinx build, the docs' examples, real CLI
 #: journeys, the bench smoke and report, the fleet failover, the checker fuzzers). Collected
-#: first, so that every worker starts on them (pytest-xdist's worksteal hands each worker a
-#: contiguous part of the list and moves the ends of long queues): one of them started last
-#: kept one worker busy for 10-15 s at the end of a run while the other workers were idle.
+#: first, they run early: pytest-xdist's worksteal hands each worker a contiguous part of the
+#: list, and idle workers take the far end of the longest queue, never its head. In
+#: alphabetical order one of them started last and kept a worker busy for 10-15 s at the end
+#: of a run while the others sat idle.
 _LONGEST_FIRST: Final = (
     "tests/integration/test_docs_build.py",
     "tests/integration/test_docs_examples.py",
