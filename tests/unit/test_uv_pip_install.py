@@ -14,6 +14,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -112,8 +113,23 @@ def test_a_setting_uv_cannot_take_exits_3_before_running_anything(
     assert not marker.exists()
 
 
+def _probe_wheel(directory: Path) -> None:
+    """A wheel of a project that exists nowhere else: ``kstlib-probe-pkg`` 0.1.0, no code."""
+    info = "kstlib_probe_pkg-0.1.0.dist-info"
+    files = {
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: kstlib-probe-pkg\nVersion: 0.1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(directory / "kstlib_probe_pkg-0.1.0-py3-none-any.whl", "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+
+
 def test_the_settings_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
-    """uv itself (the one ./scripts/setup installed) is handed the options: a dry run."""
+    """uv itself (the one ./scripts/setup installed) is handed the options: a dry run resolves a
+    project that exists only in the configured find-links directory (with no index: offline)."""
     uv = Path(sys.executable).with_name("uv")
     if not uv.exists():  # setup could not install it (it then used pip): install it here
         subprocess.run(
@@ -123,13 +139,13 @@ def test_the_settings_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
         uv = tmp_path / "uv" / "bin" / "uv"
     wheels = tmp_path / "wheels"
     wheels.mkdir()
+    _probe_wheel(wheels)
     pip_config.write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n", encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(uv), sys.executable, "--dry-run", "not-a-project"],
-        capture_output=True,
-        text=True,
-        check=False,
+    target = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", target], check=True)
+    command = [sys.executable, str(SCRIPT), str(uv), str(target / "bin" / "python")]
+    found = subprocess.run(
+        [*command, "--dry-run", "kstlib-probe-pkg"], capture_output=True, text=True, check=False
     )
-    # with no index and an empty find-links directory, uv cannot find the project: it read both
-    assert proc.returncode != 0
-    assert "not-a-project" in proc.stderr and "was not found" in proc.stderr, proc.stderr
+    assert found.returncode == 0, found.stderr
+    assert "kstlib-probe-pkg==0.1.0" in found.stdout + found.stderr
