@@ -11,7 +11,10 @@ from typing import Final
 import httpx
 import pytest
 
-from tests import hypothesis_support  # noqa: F401 - registers and loads the Hypothesis profile
+from tests import (
+    forked,
+    hypothesis_support,  # noqa: F401 - registers and loads the Hypothesis profile
+)
 from tests.idp_support import IdP, start_idp
 from tests.jwks_server import JWKSServer, running_server
 from tests.redis_support import RedisServer, SentinelCluster  # issue 15
@@ -85,6 +88,14 @@ def _collect_garbage_after_test() -> Iterator[None]:
     """
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _forked_workers_closed() -> Iterator[None]:
+    """Every worker a test forked (tests/forked.py) is killed and reaped when the test ends,
+    passed or failed (torn down before the garbage collection above)."""
+    yield
+    forked.close_all()
 
 
 @pytest.fixture(autouse=True)

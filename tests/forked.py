@@ -37,7 +37,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["PRELOAD", "Forked", "start"]
+__all__ = ["PRELOAD", "Forked", "close_all", "start"]
 
 #: Imported once by the forkserver; every worker forked from it starts with them.
 PRELOAD = [
@@ -94,8 +94,11 @@ def _child(
 class Forked:
     """A forked worker, seen through the part of ``subprocess.Popen`` the tests use."""
 
-    def __init__(self, process: BaseProcess, out: socket.socket, err_path: Path) -> None:
+    def __init__(
+        self, process: BaseProcess, out: socket.socket, err_path: Path, new_session: bool
+    ) -> None:
         self._process = process
+        self._new_session = new_session
         self._out = out
         self._err_path = err_path
         self._timed_out = False
@@ -105,6 +108,7 @@ class Forked:
         self.returncode: int | None = None
         # released however the test ends (a failing test may drop a worker unread)
         self._release = weakref.finalize(self, _release, out, err_path)
+        _OPEN.append(self)
 
     def poll(self) -> int | None:
         if self.returncode is None and self._process.exitcode is not None:
@@ -128,7 +132,14 @@ class Forked:
                 pass
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        """SIGKILL it, and its whole session when it leads one (``new_session``)."""
+        if self._new_session and self.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
+        else:
+            self.send_signal(signal.SIGKILL)
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         """The rest of stdout (until the worker closes it) and all of stderr; waits."""
@@ -159,11 +170,28 @@ class Forked:
             self.wait()
         self.stdout.close()
         self._release()
+        if self in _OPEN:
+            _OPEN.remove(self)
 
 
 def _release(out: socket.socket, err_path: Path) -> None:
     out.close()
     err_path.unlink(missing_ok=True)
+
+
+#: Workers started and not closed yet (tests/conftest.py closes them after every test).
+_OPEN: list[Forked] = []
+
+
+def close_all() -> None:
+    """Kill and reap every worker still open, and release its stdout and stderr file.
+
+    A test that fails before it reads or kills its workers (one of twenty did not say
+    ``ready``) would otherwise leave the others waiting for a start signal that never comes;
+    and as non-daemonic children of the pytest worker they would be waited for at its exit.
+    """
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def start(
@@ -190,4 +218,4 @@ def start(
         process.start()
     finally:
         child_end.close()
-    return Forked(process, parent_end, Path(err_name))
+    return Forked(process, parent_end, Path(err_name), new_session)

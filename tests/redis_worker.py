@@ -38,8 +38,11 @@ def storage(args: dict[str, Any]) -> Any:
     )
 
 
-def wait_for(path: Path) -> None:
+def wait_for(path: Path, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
     while not path.exists():
+        if time.monotonic() > deadline:  # the test is gone: do not wait forever
+            raise SystemExit(f"no start signal ({path}) within {seconds:.0f} s")
         time.sleep(0.002)
 
 

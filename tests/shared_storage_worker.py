@@ -17,6 +17,9 @@ from kstlib.auth.config import AuthProviderConfig
 from kstlib.auth.providers import OIDCProvider
 from kstlib.auth.token import FileTokenStorage
 
+#: Seconds a worker waits for the start signal before it gives up.
+START_WAIT = 120.0
+
 
 def client_credentials(issuer: str, directory: str, go: str, api: str, secret: str) -> None:
     cfg = AuthProviderConfig(
@@ -48,7 +51,10 @@ def _three_calls(provider: OIDCProvider, go: str, api: str) -> None:
     provider.discover()  # warm up before the start line
     session = AuthSession(provider)
     print("ready", flush=True)
+    deadline = time.monotonic() + START_WAIT
     while not Path(go).exists():
+        if time.monotonic() > deadline:  # the test is gone: do not wait forever
+            raise SystemExit(f"no start signal ({go}) within {START_WAIT:.0f} s")
         time.sleep(0.001)
     print([session.get(api).status_code for _ in range(3)], flush=True)
     session.close()
