@@ -10,15 +10,12 @@ in a throw-away HOME and global git config.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
-import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from kstlib.auth.config import get_token_storage_for_provider
 from kstlib.cli._fast import decode_jwt_unverified
 from tests.idp_support import CONFIDENTIAL, IdP, browser_login
 from tests.integration.test_cli import CLI, KSTLIB, finish
+from tests.tls_support import https_server, self_signed
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
@@ -194,60 +192,14 @@ class _APIServer(BaseHTTPRequestHandler):
         return
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kstlib test API server")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "api.crt", directory / "api.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 def api_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str | None]]]:
     """A TLS stand-in API server (kubectl runs exec plugins for TLS clusters only)."""
     seen: list[str | None] = []
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     handler = type("Handler", (_APIServer,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert, seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with https_server(handler, cert, key) as url:
+        yield url, cert, seen
 
 
 KUBECONFIG = """\

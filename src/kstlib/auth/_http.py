@@ -21,6 +21,7 @@ import contextlib
 import email.utils
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -204,11 +205,62 @@ class HTTPTraceLogger:
 
 
 def tls_verify(ssl_verify: bool, ssl_ca_bundle: str | None) -> bool | ssl.SSLContext:
-    """httpx's ``verify=`` for these settings: a CA bundle wins over ``ssl_verify=True`` (as an
-    SSL context: httpx deprecates a path), ``False`` disables verification."""
-    if ssl_verify and ssl_ca_bundle:
-        return ssl.create_default_context(cafile=ssl_ca_bundle)
-    return ssl_verify
+    """httpx's ``verify=`` for these settings: ``False`` disables verification; otherwise the
+    process's shared SSL context for the CA source (:func:`shared_ssl_context`): the
+    ``ssl_ca_bundle`` when set, else the one httpx would use itself."""
+    if not ssl_verify:
+        return False
+    return shared_ssl_context(ssl_ca_bundle)
+
+
+# Verifying SSL contexts by CA source: loading a CA bundle costs 25-40 ms of CPU (OpenSSL 3
+# parses every certificate), which httpx pays for every client it builds (each provider, each
+# AuthSession, sync and async). One context per source and process instead, rebuilt when the
+# source changes on disk.
+_SSL_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
+_SSL_CONTEXTS_MAX = 16
+_SSL_CONTEXTS_LOCK = threading.Lock()
+
+
+def shared_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """The verifying SSL context for ``ca_bundle`` (a PEM file), shared by every client of
+    this process.
+
+    Without ``ca_bundle`` the source is httpx's own choice for ``verify=True``:
+    ``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else certifi's bundle. The context is built as
+    httpx and :func:`ssl.create_default_context` build it (``SSLKEYLOGFILE`` included), and
+    again whenever the source's file or directory changes (inode, size or modification time),
+    so a rotated CA bundle reaches every client built afterwards.
+    """
+    if ca_bundle:
+        kind, path = "file", ca_bundle
+    elif os.environ.get("SSL_CERT_FILE"):
+        kind, path = "file", os.environ["SSL_CERT_FILE"]
+    elif os.environ.get("SSL_CERT_DIR"):
+        kind, path = "dir", os.environ["SSL_CERT_DIR"]
+    else:
+        import certifi  # httpx's own dependency and default bundle
+
+        kind, path = "file", certifi.where()
+    try:
+        found = os.stat(path)
+        stamp: tuple[int, ...] = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+    except OSError:
+        stamp = ()  # building the context raises the error a user should see
+    key = (kind, path, stamp, os.environ.get("SSLKEYLOGFILE"))
+    context = _SSL_CONTEXTS.get(key)
+    if context is None:
+        with _SSL_CONTEXTS_LOCK:
+            context = _SSL_CONTEXTS.get(key)
+            if context is None:
+                if kind == "dir":
+                    context = ssl.create_default_context(capath=path)
+                else:
+                    context = ssl.create_default_context(cafile=path)
+                if len(_SSL_CONTEXTS) >= _SSL_CONTEXTS_MAX:
+                    _SSL_CONTEXTS.clear()
+                _SSL_CONTEXTS[key] = context
+    return context
 
 
 def build_http_client(
