@@ -5,7 +5,9 @@ hooks and fixtures of tests/conftest.py) runs tests that leak on purpose: the le
 are reported, with the leaked object, and the innocent test after them passes - even for a
 socket held in a reference cycle while the garbage collector is disabled, which without the
 suite's own per-test ``gc.collect()`` would be reported in whichever later test the collector
-happened to run (or not at all).
+happened to run (or not at all). What outlives its test is frozen after that collection; a
+socket among it, dropped unclosed by a later test, fails the teardown of the last test when
+the session's frozen objects are collected.
 """
 
 from __future__ import annotations
@@ -50,6 +52,21 @@ def test_leaks_an_event_loop():
 
 def test_innocent():
     gc.enable()
+
+
+KEPT = []
+
+
+def test_keeps_a_socket_past_its_end():
+    KEPT.append(Holder())  # alive when the test ends: frozen with the rest of the heap
+
+
+def test_drops_it_later():
+    KEPT.clear()  # garbage now, in a cycle, frozen: only the end-of-session sweep finds it
+
+
+def test_last():
+    pass
 """
 
 
@@ -73,8 +90,16 @@ def test_leaked_resources_fail_the_test_that_leaked_them(
     result.stdout.fnmatch_lines(["*unclosed file*"])
     result.stdout.fnmatch_lines(["*unclosed event loop*"])
     result.stdout.fnmatch_lines(["PASSED test_leaky.py::test_innocent"])
+    result.stdout.fnmatch_lines(  # the frozen socket, found by the end-of-session sweep
+        [
+            "*ERROR at teardown of test_last*",
+            "*outlived the test that made them*ResourceWarning: unclosed <socket.socket*",
+        ],
+        consecutive=False,
+    )
     failed = [line for line in result.outlines if line.startswith(("FAILED", "ERROR"))]
     assert sorted(line.split()[1].split("::")[1] for line in failed) == [
+        "test_last",
         "test_leaks_a_file",
         "test_leaks_a_socket_in_a_cycle",
         "test_leaks_an_event_loop",
