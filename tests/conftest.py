@@ -15,6 +15,7 @@ import pytest
 from tests import (
     forked,
     hypothesis_support,  # noqa: F401 - registers and loads the Hypothesis profile
+    loopback_http,
 )
 from tests.idp_support import IdP, start_idp
 from tests.jwks_server import JWKSServer, running_server
@@ -191,7 +192,7 @@ def server(_jwks_server: JWKSServer) -> JWKSServer:
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
+    with loopback_http.client(timeout=5.0) as c:
         yield c
 
 

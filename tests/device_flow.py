@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from tests import loopback_http
 from tests.idp_support import CONFIDENTIAL_CLIENT_ID, OidcClient
 
 DEVICE = OidcClient("kstlib-device", "kstlib-device-secret", "client_secret_basic")
@@ -93,7 +94,7 @@ def _verify(
     max_steps: int = 20,
 ) -> str:
     """Walk the verification pages; return the final page's text."""
-    with httpx.Client(timeout=10.0) as http:
+    with loopback_http.client(timeout=10.0) as http:
         response = http.get(verification_uri, follow_redirects=False)
         for _ in range(max_steps):
             if response.is_redirect:

@@ -56,6 +56,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tests import loopback_http
+
 __all__ = [
     "CLIENTS",
     "CONFIDENTIAL",
@@ -390,7 +392,7 @@ class IdP:
         self.log_path = self.tmp_dir / "idp-server.log"
         self.state_path = self.tmp_dir / "idp-state.json"
         self._ready_path = self.tmp_dir / "idp-ready.json"
-        self._http = httpx.Client(timeout=10.0, follow_redirects=False)
+        self._http = loopback_http.client(timeout=10.0, follow_redirects=False)
         self._discovery: dict[str, Any] | None = None
 
     # -- lifecycle --------------------------------------------------------
@@ -792,7 +794,7 @@ def browser_login(
     """
     idp_origin = _origin(authorize_url)
     own = browser is None
-    http = browser if browser is not None else httpx.Client(timeout=10.0)
+    http = browser if browser is not None else loopback_http.client(timeout=10.0)
     try:
         resp = http.get(authorize_url, follow_redirects=False)
         for _ in range(max_steps):

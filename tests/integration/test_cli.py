@@ -30,6 +30,7 @@ from typer.testing import CliRunner, Result
 from kstlib.auth.config import get_token_storage_for_provider
 from kstlib.auth.models import Token
 from kstlib.cli.app import app, reset_logging
+from tests import loopback_http
 from tests.idp_support import (
     CONFIDENTIAL,
     POST_LOGOUT_REDIRECT_URI,
@@ -88,7 +89,7 @@ class FakeBrowser:
             if self.tamper is not None:
                 callback = self.tamper(callback)
             self.callbacks.append(callback)
-            self.responses.append(httpx.get(callback, timeout=10))
+            self.responses.append(loopback_http.get(callback, timeout=10))
         except BaseException as exc:
             self.errors.append(exc)
 
@@ -222,7 +223,7 @@ def test_login_no_browser_prints_the_url_and_waits_for_the_redirect(cli: CLI) ->
     proc = cli.popen("auth", "login", "pub", "--no-browser")
     url = read_url(proc)
     callback = browser_login(url)
-    assert httpx.get(callback, timeout=10).status_code == 200
+    assert loopback_http.get(callback, timeout=10).status_code == 200
     code, out, err = finish(proc)
     assert code == 0, err
     assert out == ""  # only the URL was printed on stdout (already read)

@@ -19,11 +19,11 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from kstlib.auth.config import get_token_storage_for_provider
 from kstlib.cli._fast import decode_jwt_unverified
+from tests import loopback_http
 from tests.idp_support import CONFIDENTIAL, IdP, browser_login
 from tests.integration.test_cli import CLI, KSTLIB, finish
 from tests.tls_support import https_server, self_signed
@@ -160,7 +160,7 @@ def test_interactive_kubectl_logs_in_on_demand_on_stderr_only(cli: CLI, tmp_path
     )
     url, before = _read_url_from_stderr(proc)
     assert any("Opened your browser" in line for line in before), before
-    assert httpx.get(browser_login(url), timeout=10).status_code == 200
+    assert loopback_http.get(browser_login(url), timeout=10).status_code == 200
     code, out, err = finish(proc)
     assert code == 0, err
     assert marker.read_text(encoding="utf-8").strip() == url  # the browser was opened too
@@ -382,7 +382,7 @@ def test_login_never_starts_a_console_browser_found_on_path(
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     assert url.startswith(cli.idp.issuer)
-    assert httpx.get(browser_login(url), timeout=10).status_code == 200
+    assert loopback_http.get(browser_login(url), timeout=10).status_code == 200
     code, _, err = finish(proc)
     assert code == 0, err
     assert "Open this URL in a browser" in err
@@ -401,7 +401,7 @@ def test_login_prints_the_url_even_when_a_browser_opened(cli: CLI, tmp_path: Pat
     )
     url, before = _read_url_from_stderr(proc)
     assert any("Opened your browser" in line for line in before)
-    assert httpx.get(browser_login(url), timeout=10).status_code == 200
+    assert loopback_http.get(browser_login(url), timeout=10).status_code == 200
     code, out, err = finish(proc)
     assert code == 0, err
     assert out == ""  # stdout stays clean: the URL went to stderr
@@ -432,7 +432,7 @@ def test_without_exec_info_a_terminal_on_stdin_means_interactive(cli: CLI, tmp_p
         )
         os.close(follower)
         url, _ = _read_url_from_stderr(proc)
-        assert httpx.get(browser_login(url), timeout=10).status_code == 200
+        assert loopback_http.get(browser_login(url), timeout=10).status_code == 200
         code, out, err = finish(proc)
     finally:
         os.close(leader)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kstlib.cli.app import reset_logging
+from tests import loopback_http
 from tests.idp_support import CONFIDENTIAL, SERVICE, SERVICE_SCOPES, IdP
 from tests.integration.test_cli import CLI, provider_settings
 
@@ -99,5 +100,7 @@ def httpx_revoke(idp: IdP, token: str) -> None:
 
     data = {"token": token}
     auth = SERVICE.token_auth(data)
-    response = httpx.post(idp.revocation_endpoint, data=data, auth=auth or httpx.USE_CLIENT_DEFAULT)
+    response = loopback_http.post(
+        idp.revocation_endpoint, data=data, auth=auth or httpx.USE_CLIENT_DEFAULT
+    )
     assert response.status_code == 200

@@ -9,11 +9,11 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from kstlib.auth.config import get_token_storage_for_provider
 from kstlib.auth.models import Token
+from tests import loopback_http
 from tests.idp_support import IdP, browser_login
 from tests.integration.test_cli import CLI, KSTLIB, finish, read_url
 
@@ -88,7 +88,7 @@ def test_login_and_status_name_the_user_when_the_sub_is_a_guid(cli: CLI) -> None
         text=True,
     )
     callback = browser_login(read_url(proc), username=GUID)
-    assert httpx.get(callback, timeout=10).status_code == 200
+    assert loopback_http.get(callback, timeout=10).status_code == 200
     code, _, err = finish(proc)
     assert code == 0, err
     assert "Logged in to pub as carol;" in err

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 import yaml
 
@@ -68,6 +67,7 @@ from kstlib.auth.config import (
     list_configured_providers,
 )
 from kstlib.config import load_config
+from tests import loopback_http
 from tests.device_flow import approve_device
 from tests.flows import login
 from tests.idp_support import PUBLIC_CLIENT_ID, IdP, browser_login
@@ -217,7 +217,7 @@ def _fake_webbrowser_open(url: str, new: int = 0, autoraise: bool = True) -> boo
     if urlsplit(url).path == "/device":  # device authorization (RFC 8628; issue 13)
         approve_device(url)
         return True
-    httpx.get(play_browser(url), timeout=10)
+    loopback_http.get(play_browser(url), timeout=10)
     return True
 
 
@@ -324,7 +324,7 @@ class Page:
                             proc.stdin.write(redirect + "\n")
                             proc.stdin.flush()
                         else:
-                            httpx.get(redirect, timeout=10)
+                            loopback_http.get(redirect, timeout=10)
                         break
                 rest, _ = proc.communicate(timeout=COMMAND_TIMEOUT)
             finally:

@@ -37,6 +37,7 @@ from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.redaction import TRACE
 from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage, SOPSTokenStorage
+from tests import loopback_http
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, DPOP, IdP
 from tests.sops_support import AgeIdentity
@@ -147,7 +148,7 @@ def test_async_session_and_async_refresh(idp: IdP, provider: OIDCProvider) -> No
 
 
 def test_provider_auth_on_a_client_you_own(idp: IdP, provider: OIDCProvider) -> None:
-    with httpx.Client(auth=ProviderAuth(provider), timeout=10) as client:
+    with loopback_http.client(auth=ProviderAuth(provider), timeout=10) as client:
         answer = client.delete(idp.api_url("items/7#frag"))
     assert answer.status_code == 200, answer.text
     assert answer.json()["method"] == "DELETE"
@@ -182,17 +183,19 @@ def test_the_api_really_checks_the_proof(idp: IdP, provider: OIDCProvider) -> No
     assert token.dpop_key is not None
     url = idp.api_url("strict")
     nonce = provider._dpop_nonces.get(url)
-    as_bearer = httpx.get(url, headers={"Authorization": f"Bearer {token.access_token}"})
+    as_bearer = loopback_http.get(url, headers={"Authorization": f"Bearer {token.access_token}"})
     assert as_bearer.status_code == 401
-    no_proof = httpx.get(url, headers={"Authorization": f"DPoP {token.access_token}"})
+    no_proof = loopback_http.get(url, headers={"Authorization": f"DPoP {token.access_token}"})
     assert no_proof.status_code == 401
     other = DPoPKey.generate().proof("GET", url, access_token=token.access_token, nonce=nonce)
-    foreign = httpx.get(url, headers={"Authorization": f"DPoP {token.access_token}", "DPoP": other})
+    foreign = loopback_http.get(
+        url, headers={"Authorization": f"DPoP {token.access_token}", "DPoP": other}
+    )
     assert foreign.status_code == 401
     ours = token.dpop_key.proof("GET", url, access_token=token.access_token, nonce=nonce)
     headers = {"Authorization": f"DPoP {token.access_token}", "DPoP": ours}
-    assert httpx.get(url, headers=headers).status_code == 200
-    assert httpx.get(url, headers=headers).status_code == 401  # jti replayed
+    assert loopback_http.get(url, headers=headers).status_code == 200
+    assert loopback_http.get(url, headers=headers).status_code == 401  # jti replayed
 
 
 def test_without_dpop_the_dpop_client_is_refused_not_downgraded(idp: IdP) -> None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from tests import loopback_http
 from tests.device_flow import DEVICE, DEVICE_PUBLIC, DEVICE_SHORT
 from tests.idp_support import (
     CLIENTS,
@@ -84,7 +85,7 @@ def callback_params(callback: str) -> dict[str, str]:
 def token_request(idp: IdP, client: OidcClient, data: dict[str, str]) -> httpx.Response:
     data = dict(data)
     auth = client.token_auth(data)
-    return httpx.post(
+    return loopback_http.post(
         idp.token_endpoint, data=data, auth=auth or httpx.USE_CLIENT_DEFAULT, timeout=10
     )
 
@@ -138,7 +139,7 @@ def refresh(idp: IdP, client: OidcClient, refresh_token: str) -> httpx.Response:
 
 def test_discovery_document(idp: IdP) -> None:
     assert idp.issuer == f"http://127.0.0.1:{idp.port}"
-    doc = httpx.get(idp.discovery_url, timeout=10).json()
+    doc = loopback_http.get(idp.discovery_url, timeout=10).json()
     assert doc["issuer"] == idp.issuer
     for name in (
         "authorization_endpoint",
@@ -164,7 +165,7 @@ def test_discovery_document(idp: IdP) -> None:
     assert all("d" not in k for k in jwks["keys"])
     # the configured clients are the ones exported by idp_support (and, always registered by
     # the server's device grant block, the device clients of tests/device_flow.py)
-    served = httpx.get(f"{idp.issuer}/__test__/clients", timeout=10).json()
+    served = loopback_http.get(f"{idp.issuer}/__test__/clients", timeout=10).json()
     device_clients = {c.client_id for c in (DEVICE, DEVICE_PUBLIC, DEVICE_SHORT)}
     assert {c["client_id"] for c in served} == set(CLIENTS) | device_clients
     assert doc["device_authorization_endpoint"] == f"{idp.issuer}/device/auth"
@@ -182,7 +183,7 @@ def test_public_client_code_pkce_flow(idp: IdP) -> None:
     assert params["code"]
 
     # raw token request, no client authentication, just client_id + code_verifier
-    resp = httpx.post(
+    resp = loopback_http.post(
         idp.token_endpoint,
         data={
             "grant_type": "authorization_code",
@@ -207,7 +208,7 @@ def test_public_client_code_pkce_flow(idp: IdP) -> None:
     assert jwt_parts(tokens["id_token"])[0]["alg"] == "RS256"
 
     # the code is single-use
-    again = httpx.post(
+    again = loopback_http.post(
         idp.token_endpoint,
         data={
             "grant_type": "authorization_code",
@@ -234,7 +235,7 @@ def test_public_client_wrong_verifier_is_rejected(idp: IdP) -> None:
     _, challenge = pkce_pair()
     url = idp.authorize_url(PUBLIC, state="s2", code_challenge=challenge)
     params = callback_params(browser_login(url))
-    resp = httpx.post(
+    resp = loopback_http.post(
         idp.token_endpoint,
         data={
             "grant_type": "authorization_code",
@@ -276,13 +277,13 @@ def test_confidential_clients(idp: IdP, client: OidcClient) -> None:
         "redirect_uri": REDIRECT_URI,
     }
     if client.token_endpoint_auth_method == "client_secret_basic":
-        bad = httpx.post(
+        bad = loopback_http.post(
             idp.token_endpoint,
             data={**wrong, "client_id": client.client_id, "client_secret": client.client_secret},
             timeout=10,
         )
     else:
-        bad = httpx.post(
+        bad = loopback_http.post(
             idp.token_endpoint,
             data=wrong,
             auth=(client.client_id, client.client_secret or ""),
@@ -309,7 +310,7 @@ def test_lenient_client_auth_when_strict_mode_off(idp: IdP) -> None:
     params = callback_params(browser_login(idp.authorize_url(CONFIDENTIAL, state="x")))
     idp.configure(strict_client_auth=False)
     try:
-        resp = httpx.post(
+        resp = loopback_http.post(
             idp.token_endpoint,
             data={
                 "grant_type": "authorization_code",
@@ -401,7 +402,7 @@ def test_revocation_then_introspection_inactive(idp: IdP) -> None:
 
     idp.reset_stats()
     data = {"token": tokens["refresh_token"], "token_type_hint": "refresh_token"}
-    resp = httpx.post(
+    resp = loopback_http.post(
         idp.revocation_endpoint,
         data=data,
         auth=(CONFIDENTIAL.client_id, CONFIDENTIAL.client_secret or ""),
@@ -415,7 +416,7 @@ def test_revocation_then_introspection_inactive(idp: IdP) -> None:
     assert refresh(idp, CONFIDENTIAL, tokens["refresh_token"]).json()["error"] == "invalid_grant"
 
     # the public client revokes its own access token (client_id only)
-    resp = httpx.post(
+    resp = loopback_http.post(
         idp.revocation_endpoint,
         data={"token": public_tokens["access_token"], "client_id": PUBLIC.client_id},
         timeout=10,
@@ -428,7 +429,7 @@ def test_revocation_then_introspection_inactive(idp: IdP) -> None:
 
 def test_userinfo(idp: IdP) -> None:
     tokens = login(idp, CONFIDENTIAL_POST, username="dave")
-    resp = httpx.get(
+    resp = loopback_http.get(
         idp.userinfo_endpoint,
         headers={"Authorization": f"Bearer {tokens['access_token']}"},
         timeout=10,
@@ -441,7 +442,7 @@ def test_userinfo(idp: IdP) -> None:
         "email": "dave@example.test",
         "email_verified": True,
     }
-    assert httpx.get(idp.userinfo_endpoint, timeout=10).status_code == 401
+    assert loopback_http.get(idp.userinfo_endpoint, timeout=10).status_code == 401
 
 
 def test_key_rotation(idp: IdP) -> None:
@@ -517,7 +518,7 @@ def test_protected_api(idp: IdP) -> None:
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
     idp.reset_stats()
 
-    resp = httpx.get(idp.api_url("items/1?x=2"), headers=bearer, timeout=10)
+    resp = loopback_http.get(idp.api_url("items/1?x=2"), headers=bearer, timeout=10)
     assert resp.status_code == 200
     assert resp.json() == {
         "sub": "erin",
@@ -529,7 +530,7 @@ def test_protected_api(idp: IdP) -> None:
         "body": None,
     }
     for method in ("POST", "PUT", "PATCH", "DELETE"):
-        resp = httpx.request(
+        resp = loopback_http.request(
             method, idp.api_url("items"), headers=bearer, json={"n": 1}, timeout=10
         )
         assert resp.status_code == 200
@@ -537,11 +538,11 @@ def test_protected_api(idp: IdP) -> None:
         assert resp.json()["body"] == {"n": 1}
     assert httpx.head(idp.api_url("x"), headers=bearer, timeout=10).status_code == 200
     assert httpx.options(idp.api_url("x"), headers=bearer, timeout=10).json()["method"] == "OPTIONS"
-    text = httpx.post(idp.api_url(), headers=bearer, content=b"plain", timeout=10).json()
+    text = loopback_http.post(idp.api_url(), headers=bearer, content=b"plain", timeout=10).json()
     assert text["body"] == "plain"
 
     for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic eDp5"}):
-        resp = httpx.get(idp.api_url("items"), headers=headers, timeout=10)
+        resp = loopback_http.get(idp.api_url("items"), headers=headers, timeout=10)
         assert resp.status_code == 401
         assert resp.headers["www-authenticate"].startswith("Bearer ")
         assert 'error="invalid_token"' in resp.headers["www-authenticate"]
@@ -552,13 +553,13 @@ def test_protected_api(idp: IdP) -> None:
     assert stats["api"] == 11
 
     # a revoked access token is refused
-    httpx.post(
+    loopback_http.post(
         idp.revocation_endpoint,
         data={"token": tokens["access_token"]},
         auth=(CONFIDENTIAL.client_id, CONFIDENTIAL.client_secret or ""),
         timeout=10,
     )
-    assert httpx.get(idp.api_url(), headers=bearer, timeout=10).status_code == 401
+    assert loopback_http.get(idp.api_url(), headers=bearer, timeout=10).status_code == 401
 
 
 def test_access_token_ttl_is_configurable(idp: IdP) -> None:
@@ -571,10 +572,10 @@ def test_access_token_ttl_is_configurable(idp: IdP) -> None:
     assert tokens["expires_in"] == 1
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
     deadline = time.monotonic() + 5
-    while httpx.get(idp.api_url(), headers=bearer, timeout=10).status_code == 200:
+    while loopback_http.get(idp.api_url(), headers=bearer, timeout=10).status_code == 200:
         assert time.monotonic() < deadline, "access token did not expire"
         time.sleep(0.2)
-    assert httpx.get(idp.api_url(), headers=bearer, timeout=10).status_code == 401
+    assert loopback_http.get(idp.api_url(), headers=bearer, timeout=10).status_code == 401
     # the refresh token still works and yields a token with the default lifetime
     resp = refresh(idp, PUBLIC, tokens["refresh_token"])
     assert resp.json()["expires_in"] == default

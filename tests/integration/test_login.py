@@ -25,6 +25,7 @@ from kstlib.auth.config import get_provider
 from kstlib.auth.errors import CallbackServerError, TokenExchangeError
 from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.token import MemoryTokenStorage
+from tests import loopback_http
 from tests.flows import make_oidc
 from tests.idp_support import CONFIDENTIAL, POST_LOGOUT_REDIRECT_URI, IdP, browser_login
 
@@ -48,7 +49,7 @@ class Browser:
     def _run(self, url: str) -> None:
         try:
             callback = browser_login(url)
-            self.page = httpx.get(callback, timeout=60)
+            self.page = loopback_http.get(callback, timeout=60)
         except BaseException as exc:  # reported by join()
             self.error = exc
 
@@ -199,7 +200,7 @@ def test_logout_url_hints_the_stored_id_token_by_default(idp: IdP) -> None:
     assert other_query["id_token_hint"] == ["explicit"]
     assert other_query["post_logout_redirect_uri"] == ["x:/y"]
     assert no_hint is not None and "id_token_hint" not in no_hint
-    page = httpx.get(url, timeout=10)  # the IdP accepts the hint: its logout confirmation
+    page = loopback_http.get(url, timeout=10)  # the IdP accepts the hint: its logout confirmation
     assert page.status_code == 200
 
 
@@ -265,7 +266,7 @@ def test_a_browser_command_that_returns_only_at_exit_does_not_stall_the_login(
     pages: list[httpx.Response] = []
 
     def blocking_open(url: str, *args: Any, **kwargs: Any) -> bool:
-        pages.append(httpx.get(browser_login(url), timeout=60))  # the user, then the page
+        pages.append(loopback_http.get(browser_login(url), timeout=60))  # the user, then the page
         return True
 
     monkeypatch.setattr(webbrowser, "open", blocking_open)

@@ -6,7 +6,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 from kstlib.auth._discovery import MetadataCache
@@ -24,6 +23,7 @@ from kstlib.auth.models import AuthFlow, PreflightStatus, Token
 from kstlib.auth.providers import AuthProviderConfig as ExportedConfig
 from kstlib.auth.providers import OAuth2Provider, OIDCProvider
 from kstlib.auth.token import MemoryTokenStorage
+from tests import loopback_http
 from tests.flows import login, make_oidc, provider_config
 from tests.idp_support import (
     CONFIDENTIAL,
@@ -344,7 +344,7 @@ def test_context_manager_closes_client(idp: IdP) -> None:
 
 def test_own_http_client_is_used_and_not_closed(idp: IdP) -> None:
     seen: list[str] = []
-    client = httpx.Client(event_hooks={"request": [lambda r: seen.append(str(r.url))]})
+    client = loopback_http.client(event_hooks={"request": [lambda r: seen.append(str(r.url))]})
     provider = OIDCProvider(
         "own",
         provider_config(idp),

@@ -21,7 +21,7 @@ from kstlib.auth.errors import TokenExpiredError, TokenRefreshError
 from kstlib.auth.models import Token
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
-from tests import forked, shared_storage_worker
+from tests import forked, loopback_http, shared_storage_worker
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, IdP
 
@@ -85,7 +85,7 @@ def test_async_methods_inject_the_token(idp: IdP, provider: OIDCProvider) -> Non
 
 
 def test_bring_your_own_client(idp: IdP, provider: OIDCProvider) -> None:
-    with httpx.Client(auth=ProviderAuth(provider)) as client:
+    with loopback_http.client(auth=ProviderAuth(provider)) as client:
         assert client.get(idp.api_url("own")).json()["sub"] == "alice"
 
 

@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from kstlib.auth import AuthSession
@@ -29,6 +28,7 @@ from kstlib.auth.models import AuthFlow, Token
 from kstlib.auth.providers import OIDCProvider
 from kstlib.auth.redaction import TRACE
 from kstlib.auth.token import MemoryTokenStorage
+from tests import loopback_http
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, SERVICE, WRONG_ISSUED_TYPE_AUDIENCE, IdP
 
@@ -66,7 +66,7 @@ def user(idp: IdP) -> OIDCProvider:
 
 
 def api_as(idp: IdP, token: Token) -> dict[str, Any]:
-    response = httpx.get(
+    response = loopback_http.get(
         idp.api_url("x"), headers={"Authorization": f"Bearer {token.access_token}"}, timeout=10
     )
     assert response.status_code == 200, response.text

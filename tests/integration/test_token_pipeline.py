@@ -24,6 +24,7 @@ from kstlib.auth.providers.base import REFRESH_REJECTED_KEY, AcquiredToken
 from kstlib.auth.providers.oidc import OIDCProvider
 from kstlib.auth.token import FileTokenStorage, MemoryTokenStorage
 from kstlib.auth.token.lock import StorageLock
+from tests import loopback_http
 from tests.flows import login, make_oidc
 from tests.idp_support import CONFIDENTIAL, IdP
 from tests.jwks_server import JWKSServer
@@ -82,7 +83,7 @@ def test_provider_auth_skew_feeds_the_provider_one_refresh_then_none(
     provider.save_token(expiring_in(token, 200))
     storage.loads = storage.locks = 0
     idp.reset_stats()
-    with httpx.Client(auth=ProviderAuth(provider, refresh_skew=300)) as client:
+    with loopback_http.client(auth=ProviderAuth(provider, refresh_skew=300)) as client:
         codes = [client.get(idp.api_url(f"skew/{i}")).status_code for i in range(100)]
     assert codes == [200] * 100
     assert refreshes(idp) == 1
@@ -101,7 +102,9 @@ def test_provider_auth_skew_async_one_refresh_then_none(
     idp.reset_stats()
 
     async def main() -> list[int]:
-        async with httpx.AsyncClient(auth=ProviderAuth(provider, refresh_skew=300)) as client:
+        async with loopback_http.async_client(
+            auth=ProviderAuth(provider, refresh_skew=300)
+        ) as client:
             return [(await client.get(idp.api_url(f"a/{i}"))).status_code for i in range(50)]
 
     assert asyncio.run(main()) == [200] * 50
@@ -252,7 +255,7 @@ def test_whether_a_token_can_be_renewed_is_the_providers_answer(idp: IdP) -> Non
         seen.append(request.headers["Authorization"])
         return httpx.Response(200)
 
-    with httpx.Client(
+    with loopback_http.client(
         auth=ProviderAuth(provider), transport=httpx.MockTransport(handler)
     ) as client:
         assert client.get("https://api.example.test/x").status_code == 200

@@ -22,6 +22,7 @@ import httpx
 
 from kstlib.auth._jose import decode_jws
 from kstlib.auth.token import FileTokenStorage
+from tests import loopback_http
 from tests.idp_support import (
     CONFIDENTIAL_CLIENT_ID,
     CONFIDENTIAL_CLIENT_SECRET,
@@ -88,7 +89,7 @@ def test_hostile_requests_during_a_cli_login_neither_complete_nor_abort_it(
             assert url.startswith(idp.issuer), url
             state = parse_qs(urlsplit(url).query)["state"][0]
             base = f"http://127.0.0.1:{port}"
-            with httpx.Client(timeout=5) as http:
+            with loopback_http.client(timeout=5) as http:
                 attacks = {
                     "forged state with attacker code": http.get(
                         f"{base}/callback", params={"code": "attacker-code", "state": "forged"}
@@ -117,7 +118,7 @@ def test_hostile_requests_during_a_cli_login_neither_complete_nor_abort_it(
             assert proc.poll() is None, "the login ended on a hostile request"
             assert all(status in (400, 404) for status in attacks.values()), attacks
             callback = browser_login(url)
-            with httpx.Client(timeout=5) as http:
+            with loopback_http.client(timeout=5) as http:
                 assert http.get(callback).status_code == 200
             assert proc.wait(timeout=60) == 0, (tmp_path / "stderr.log").read_text()
         finally:
@@ -132,7 +133,7 @@ def test_hostile_requests_during_a_cli_login_neither_complete_nor_abort_it(
     assert decode_jws(token.id_token).payload["sub"] == "alice"
     # the redirect replayed after the login: the server is gone, nothing changes
     try:
-        httpx.get(callback, timeout=2)
+        loopback_http.get(callback, timeout=2)
     except httpx.TransportError:
         pass
     assert FileTokenStorage(token_dir).load("corp") == token

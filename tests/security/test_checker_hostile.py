@@ -22,6 +22,7 @@ from kstlib.auth._discovery import MetadataCache
 from kstlib.auth._http import RetryPolicy
 from kstlib.auth.check import TokenChecker, TokenCheckReport, ValidationStep
 from tests import jwt_factory as f
+from tests import loopback_http
 from tests.hypothesis_support import examples
 from tests.jwks_server import JWKSServer, running_server
 from tests.jwt_factory import b64, b64json
@@ -35,7 +36,7 @@ JWKS = "/issuer/jwks"
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
+    with loopback_http.client(timeout=5.0) as c:
         yield c
 
 
@@ -447,7 +448,7 @@ _ALPHABET = string.ascii_letters + string.digits + "-_.=+/ \n"
 @pytest.fixture(scope="module")
 def fuzz_env() -> Iterator[tuple[TokenChecker, str, list[str]]]:
     """A pinned, warm checker and a few valid tokens to mutate (own server: module scope)."""
-    with running_server() as srv, httpx.Client(timeout=5.0) as c:
+    with running_server() as srv, loopback_http.client(timeout=5.0) as c:
         keys = [f.rsa_key(kid="r"), f.ec_key(kid="e"), f.ed25519_key(kid="d")]
         issuer = srv.set_issuer("/issuer", jwks=f.jwks(*keys))
         checker = _checker(c, issuer, cache=MetadataCache(jwks_refetch_cooldown=3600))

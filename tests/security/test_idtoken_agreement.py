@@ -15,6 +15,7 @@ import pytest
 
 from kstlib.auth.check import TokenChecker
 from kstlib.auth.errors import TokenValidationError
+from tests import loopback_http
 from tests.security.hostile_idp import (
     CLIENT_ID,
     HostileIdP,
@@ -33,7 +34,7 @@ def hostile() -> Iterator[HostileIdP]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
+    with loopback_http.client(timeout=5.0) as c:
         yield c
 
 

@@ -38,7 +38,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-import httpx
 import pytest
 
 from kstlib.auth import AuthSession, ProviderAuth
@@ -50,6 +49,7 @@ from kstlib.auth.errors import AuthError
 from kstlib.auth.models import Token
 from kstlib.auth.redaction import TRACE
 from kstlib.auth.token import FileTokenStorage
+from tests import loopback_http
 from tests.flows import make_oidc
 from tests.idp_support import (
     CONFIDENTIAL,
@@ -289,14 +289,14 @@ def test_library_journey_leaks_no_secret(
     )
     secrets.add("bogus_access_token", bogus.access_token)
     provider.save_token(bogus)
-    with httpx.Client(auth=ProviderAuth(provider)) as client:
+    with loopback_http.client(auth=ProviderAuth(provider)) as client:
         assert client.get(idp.api_url("after-401")).status_code == 200
     replayed = storage.load("corp")
     secrets.add_token("after_401", replayed)
     assert replayed is not None and replayed.access_token != bogus.access_token
 
     # TokenChecker: a valid ID token, and a tampered one (a report, not an exception)
-    with httpx.Client(timeout=10) as http:
+    with loopback_http.client(timeout=10) as http:
         checker = TokenChecker(
             http,
             expected_issuer=idp.issuer,

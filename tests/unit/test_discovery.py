@@ -27,6 +27,7 @@ from kstlib.auth._http import RetryPolicy
 from kstlib.auth._jose import ALLOWED_ALGORITHMS, JOSEError, decode_jws
 from kstlib.auth.errors import DiscoveryError
 from tests import jwt_factory as f
+from tests import loopback_http
 from tests.jwks_server import JWKSServer, Route
 
 pytestmark = pytest.mark.usefixtures("server")
@@ -334,7 +335,7 @@ def test_discovery_timeout(cache: MetadataCache) -> None:
         respx.get("https://slow.example.com/.well-known/openid-configuration").mock(
             side_effect=httpx.ReadTimeout("slow")
         )
-        with httpx.Client() as c, pytest.raises(DiscoveryError, match="timed out"):
+        with loopback_http.client() as c, pytest.raises(DiscoveryError, match="timed out"):
             cache.discovery(c, "https://slow.example.com")
 
 

@@ -18,6 +18,7 @@ from kstlib.auth._http import (
     request_budget,
     request_json,
 )
+from tests import loopback_http
 from tests.jwks_server import JWKSServer, Route
 
 # mtime=0: the same bytes in every process (pytest-xdist workers collect the same tests).
@@ -102,7 +103,7 @@ def test_non_json_answers_are_read_raw_and_bounded(
 
 
 def test_the_budget_comes_from_the_client_timeout() -> None:
-    with httpx.Client(timeout=httpx.Timeout(7.0, connect=2.0)) as client:
+    with loopback_http.client(timeout=httpx.Timeout(7.0, connect=2.0)) as client:
         assert request_budget(client) == 7.0
-    with httpx.Client(timeout=None) as client:
+    with loopback_http.client(timeout=None) as client:
         assert request_budget(client) == DEFAULT_REQUEST_BUDGET
