@@ -149,3 +149,116 @@ def test_the_settings_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert "kstlib-probe-pkg==0.1.0" in found.stdout + found.stderr
+
+
+def _build_env(*, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--build-env"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+
+def test_build_env_gives_the_same_settings_as_uvs_variables(pip_config: Path) -> None:
+    """For ``python -m build --installer uv`` (./scripts/check-dist), which runs uv itself."""
+    pip_config.write_text(
+        "[global]\n"
+        "index-url = https://mirror.example/simple\n"
+        "extra-index-url = file:///srv/a/simple\n    file:///srv/b/simple\n"
+        "find-links = /srv/wheels-a\n    /srv/wheels-b\n"
+        "constraint = /etc/constraints.txt\n"
+        "trusted-host = mirror.example\n"
+        "cert = /etc/ca.pem\n"
+        "timeout = 60\n"
+        "disable-pip-version-check = 1\n",
+        encoding="utf-8",
+    )
+    proc = _build_env()
+    assert proc.returncode == 0, proc.stderr
+    assert dict(line.split("=", 1) for line in proc.stdout.splitlines()) == {
+        "UV_INDEX_URL": "https://mirror.example/simple",
+        "UV_EXTRA_INDEX_URL": "file:///srv/a/simple file:///srv/b/simple",
+        "UV_FIND_LINKS": "/srv/wheels-a,/srv/wheels-b",
+        "UV_CONSTRAINT": "/etc/constraints.txt",
+        "UV_INSECURE_HOST": "mirror.example",
+        "UV_INDEX_STRATEGY": "unsafe-best-match",
+        "SSL_CERT_FILE": "/etc/ca.pem",
+        "UV_HTTP_TIMEOUT": "60",
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ("no-index = 1", "pip setting 'no-index' has no uv variable"),
+        ("find-links = /srv/a,b", "pip setting 'find-links' has a value holding ','"),
+        ("pre = 1", "pip setting 'pre' has no uv equivalent here"),
+    ],
+)
+def test_build_env_exits_3_when_a_setting_has_no_variable(
+    pip_config: Path, setting: str, why: str
+) -> None:
+    pip_config.write_text(f"[global]\n{setting}\n", encoding="utf-8")
+    proc = _build_env()
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert f"{why}; build with pip instead" in proc.stderr
+
+
+def test_the_build_variables_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
+    """A real uv given only the printed variables resolves a project that exists only in the
+    configured find-links directory; the configured index (an empty local one) keeps it
+    offline."""
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.exists():  # setup could not install it (it then used pip): install it here
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", tmp_path / "uv", "uv"],
+            check=True,
+        )
+        uv = tmp_path / "uv" / "bin" / "uv"
+    wheels, index = tmp_path / "wheels", tmp_path / "index"
+    wheels.mkdir()
+    index.mkdir()
+    _probe_wheel(wheels)
+    pip_config.write_text(
+        f"[global]\nindex-url = {index.as_uri()}\nfind-links = {wheels}\n", encoding="utf-8"
+    )
+    printed = _build_env()
+    assert printed.returncode == 0, printed.stderr
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
+    environment.update(line.split("=", 1) for line in printed.stdout.splitlines())
+    target = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", target], check=True)
+    found = subprocess.run(
+        [uv, "pip", "install", "--no-config", "--dry-run", "--python", target / "bin" / "python"]
+        + ["kstlib-probe-pkg"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+    )
+    assert found.returncode == 0, found.stderr
+    assert "kstlib-probe-pkg==0.1.0" in found.stdout + found.stderr
+
+
+@pytest.mark.parametrize("xdg", ["a-config", "z-config"])
+def test_a_later_configuration_file_overrides_an_earlier_one(
+    pip_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xdg: str
+) -> None:
+    """pip loads ~/.pip/pip.conf, then $XDG_CONFIG_HOME/pip/pip.conf: the same key in the same
+    section is the later file's. ``pip config list`` prints files sorted by name, so with the
+    XDG directory named before HOME (a-config) and after it (z-config) the winner is listed
+    first in one case and last in the other."""
+    monkeypatch.delenv("PIP_CONFIG_FILE")  # with it pip would skip the user's files
+    home, config = tmp_path / "m-home", tmp_path / xdg
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    legacy, current = home / ".pip" / "pip.conf", config / "pip" / "pip.conf"
+    for path, text in ((legacy, "cert = /legacy.pem\ntimeout = 5"), (current, "cert = /xdg.pem")):
+        path.parent.mkdir(parents=True)
+        path.write_text(f"[global]\n{text}\n", encoding="utf-8")
+    settings = uv_pip_install.pip_settings()
+    assert settings["cert"] == "/xdg.pem"
+    assert settings["timeout"] == "5"  # only in the earlier file: kept
