@@ -312,29 +312,42 @@ def write_charts(
             fig.savefig(path, dpi=CHART_DPI)
             plt.close(fig)
             written[section] = path
-        _overview(plt, panels, meta, overview)
+    _overview(written, meta, overview)
     return written
 
 
-def _overview(plt: Any, panels: list[Result], meta: dict[str, Any], path: Path) -> None:
-    """Every panel on one sheet (bench/results.png), for a look at the whole run."""
-    cols = 3
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(24, 5.2 * rows), squeeze=False)
-    for ax in axes.flat[len(panels) :]:
-        ax.axis("off")
-    for ax, result in zip(axes.flat, panels, strict=False):
-        _draw(ax, result)
-    fig.suptitle(
+def _overview(charts: dict[str, Path], meta: dict[str, Any], path: Path) -> None:
+    """The section charts tiled on one sheet (bench/results.png), for a look at the whole run.
+
+    Tiled from the PNGs just written rather than drawn again: drawing every panel a second
+    time took as long as all the section charts together.
+    """
+    from matplotlib import font_manager
+    from PIL import Image, ImageDraw, ImageFont
+
+    tiles = [Image.open(chart) for chart in charts.values()]
+    columns, margin, title_height, tile_width = 2, 20, 60, round(CHART_WIDTH_IN * CHART_DPI)
+    heights = [0] * columns
+    places: list[tuple[int, int]] = []
+    for tile in tiles:  # each chart goes under the shortest column
+        column = heights.index(min(heights))
+        places.append((margin + column * (tile_width + margin), heights[column]))
+        heights[column] += tile.height + margin
+    width = margin + columns * (tile_width + margin)
+    sheet = Image.new("RGB", (width, title_height + max(heights, default=0) + margin), "white")
+    for tile, (x, y) in zip(tiles, places, strict=True):
+        sheet.paste(tile.convert("RGB"), (x, title_height + y))
+        tile.close()
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), FONT_SIZE * 2)
+    ImageDraw.Draw(sheet).text(
+        (margin, margin // 2),
         f"kstlib.auth and its peers - python -m bench, {meta['date']} "
         f"({meta['machine']['cpu']}, {meta['machine']['cores']} cores)",
-        fontsize=FONT_SIZE + 3,
+        fill="black",
+        font=font,
     )
-    _legend(fig, panels, top=0.975)
-    fig.tight_layout(rect=(0, 0, 1, 0.955))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    sheet.save(path, optimize=True)
 
 
 def _legend(fig: Any, members: Sequence[Result], *, top: float = 1.0) -> None:
