@@ -1,17 +1,25 @@
 """The tests' own HTTP calls (to the IdP, the callback, the API stand-ins on 127.0.0.1).
 
-Each client gets the process's shared verifying SSL context
-(:func:`kstlib.auth._http.shared_ssl_context`), not one of its own: httpx's default loads the
-whole CA bundle for every client (25-40 ms of CPU), and the suite builds thousands of them.
+Each client gets one verifying SSL context built once per process (httpx's own default,
+``httpx.create_ssl_context()``), not one of its own: httpx loads the whole CA bundle for every
+client (25-40 ms of CPU), and the suite builds thousands of them. Nothing here comes from
+kstlib: the IdP harness (tests/idp_support.py) uses it from the bench's kstlib 3.8.2 venv and
+the built wheel's venv too.
 """
 
 from __future__ import annotations
 
+import functools
+import ssl
 from typing import Any
 
 import httpx
 
-from kstlib.auth._http import shared_ssl_context
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying context, built once per process."""
+    return httpx.create_ssl_context()
 
 
 def client(**kwargs: Any) -> httpx.Client:
