@@ -15,9 +15,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +24,7 @@ from kstlib.cli._fast import decode_jwt_unverified
 from tests import loopback_http
 from tests.idp_support import CONFIDENTIAL, IdP, browser_login
 from tests.integration.test_cli import CLI, KSTLIB, finish
-from tests.tls_support import https_server, self_signed
+from tests.tls_support import JSONHandler, https_server, self_signed
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
@@ -169,7 +167,7 @@ def test_interactive_kubectl_logs_in_on_demand_on_stderr_only(cli: CLI, tmp_path
     assert json.loads(out)["status"]["token"] == stored.id_token  # stdout: the credential only
 
 
-class _APIServer(BaseHTTPRequestHandler):
+class _APIServer(JSONHandler):
     """A stand-in Kubernetes API server: answers /version and records the bearer."""
 
     seen: list[str | None]
@@ -178,18 +176,11 @@ class _APIServer(BaseHTTPRequestHandler):
         bearer = self.headers.get("Authorization")
         self.seen.append(bearer)
         if bearer is None:
-            body = json.dumps({"kind": "Status", "code": 401, "reason": "Unauthorized"}).encode()
-            self.send_response(401)
+            body = {"kind": "Status", "code": 401, "reason": "Unauthorized"}
+            self.send_json(401, json.dumps(body).encode())
         else:
-            body = json.dumps({"major": "1", "minor": "30", "gitVersion": "v1.30.0"}).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+            body = {"major": "1", "minor": "30", "gitVersion": "v1.30.0"}
+            self.send_json(200, json.dumps(body).encode())
 
 
 @pytest.fixture

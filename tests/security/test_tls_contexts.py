@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,12 @@ from kstlib.auth.config import AuthProviderConfig
 from kstlib.auth.models import Token
 from kstlib.auth.providers.oauth2 import OAuth2Provider
 from kstlib.auth.token import MemoryTokenStorage
-from tests.tls_support import https_server, self_signed
+from tests.tls_support import JSONHandler, https_server, self_signed
 
 
-class _Hello(BaseHTTPRequestHandler):
+class _Hello(JSONHandler):
     def do_GET(self) -> None:
-        body = b'{"hello": "tls"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+        self.send_json(200, b'{"hello": "tls"}')
 
 
 @pytest.fixture(scope="module")

@@ -127,16 +127,23 @@ def _probe_wheel(directory: Path) -> None:
             wheel.writestr(name, text)
 
 
-def test_the_settings_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
-    """uv itself (the one ./scripts/setup installed) is handed the options: a dry run resolves a
-    project that exists only in the configured find-links directory (with no index: offline)."""
+def _real_uv(tmp_path: Path) -> Path:
+    """The uv ./scripts/setup installed, else one installed under ``tmp_path`` (setup could not
+    install it and used pip)."""
     uv = Path(sys.executable).with_name("uv")
-    if not uv.exists():  # setup could not install it (it then used pip): install it here
+    if not uv.exists():
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--target", tmp_path / "uv", "uv"],
             check=True,
         )
         uv = tmp_path / "uv" / "bin" / "uv"
+    return uv
+
+
+def test_the_settings_reach_a_real_uv(pip_config: Path, tmp_path: Path) -> None:
+    """uv itself (the one ./scripts/setup installed) is handed the options: a dry run resolves a
+    project that exists only in the configured find-links directory (with no index: offline)."""
+    uv = _real_uv(tmp_path)
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     _probe_wheel(wheels)
@@ -211,13 +218,7 @@ def test_the_build_variables_reach_a_real_uv(pip_config: Path, tmp_path: Path) -
     """A real uv given only the printed variables resolves a project that exists only in the
     configured find-links directory; the configured index (an empty local one) keeps it
     offline."""
-    uv = Path(sys.executable).with_name("uv")
-    if not uv.exists():  # setup could not install it (it then used pip): install it here
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--target", tmp_path / "uv", "uv"],
-            check=True,
-        )
-        uv = tmp_path / "uv" / "bin" / "uv"
+    uv = _real_uv(tmp_path)
     wheels, index = tmp_path / "wheels", tmp_path / "index"
     wheels.mkdir()
     index.mkdir()
