@@ -127,8 +127,13 @@ def test_ipv6_loopback() -> None:
         )
         assert status == 200
         assert srv.wait_for_callback(1).code == "c6"
-        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", srv.port), 1):
-            pass  # not reachable over IPv4
+        # Not reachable over IPv4: its only listening socket is IPv6-only on ::1. (Connecting to
+        # 127.0.0.1 on the same port number proves nothing: another test's IPv4 server may
+        # hold that number at that moment, and it did once.)
+        listening = [httpd.socket for httpd in srv._httpds]
+        assert [sock.family for sock in listening] == [socket.AF_INET6]
+        assert listening[0].getsockname()[:2] == ("::1", srv.port)
+        assert listening[0].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
 
 
 def test_ipv6_from_redirect_uri() -> None:
