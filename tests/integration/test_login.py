@@ -144,8 +144,38 @@ def test_cancelling_alogin_stops_the_loopback_server(idp: IdP) -> None:
 
     with provider:
         asyncio.run(main())
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", ports[0]), 5).close()
+    # Its socket is closed: this process listens on that port no more. (A connection attempt
+    # would prove nothing: another test's server may get the same port number right away.)
+    assert ports[0] not in _listening_ports_of_this_process()
+
+
+def _listening_ports_of_this_process() -> set[int]:
+    """TCP ports on which a socket of this process listens (Linux: /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as lines:
+            next(lines)  # the header
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN, inode ours
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_listener_check_sees_a_listening_socket() -> None:
+    """The check above is not blind: a socket listening here is found, then gone once closed."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert port in _listening_ports_of_this_process()
+    assert port not in _listening_ports_of_this_process()
 
 
 def test_login_takes_its_redirect_from_the_callback_server_settings(idp: IdP) -> None:
