@@ -300,14 +300,14 @@ def _tool(name: str) -> str:
     return path
 
 
+#: Written once ``npm ci`` succeeded (here and by ./scripts/setup, with the same rule): an
+#: interrupted install leaves none, and is made again.
+NODE_MODULES_STAMP = IDP_DIR / "node_modules" / ".kstlib-installed"
+
+
 def _node_modules_up_to_date() -> bool:
-    marker = IDP_DIR / "node_modules" / ".package-lock.json"  # rewritten by every npm ci
-    lock = IDP_DIR / "package-lock.json"
-    return (
-        marker.is_file()
-        and (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").is_file()
-        and marker.stat().st_mtime >= lock.stat().st_mtime
-    )
+    stamp, lock = NODE_MODULES_STAMP, IDP_DIR / "package-lock.json"
+    return stamp.is_file() and stamp.stat().st_mtime >= lock.stat().st_mtime
 
 
 @contextlib.contextmanager
@@ -359,6 +359,7 @@ def ensure_node_modules() -> bool:
                 f"npm ci failed in {IDP_DIR} (exit {proc.returncode}):\n"
                 f"{proc.stdout}\n{proc.stderr}"
             )
+        NODE_MODULES_STAMP.touch()
     return True
 
 
